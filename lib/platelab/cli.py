@@ -1,0 +1,163 @@
+"""The ``platelab`` command line.
+
+Every subcommand reports bad input as one line, ``platelab: error: ...``, and
+exits non-zero; ``--debug`` shows the traceback instead.
+"""
+
+import argparse
+import logging
+import sys
+
+from platelab import __version__
+
+logger = logging.getLogger(__name__)
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def main(argv=None):
+    """Entry point of the ``platelab`` console script and ``python -m platelab``."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except KeyboardInterrupt:
+        print("platelab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - turned into a one-line message
+        if args.debug:
+            raise
+        from platelab.config import ConfigError
+
+        expected = (CommandError, ConfigError, OSError, ValueError)
+        text = " ".join(str(error).split()) or type(error).__name__
+        if not isinstance(error, expected):
+            text = f"{type(error).__name__}: {text} (rerun with --debug for the traceback)"
+        print(f"platelab: error: {text}", file=sys.stderr)
+        return 2
+
+
+def _run(args):
+    from platelab import runner
+
+    run = runner.run_chain(
+        profile=args.profile,
+        params_file=args.params,
+        stages=args.stages,
+        run_id=args.run_id,
+        notebooks_dir=args.notebooks,
+        reports_dir=args.reports,
+        show_code=args.show_code,
+        kernel_name=args.kernel,
+    )
+    return 0 if run["status"] == "ok" else 1
+
+
+def _stages(args):
+    from platelab import config
+
+    for stage in config.discover_stages(args.notebooks):
+        print(stage.name)
+        for name, info in config.declared_parameters(stage.path).items():
+            print(f"    {name}: {info['type']} = {info['default']}  # {info['help']}")
+    return 0
+
+
+def _synth(args):
+    width, height = _parse_size(args.size)
+    from platelab import synth
+
+    manifest = synth.synthesize(
+        args.out,
+        videos=args.videos,
+        seconds=args.seconds,
+        fps=args.fps,
+        size=(width, height),
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    frames = sum(video["frames"] for video in manifest["videos"])
+    print(f"wrote {len(manifest['videos'])} videos, {frames} frames, to {args.out}")
+    return 0
+
+
+def _doctor(args):
+    from platelab import doctor
+
+    problems = doctor.report(print)
+    return 1 if problems else 0
+
+
+def _parse_size(text):
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise CommandError(f"invalid size '{text}': expected WIDTHxHEIGHT, e.g. 960x540") from None
+    if width < 16 or height < 16 or width % 2 or height % 2:
+        raise CommandError(f"invalid size '{text}': both sides even and at least 16 pixels")
+    return width, height
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        return value
+
+    return parse
+
+
+def _build_parser():
+    parser = argparse.ArgumentParser(
+        prog="platelab",
+        description="Traffic video to an evaluated, exported vehicle and license-plate detector.",
+    )
+    parser.add_argument("--version", action="version", version=f"platelab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run the notebook chain with papermill, with HTML reports"
+    )
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--profile", help="a profile in params/ (default: default)")
+    source.add_argument("--params", metavar="FILE", help="a parameter file (YAML) instead")
+    run.add_argument("--stages", help="stages to run, e.g. 00,01 or 00-03 (default: all)")
+    run.add_argument("--run-id", help="the report folder's name (default: time and profile)")
+    run.add_argument("--show-code", action="store_true", help="keep code cells in HTML reports")
+    run.add_argument("--notebooks", metavar="DIR", help=argparse.SUPPRESS)
+    run.add_argument("--reports", metavar="DIR", help="where run folders go (default: reports/)")
+    run.add_argument("--kernel", help="Jupyter kernel name (default: the notebooks' python3)")
+    run.set_defaults(handler=_run)
+
+    stages = commands.add_parser("stages", help="list the stages and their parameters")
+    stages.add_argument("--notebooks", metavar="DIR", help=argparse.SUPPRESS)
+    stages.set_defaults(handler=_stages)
+
+    synth = commands.add_parser("synth", help="render synthetic traffic videos with ground truth")
+    synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    synth.add_argument("--videos", type=_positive(int), default=6, help="number of videos (6)")
+    synth.add_argument("--seconds", type=_positive(float), default=10.0, help="length of each (10)")
+    synth.add_argument("--fps", type=_positive(float), default=10.0, help="frame rate (10)")
+    synth.add_argument("--size", default="960x540", help="frame size WxH (960x540)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(handler=_synth)
+
+    doctor = commands.add_parser("doctor", help="check ffmpeg, mongod, chromium and the kernel")
+    doctor.set_defaults(handler=_doctor)
+    return parser

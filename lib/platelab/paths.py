@@ -1,0 +1,76 @@
+"""Project paths, in one place.
+
+Every stage reads from earlier folders and writes to its own:
+
+    data/<workspace>/raw/         immutable inputs (stage 00 writes its synthetic videos here)
+    data/<workspace>/interim/     frames, curated lists, annotation batches
+    data/<workspace>/processed/   merged, split, training-ready datasets
+    data/<workspace>/models/      training runs
+    reports/<run-id>/             executed notebooks, HTML reports, metrics.json, index.html
+
+``PLATELAB_ROOT`` overrides the project root, ``PLATELAB_DATA_DIR`` and
+``PLATELAB_REPORTS_DIR`` the two output trees (tests point them at temporary
+folders).
+"""
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(os.environ.get("PLATELAB_ROOT", Path(__file__).resolve().parents[2]))
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+PARAMS_DIR = PROJECT_ROOT / "params"
+DATA_DIR = Path(os.environ.get("PLATELAB_DATA_DIR", PROJECT_ROOT / "data"))
+REPORTS_DIR = Path(os.environ.get("PLATELAB_REPORTS_DIR", PROJECT_ROOT / "reports"))
+FIFTYONE_DB_DIR = DATA_DIR / "fiftyone-db"
+
+
+def resolve(path):
+    """Resolves a path given in parameters.
+
+    Relative paths are taken relative to the project root, so that a notebook
+    means the same folder whether it runs in JupyterLab (cwd ``notebooks/``)
+    or under ``platelab run``.
+
+    Args:
+        path: a str or Path
+
+    Returns:
+        an absolute Path
+    """
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
+
+
+def workspace_dir(workspace):
+    """Returns the data folder of a workspace (``data/<workspace>``).
+
+    Args:
+        workspace: a workspace name (e.g. the profile's name) or a path
+
+    Returns:
+        an absolute Path
+    """
+    candidate = Path(workspace)
+    if candidate.is_absolute() or len(candidate.parts) > 1:
+        return resolve(candidate)
+    return DATA_DIR / workspace
+
+
+def raw_dir(workspace):
+    """Returns ``data/<workspace>/raw``."""
+    return workspace_dir(workspace) / "raw"
+
+
+def interim_dir(workspace):
+    """Returns ``data/<workspace>/interim``."""
+    return workspace_dir(workspace) / "interim"
+
+
+def processed_dir(workspace):
+    """Returns ``data/<workspace>/processed``."""
+    return workspace_dir(workspace) / "processed"
+
+
+def models_dir(workspace):
+    """Returns ``data/<workspace>/models``."""
+    return workspace_dir(workspace) / "models"

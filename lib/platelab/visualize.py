@@ -1,0 +1,114 @@
+"""Figures shared by the notebooks: annotated frames and image grids."""
+
+import logging
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+LABEL_COLORS_BGR = {
+    "vehicle": (255, 160, 40),
+    "license_plate": (40, 220, 255),
+}
+DEFAULT_COLOR_BGR = (200, 80, 255)
+
+
+def draw_objects(image_bgr, objects, thickness=2, show_labels=True):
+    """Draws labelled boxes on a copy of an image.
+
+    Args:
+        image_bgr: an HxWx3 uint8 BGR image
+        objects: dicts with ``label``, ``bbox`` ([xmin, ymin, xmax, ymax] in
+            pixels) and optionally ``score``
+        thickness: line width in pixels
+        show_labels: whether to write the label (and score) above each box
+
+    Returns:
+        the annotated copy
+    """
+    canvas = image_bgr.copy()
+    scale = max(0.35, min(canvas.shape[:2]) / 1400)
+    for item in objects:
+        color = LABEL_COLORS_BGR.get(item["label"], DEFAULT_COLOR_BGR)
+        x0, y0, x1, y1 = (int(round(value)) for value in item["bbox"])
+        cv2.rectangle(canvas, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), color, thickness)
+        if not show_labels:
+            continue
+        text = item["label"].replace("license_plate", "plate")
+        if item.get("score") is not None:
+            text += f" {item['score']:.2f}"
+        (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        top = max(0, y0 - height - baseline - 2)
+        cv2.rectangle(canvas, (x0, top), (x0 + width + 2, top + height + baseline + 2), color, -1)
+        cv2.putText(
+            canvas,
+            text,
+            (x0 + 1, top + height + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
+    return canvas
+
+
+def image_grid(images_bgr, titles=None, columns=3, width_inches=15.0, caption=None):
+    """Lays out images in a matplotlib grid.
+
+    Args:
+        images_bgr: a list of BGR uint8 images (any sizes)
+        titles: optional titles, one per image
+        columns: images per row
+        width_inches: the figure's width
+        caption: an optional line under the grid saying what to read from it
+
+    Returns:
+        the matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    count = max(1, len(images_bgr))
+    columns = max(1, min(columns, count))
+    rows = int(np.ceil(count / columns))
+    aspect = 9 / 16
+    if images_bgr:
+        height, width = images_bgr[0].shape[:2]
+        aspect = height / width
+    figure, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(width_inches, width_inches / columns * aspect * rows + (0.5 if caption else 0.2)),
+        squeeze=False,
+    )
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index >= len(images_bgr):
+            continue
+        axis.imshow(cv2.cvtColor(images_bgr[index], cv2.COLOR_BGR2RGB))
+        if titles:
+            axis.set_title(titles[index], fontsize=9)
+    if caption:
+        figure.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=10, style="italic")
+    figure.tight_layout(rect=(0, 0.03 if caption else 0, 1, 1))
+    return figure
+
+
+def read_video_frame(video_path, index):
+    """Reads one frame (0-based index) of a video as a BGR image.
+
+    Raises:
+        ValueError: if the video cannot be opened or has no such frame
+    """
+    capture = cv2.VideoCapture(str(video_path))
+    try:
+        if not capture.isOpened():
+            raise ValueError(f"{video_path}: cannot open video")
+        capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = capture.read()
+    finally:
+        capture.release()
+    if not ok:
+        raise ValueError(f"{video_path}: no frame {index}")
+    return frame

@@ -1,0 +1,115 @@
+"""Conventions every stage notebook follows, and smoke runs through papermill."""
+
+import ast
+import re
+
+import nbformat
+import pytest
+
+from conftest import read_json
+from platelab import config, runner
+
+STAGES = config.discover_stages()
+PARAMETER_LINE = re.compile(
+    r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>int|float|str|bool|list|dict)"
+    r" = (?P<value>.+?)  # (?P<help>\S.*)$"
+)
+
+
+@pytest.fixture(params=STAGES, ids=[stage.name for stage in STAGES])
+def notebook(request):
+    return request.param, nbformat.read(str(request.param.path), as_version=4)
+
+
+def test_there_are_stages():
+    assert STAGES and STAGES[0].name == "00_synthesize"
+
+
+def test_title_and_purpose(notebook):
+    stage, document = notebook
+    first = document.cells[0]
+    assert first.cell_type == "markdown"
+    lines = [line for line in first.source.splitlines() if line.strip()]
+    assert lines[0].startswith("# "), f"{stage.name}: first cell must start with a '# ' title"
+    assert len(lines) >= 2, f"{stage.name}: a one-line purpose must follow the title"
+    last = document.cells[-1]
+    assert last.cell_type == "markdown" and "summary" in last.source.lower(), (
+        f"{stage.name}: the last cell must be a markdown summary"
+    )
+
+
+def test_parameters_cell(notebook):
+    stage, document = notebook
+    tagged = [cell for cell in document.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{stage.name}: exactly one cell tagged 'parameters'"
+    cell = tagged[0]
+    assert cell.cell_type == "code"
+    names = []
+    for line in cell.source.splitlines():
+        if not line.strip():
+            continue
+        match = PARAMETER_LINE.match(line)
+        assert match, (
+            f"{stage.name}: parameter line not 'name: type = literal  # comment': {line!r}"
+        )
+        value = ast.literal_eval(match["value"])  # literals only: nothing derived or heavy
+        expected = {
+            "int": int,
+            "float": float,
+            "str": str,
+            "bool": bool,
+            "list": list,
+            "dict": dict,
+        }
+        assert isinstance(value, expected[match["type"]]), f"{stage.name}: {line!r}"
+        names.append(match["name"])
+    assert "report_dir" in names, f"{stage.name}: needs a report_dir parameter for the runner"
+    # Nothing but imports and markdown before the parameters cell.
+    before = document.cells[: document.cells.index(cell)]
+    for earlier in before:
+        if earlier.cell_type == "code":
+            tree = ast.parse(earlier.source)
+            assert all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in tree.body), (
+                f"{stage.name}: only imports may come before the parameters cell"
+            )
+
+
+def test_papermill_documents_every_parameter(notebook):
+    stage, _ = notebook
+    declared = config.declared_parameters(stage.path)
+    for name, info in declared.items():
+        assert info["help"], f"{stage.name}: parameter {name} has no help comment"
+        assert info["type"] != "None", f"{stage.name}: parameter {name} has no type annotation"
+
+
+def test_committed_without_outputs(notebook):
+    stage, document = notebook
+    for cell in document.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs, f"{stage.name}: committed with outputs"
+            assert cell.execution_count is None, f"{stage.name}: committed with execution counts"
+    assert document.metadata.get("kernelspec", {}).get("name") == "python3"
+    assert "papermill" not in document.metadata
+
+
+@pytest.mark.slow
+def test_smoke_chain(tmp_path):
+    """Every stage, in order, through papermill with the tiny smoke profile."""
+    params = tmp_path / "smoke.yaml"
+    text = (config.paths.PARAMS_DIR / "smoke.yaml").read_text()
+    params.write_text(text.replace("workspace: smoke", f"workspace: {tmp_path / 'work'}"))
+    run = runner.run_chain(
+        params_file=params, reports_dir=tmp_path / "reports", run_id="smoke", echo=print
+    )
+    failures = {
+        stage["name"]: stage.get("error") for stage in run["stages"] if stage["status"] != "ok"
+    }
+    assert run["status"] == "ok", failures
+    run_dir = tmp_path / "reports" / "smoke"
+    index = (run_dir / "index.html").read_text()
+    for stage in STAGES:
+        report = (run_dir / stage.name / "report.html").read_text()
+        assert "Traceback" not in report
+        assert "data:image/png;base64" in report, f"{stage.name}: report has no figure"
+        assert stage.name in index
+        assert read_json(run_dir / stage.name / "metrics.json")["key_figures"]
