@@ -25,7 +25,7 @@ test-fast: setup ## the tests without the slow ones
 
 lab: setup ## JupyterLab on notebooks/ (127.0.0.1:8888) with the platelab kernel
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser \
-		--MappingKernelManager.default_kernel_name=platelab
+		--MappingKernelManager.default_kernel_name=platelab $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 lint: setup ## ruff lint and format check
 	$(BIN)/ruff check lib tests benchmarks notebooks
