@@ -1,0 +1,401 @@
+"""PASCAL VOC annotations as CVAT exports them, read safely.
+
+CVAT's "PASCAL VOC 1.1" export is a zip of ``Annotations/<name>.xml``,
+``ImageSets/Main/<subset>.txt``, ``JPEGImages/<name>.jpg`` and
+``labelmap.txt``. Its real quirks are handled here: float coordinates, an
+empty ``<depth>``, an ``<attributes>`` block per object, and images without
+any object, which get no XML at all and appear only in ``ImageSets`` (they are
+kept, as negatives). Other sources often re-zip just ``Annotations/`` and
+``JPEGImages/``; that form loads too.
+
+XML is parsed with ``defusedxml`` (no entity expansion, no external entities).
+Every problem with one file becomes a one-line message naming the file; the
+rest of the batch goes on.
+"""
+
+import logging
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import defusedxml.ElementTree as SafeElementTree
+from defusedxml import DefusedXmlException
+
+from platelab import archives
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+DEFAULT_ALIASES = {
+    "vehicle": ["vehicle", "vehicles", "car", "cars", "truck", "trucks", "bus", "buses", "sedan", "sedans"],
+    "license_plate": [
+        "license_plate", "license_plates", "license plate", "license plates", "licence",
+        "licence plate", "licence_plate", "plate", "plates", "number_plate", "number plate",
+    ],
+}  # fmt: skip
+"""Canonical label -> the spellings that mean it (compared case-insensitively)."""
+
+
+class AnnotationError(ValueError):
+    """A problem with one annotation file (one-line message naming it)."""
+
+
+@dataclass
+class ImageRecord:
+    """One image of an annotation batch and its boxes.
+
+    Attributes:
+        name: the image's stem, unique within its batch
+        image_path: the image file (None where the XML names a missing image)
+        xml_path: the annotation file (None for a negative without XML)
+        width: image width in pixels (from the XML or the image)
+        height: image height in pixels
+        objects: dicts with ``label`` (as written), ``bbox`` ([xmin, ymin,
+            xmax, ymax] floats, pixels), ``difficult``, ``truncated``,
+            ``occluded`` and ``attributes``
+        subsets: the ``ImageSets/Main`` lists naming the image
+        problems: one-line messages about this image
+    """
+
+    name: str
+    image_path: Path | None = None
+    xml_path: Path | None = None
+    width: int | None = None
+    height: int | None = None
+    objects: list = field(default_factory=list)
+    subsets: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    """An annotation batch as loaded.
+
+    Attributes:
+        name: the batch's name (the zip's or folder's stem)
+        root: the folder holding ``Annotations/`` etc. (extracted if a zip)
+        records: the images, by name order
+        labels: the label map's labels (without ``background``), if any
+        problems: one-line messages about files that could not be used
+    """
+
+    name: str
+    root: Path
+    records: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+
+
+def build_alias_map(aliases=None):
+    """Turns canonical -> spellings into a lookup of lower-cased spelling -> canonical.
+
+    Args:
+        aliases: a dict like :data:`DEFAULT_ALIASES` (default: that one)
+
+    Returns:
+        a dict
+
+    Raises:
+        ValueError: if one spelling maps to two canonical labels
+    """
+    lookup = {}
+    for canonical, spellings in (aliases or DEFAULT_ALIASES).items():
+        for spelling in [canonical, *spellings]:
+            key = _label_key(spelling)
+            if lookup.get(key, canonical) != canonical:
+                raise ValueError(
+                    f"label alias '{spelling}' maps to both {lookup[key]} and {canonical}"
+                )
+            lookup[key] = canonical
+    return lookup
+
+
+def normalize_label(label, lookup):
+    """Returns the canonical label for a spelling, or None when it is unknown."""
+    return lookup.get(_label_key(label))
+
+
+def parse_voc_xml(xml_path):
+    """Parses one PASCAL VOC annotation file.
+
+    Args:
+        xml_path: the file
+
+    Returns:
+        a dict with ``filename``, ``width``, ``height``, ``depth`` (None where
+        absent or empty) and ``objects`` (see :class:`ImageRecord`), plus
+        ``problems`` for objects that had to be skipped
+
+    Raises:
+        AnnotationError: for malformed XML, entity tricks, or a file that is
+            not a VOC annotation
+    """
+    xml_path = Path(xml_path)
+    try:
+        root = SafeElementTree.parse(str(xml_path), forbid_dtd=True).getroot()
+    except DefusedXmlException as error:
+        raise AnnotationError(f"{xml_path}: refused unsafe XML ({type(error).__name__})") from None
+    except SafeElementTree.ParseError as error:
+        raise AnnotationError(f"{xml_path}: malformed XML ({error})") from None
+    except OSError as error:
+        raise AnnotationError(f"{xml_path}: cannot read ({error.strerror or error})") from None
+    if root.tag != "annotation":
+        raise AnnotationError(f"{xml_path}: not a VOC annotation (root element <{root.tag}>)")
+    size = root.find("size")
+    parsed = {
+        "filename": _text(root, "filename"),
+        "width": _int_or_none(size, "width") if size is not None else None,
+        "height": _int_or_none(size, "height") if size is not None else None,
+        "depth": _int_or_none(size, "depth") if size is not None else None,
+        "objects": [],
+        "problems": [],
+    }
+    for index, element in enumerate(root.findall("object")):
+        label = _text(element, "name")
+        box = element.find("bndbox")
+        if not label or box is None:
+            parsed["problems"].append(
+                f"{xml_path}: object {index + 1} has no name or no <bndbox>; skipped"
+            )
+            continue
+        try:
+            bbox = [float(_text(box, key)) for key in ("xmin", "ymin", "xmax", "ymax")]
+        except (TypeError, ValueError):
+            parsed["problems"].append(
+                f"{xml_path}: object {index + 1} ({label}) has a non-numeric box; skipped"
+            )
+            continue
+        attributes = {}
+        for attribute in element.findall("attributes/attribute"):
+            name = _text(attribute, "name")
+            if name:
+                attributes[name] = _text(attribute, "value")
+        parsed["objects"].append(
+            {
+                "label": label,
+                "bbox": bbox,
+                "difficult": _flag(element, "difficult"),
+                "truncated": _flag(element, "truncated"),
+                "occluded": _flag(element, "occluded"),
+                "attributes": attributes,
+            }
+        )
+    return parsed
+
+
+def load_batch(source, work_dir=None, read_image_size=None):
+    """Loads a CVAT "PASCAL VOC 1.1" export, zipped or not, or a zip of Annotations/ and JPEGImages/.
+
+    Args:
+        source: a ``.zip`` or a folder
+        work_dir: where a zip is extracted (default: a new temporary folder)
+        read_image_size: a function path -> (width, height) or None, used
+            where the XML has no size and to check sizes (default: reads the
+            image header with OpenCV)
+
+    Returns:
+        a :class:`Batch`; its records and problems say what was found
+
+    Raises:
+        AnnotationError: if the source is missing or holds no VOC layout
+        archives.ArchiveError: for an unsafe or corrupt zip
+    """
+    source = Path(source)
+    if not source.exists():
+        raise AnnotationError(f"{source}: not found")
+    name = source.stem if source.is_file() else source.name
+    if source.is_file():
+        if source.suffix.lower() != ".zip":
+            raise AnnotationError(f"{source}: expected a .zip or a folder")
+        work_dir = Path(work_dir or tempfile.mkdtemp(prefix="platelab-batch-"))
+        extracted = work_dir / _safe_name(name)
+        if not extracted.exists():
+            archives.safe_extract(source, extracted)
+        folder = extracted
+    else:
+        folder = source
+    root = _find_layout_root(folder)
+    if root is None:
+        raise AnnotationError(f"{source}: no Annotations/ or JPEGImages/ folder (not a VOC export)")
+    read_image_size = read_image_size or image_size
+    batch = Batch(name=name, root=root)
+    labelmap = root / "labelmap.txt"
+    if labelmap.is_file():
+        batch.labels = _read_labelmap(labelmap)
+
+    images = {}
+    images_dir = root / "JPEGImages"
+    if images_dir.is_dir():
+        for path in sorted(images_dir.rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+                images.setdefault(path.relative_to(images_dir).with_suffix("").as_posix(), path)
+    subsets = _read_image_sets(root / "ImageSets" / "Main", batch)
+    records = {}
+    annotations_dir = root / "Annotations"
+    xml_files = sorted(annotations_dir.rglob("*.xml")) if annotations_dir.is_dir() else []
+    for xml_path in xml_files:
+        key = xml_path.relative_to(annotations_dir).with_suffix("").as_posix()
+        try:
+            parsed = parse_voc_xml(xml_path)
+        except AnnotationError as error:
+            batch.problems.append(str(error))
+            continue
+        record = ImageRecord(name=key, xml_path=xml_path)
+        record.problems.extend(parsed["problems"])
+        record.objects = parsed["objects"]
+        record.width, record.height = parsed["width"], parsed["height"]
+        record.image_path = images.get(key)
+        if record.image_path is None and parsed["filename"]:
+            candidate = images_dir / parsed["filename"]
+            record.image_path = candidate if candidate.is_file() else None
+        if record.image_path is None:
+            batch.problems.append(
+                f"{xml_path}: its image ({parsed['filename'] or key}) is missing; skipped"
+            )
+            continue
+        records[key] = record
+    for key, path in images.items():
+        if key in records:
+            continue
+        record = ImageRecord(name=key, image_path=path)
+        if key not in subsets:
+            record.problems.append(
+                f"{path}: no annotation XML and not listed in ImageSets; kept as an image without objects"
+            )
+        records[key] = record
+    for key in subsets:
+        if key not in records and key not in images:
+            batch.problems.append(
+                f"{root / 'ImageSets' / 'Main'}: lists {key}, which has no image; skipped"
+            )
+    for key in sorted(records):
+        record = records[key]
+        record.subsets = sorted(subsets.get(key, []))
+        _check_record(record, read_image_size)
+        batch.records.append(record)
+    return batch
+
+
+def image_size(path):
+    """Returns (width, height) of an image, or None where it cannot be read."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        return None
+    return image.shape[1], image.shape[0]
+
+
+def _check_record(record, read_image_size):
+    """Checks sizes and boxes against the real image; clips, swaps or drops with a message."""
+    actual = read_image_size(record.image_path)
+    where = record.xml_path or record.image_path
+    if actual is None:
+        record.problems.append(f"{record.image_path}: unreadable image")
+        record.image_path = None
+        return
+    width, height = actual
+    if record.width is None or record.height is None:
+        if record.xml_path is not None:
+            record.problems.append(f"{where}: no <size>; read {width}x{height} from the image")
+    elif (record.width, record.height) != (width, height):
+        record.problems.append(
+            f"{where}: <size> says {record.width}x{record.height} but the image is {width}x{height}; "
+            "using the image's size"
+        )
+    record.width, record.height = width, height
+    kept = []
+    for item in record.objects:
+        x0, y0, x1, y1 = item["bbox"]
+        fixed = []
+        if x0 > x1 or y0 > y1:
+            x0, x1 = min(x0, x1), max(x0, x1)
+            y0, y1 = min(y0, y1), max(y0, y1)
+            fixed.append("inverted corners swapped")
+        clipped = [
+            min(max(x0, 0.0), width),
+            min(max(y0, 0.0), height),
+            min(max(x1, 0.0), width),
+            min(max(y1, 0.0), height),
+        ]
+        if clipped != [x0, y0, x1, y1]:
+            fixed.append("clipped to the image")
+        if clipped[2] - clipped[0] < 1 or clipped[3] - clipped[1] < 1:
+            record.problems.append(
+                f"{where}: {item['label']} box {item['bbox']} is empty inside the image; dropped"
+            )
+            continue
+        if fixed:
+            record.problems.append(
+                f"{where}: {item['label']} box {item['bbox']}: {', '.join(fixed)}"
+            )
+        item = dict(item, bbox=clipped)
+        kept.append(item)
+    record.objects = kept
+
+
+def _find_layout_root(folder):
+    for candidate in [folder, *sorted(path for path in folder.rglob("*") if path.is_dir())]:
+        if (candidate / "Annotations").is_dir() or (candidate / "JPEGImages").is_dir():
+            return candidate
+    return None
+
+
+def _read_image_sets(folder, batch):
+    subsets = {}
+    if not folder.is_dir():
+        return subsets
+    for path in sorted(folder.glob("*.txt")):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            batch.problems.append(f"{path}: cannot read ({error})")
+            continue
+        for line in lines:
+            key = line.strip().split(" ")[0] if line.strip() else ""
+            if key:
+                subsets.setdefault(key, []).append(path.stem)
+    return subsets
+
+
+def _read_labelmap(path):
+    labels = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        label = line.split(":")[0].strip()
+        if label and label != "background":
+            labels.append(label)
+    return labels
+
+
+def _text(element, path):
+    found = element.find(path)
+    if found is None or found.text is None:
+        return None
+    return found.text.strip()
+
+
+def _int_or_none(element, path):
+    text = _text(element, path)
+    if not text:
+        return None
+    try:
+        return int(float(text))
+    except ValueError:
+        return None
+
+
+def _flag(element, path):
+    text = _text(element, path)
+    return text in ("1", "true", "True")
+
+
+def _label_key(label):
+    return re.sub(r"[\s_\-]+", " ", str(label).strip().lower())
+
+
+def _safe_name(name):
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "batch"
