@@ -36,7 +36,7 @@ def manifest_table(manifest):
 
     rows = []
     for video in manifest["videos"]:
-        counts = video.get("object_counts", {})
+        counts = video.get("objects", {})
         rows.append(
             {
                 "source_id": video["source_id"],

@@ -1,0 +1,65 @@
+"""Synthetic traffic-camera videos with exact ground truth (stage 00).
+
+Stand-ins for the videos a user would film: six vantage points (highway
+overpass, high and low street views, parking lot, shop fronts, dashboard
+camera), sedans, trucks and buses seen from the front, rear and side, US and
+EU license plates from readable to a few pixels high, day, dusk and night,
+motion blur, noise, compression artefacts, plate-like distractors (speed
+signs, shop signs, billboards, house numbers) and stretches to cut (black and
+frozen feed, empty road). Every frame comes with the tight boxes of the
+visible vehicles and plates, computed from the rendered pixels.
+
+Public API::
+
+    VANTAGES                      # overpass, street_high, street_low, parking, storefront, dashcam
+    synthesize(out_dir, videos=6, seconds=10.0, fps=10.0, size=(960, 540), seed=0,
+               vantages=None, workers=None, progress=True)   # -> manifest dict
+    video_specs(videos, seconds, fps, size, seed, vantages=None)  # -> [VideoSpec]
+    render_video(spec)            # -> iterator of (frame BGR, frame truth), in memory
+    build_scene(spec)             # -> Scene
+    render_frame(scene, index, exclude_ids=(), effects=True)  # -> (image, objects, id_map)
+    draw_boxes(image_bgr, objects, thickness=2)               # -> annotated copy
+
+Ground-truth objects: ``id`` (track id, stable across frames), ``label``
+(``vehicle`` or ``license_plate``), ``box`` ``[xmin, ymin, xmax, ymax]`` in
+integer pixel-edge coordinates with ``xmax``/``ymax`` exclusive (the tight box
+of the visible pixels), ``occluded`` and ``truncated`` (fractions hidden by
+other things and cut by the frame edge), ``difficult``; vehicles also
+``type`` (sedan, truck, bus), ``variant``, ``view`` (front, rear, side),
+``parked``; plates ``style`` (us, eu), ``text``, ``region``, ``vehicle_id``.
+Frames carry ``state``: ``ok``, ``black``, ``frozen`` or ``empty``.
+
+Modules: scene.py (plans, scenes, traffic), layouts.py and town.py (the
+vantage points), props.py (scenery and distractors), vehicles.py (vehicle
+models), sprites.py (drawing them), plates.py, geometry.py (camera and
+rasteriser), render.py (frames, effects, ground truth), pipeline.py (files).
+"""
+
+from platelab.synth.pipeline import load_current_manifest, synthesize, synthesize_or_reuse
+from platelab.synth.render import draw_boxes, render_frame, render_video, scene_frames
+from platelab.synth.scene import (
+    LIGHTINGS,
+    STATES,
+    VANTAGES,
+    Scene,
+    VideoSpec,
+    build_scene,
+    video_specs,
+)
+
+__all__ = [
+    "LIGHTINGS",
+    "STATES",
+    "VANTAGES",
+    "Scene",
+    "VideoSpec",
+    "build_scene",
+    "draw_boxes",
+    "render_frame",
+    "render_video",
+    "scene_frames",
+    "synthesize",
+    "synthesize_or_reuse",
+    "load_current_manifest",
+    "video_specs",
+]
