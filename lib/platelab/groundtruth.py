@@ -65,7 +65,7 @@ def ground_truth_table(output_dir, manifest):
         truth = load_ground_truth(output_dir, video)
         for frame in truth["frames"]:
             for item in frame["objects"]:
-                x0, y0, x1, y1 = item["bbox"]
+                x0, y0, x1, y1 = item["box"]
                 width, height = x1 - x0, y1 - y0
                 rows.append(
                     {

@@ -19,8 +19,8 @@ def draw_objects(image_bgr, objects, thickness=2, show_labels=True):
 
     Args:
         image_bgr: an HxWx3 uint8 BGR image
-        objects: dicts with ``label``, ``bbox`` ([xmin, ymin, xmax, ymax] in
-            pixels) and optionally ``score``
+        objects: dicts with ``label``, ``bbox`` or ``box`` ([xmin, ymin,
+            xmax, ymax] in pixels, xmax/ymax exclusive) and optionally ``score``
         thickness: line width in pixels
         show_labels: whether to write the label (and score) above each box
 
@@ -31,7 +31,8 @@ def draw_objects(image_bgr, objects, thickness=2, show_labels=True):
     scale = max(0.35, min(canvas.shape[:2]) / 1400)
     for item in objects:
         color = LABEL_COLORS_BGR.get(item["label"], DEFAULT_COLOR_BGR)
-        x0, y0, x1, y1 = (int(round(value)) for value in item["bbox"])
+        box = item["bbox"] if "bbox" in item else item["box"]
+        x0, y0, x1, y1 = (int(round(value)) for value in box)
         cv2.rectangle(canvas, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), color, thickness)
         if not show_labels:
             continue
