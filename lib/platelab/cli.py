@@ -90,6 +90,49 @@ def _synth(args):
     return 0
 
 
+def _sample(args):
+    from platelab import frames
+
+    manifest = frames.sample(
+        args.inputs,
+        args.out,
+        fps=args.fps,
+        cut_static=args.cut_static,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    for problem in manifest["problems"]:
+        print(f"skipped: {problem}", file=sys.stderr)
+    used = sum(source.get("status") == "ok" for source in manifest["sources"])
+    print(f"wrote {len(manifest['frames'])} frames from {used} source(s) to {args.out}")
+    return 0 if used or not manifest["sources"] else 1
+
+
+def _curate(args):
+    from platelab import curate
+
+    result = curate.curate(
+        args.inputs,
+        args.out,
+        threshold=args.threshold,
+        drop_empty=args.drop_empty,
+        progress=not args.quiet,
+    )
+    for problem in result["problems"]:
+        print(f"problem: {problem}", file=sys.stderr)
+    reasons = {}
+    for entry in result["dropped"]:
+        reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
+    dropped = ", ".join(
+        f"{count} {reason.replace('_', ' ')}" for reason, count in sorted(reasons.items())
+    )
+    print(
+        f"kept {len(result['kept'])} of {len(result['kept']) + len(result['dropped'])} images"
+        f"{' (dropped: ' + dropped + ')' if dropped else ''}; see {args.out}/curated.json"
+    )
+    return 0
+
+
 def _doctor(args):
     from platelab import doctor
 
@@ -157,6 +200,35 @@ def _build_parser():
     synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth)
+
+    sample = commands.add_parser(
+        "sample", help="sample lossless frames from videos and photos (stage 01)"
+    )
+    sample.add_argument(
+        "inputs", nargs="+", metavar="VIDEO_OR_DIR", help="videos, photos, folders or globs"
+    )
+    sample.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    sample.add_argument("--fps", type=_positive(float), default=2.0, help="frames per second (2)")
+    sample.add_argument(
+        "--cut-static", action="store_true", help="also cut stretches with no motion"
+    )
+    sample.add_argument("--workers", type=_positive(int), help="CPU threads (default: all)")
+    sample.add_argument("--quiet", action="store_true", help="no progress bar")
+    sample.set_defaults(handler=_sample)
+
+    curate = commands.add_parser("curate", help="drop duplicate and empty frames (stage 02)")
+    curate.add_argument(
+        "inputs", nargs="+", metavar="DIR", help="frame folders, photo folders or images"
+    )
+    curate.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    curate.add_argument(
+        "--threshold", type=int, default=3, help="near-duplicate threshold in changed cells (3)"
+    )
+    curate.add_argument(
+        "--drop-empty", action="store_true", help="also drop frames with nothing moving"
+    )
+    curate.add_argument("--quiet", action="store_true", help="no progress bar")
+    curate.set_defaults(handler=_curate)
 
     doctor = commands.add_parser("doctor", help="check ffmpeg, mongod, chromium and the kernel")
     doctor.set_defaults(handler=_doctor)
