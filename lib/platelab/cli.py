@@ -230,6 +230,12 @@ def _build_parser():
     curate.add_argument("--quiet", action="store_true", help="no progress bar")
     curate.set_defaults(handler=_curate)
 
+    from platelab import merge as merge_module
+
+    merge_module.add_merge_arguments(
+        commands.add_parser("merge", help="merge annotation batches into one split dataset (stage 05)")
+    )
+
     doctor = commands.add_parser("doctor", help="check ffmpeg, mongod, chromium and the kernel")
     doctor.set_defaults(handler=_doctor)
     return parser
