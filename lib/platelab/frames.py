@@ -1,0 +1,1126 @@
+"""Stage 01 (collect): from videos and photos to sampled frames with a manifest.
+
+The entry point is :func:`sample`. For each video it runs ONE ffmpeg decode
+(:class:`platelab.probe.DecodePass`) that feeds two outputs at once:
+
+* the frames at the sampling rate (``-r FPS``, full resolution, rotation
+  applied, RGB): the very pipeline of ``ffmpeg -i VIDEO -r 2 out_%4d.png``,
+  so the PNGs are pixel-identical to that command's for the same output frame
+  numbers; ffmpeg reports, for each output frame, the decoded frame it came
+  from (``-stats_enc_pre``), which gives the names and times;
+* a low-resolution grey analysis stream from which
+  :class:`platelab.probe.Timeline` finds dead feed (black, frozen, corrupt
+  and, optionally, static stretches; see :func:`platelab.probe.analyze`).
+
+A sampled frame is held back until the analysis has seen a little past it
+(the minimum segment duration plus a few analysis frames), then either
+dropped (inside a cut segment) or PNG-encoded in a thread pool (OpenCV, zlib
+level 1: lossless, several times faster than ffmpeg's serial PNG encoder)
+while the decode goes on. Thumbnails, difference hashes and sharpness
+(:mod:`platelab.signatures`) are computed from the in-memory frames, so
+curation need not decode the PNGs again. Photos are decoded with OpenCV
+(EXIF orientation applied) and normalised to 8-bit, 3-channel BGR.
+
+Output folder::
+
+    manifest.json         sources, cut segments, kept spans, frames (see sample())
+    signatures.npy        N x SIGNATURE_LENGTH uint8, rows in the manifest's frame order
+    <source_id>/<source_id>_t<milliseconds:08d>.png
+    photos/<source_id>.png
+
+Reruns on unchanged inputs with the same parameters do no work. Frames of
+videos with more than 8 bits per sample are written as 8-bit RGB (the seed's
+command wrote 16-bit PNGs for those).
+"""
+
+import contextlib
+import dataclasses
+import errno
+import glob
+import io
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from platelab import signatures
+from platelab.atomic import atomic_write_bytes, atomic_write_json
+from platelab.ffmpeg import FFmpegError
+from platelab.metadata import sha256_file
+from platelab.probe import (
+    MIN_SEGMENT_SECONDS,
+    PHOTO_EXTENSIONS,
+    REASONS,
+    VIDEO_EXTENSIONS,
+    DecodePass,
+    MediaError,
+    Timeline,
+    analyze,
+    apply_manual,
+    check_ffmpeg_version,
+    complement,
+    ffmpeg_version,
+    in_ranges,
+    is_live_source,
+    normalise_manual,
+    probe,
+    record,
+    source_slug,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MediaError",
+    "analyze",
+    "find_inputs",
+    "plot_timeline",
+    "probe",
+    "record",
+    "sample",
+]
+
+MANIFEST_NAME = "manifest.json"
+SIGNATURES_NAME = "signatures.npy"
+PHOTOS_DIR = "photos"
+MANIFEST_FORMAT = "platelab.frames/1"
+ALGORITHM_VERSION = 1
+"""Bump when the frames or cuts produced for a given input change (forces a redo)."""
+DEFAULT_FPS = 2.0
+PNG_PARAMETERS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY]
+PNG_PARAMETERS += [cv2.IMWRITE_PNG_STRATEGY_RLE]
+if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV 4.10 and later
+    PNG_PARAMETERS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+# Lossless PNG at a low zlib level with the 'up' filter: several times faster than
+# ffmpeg's PNG encoder at its defaults, and the files come out smaller.
+
+
+def find_inputs(patterns):
+    """Collects the video and photo files named by paths, folders and globs.
+
+    Folders are searched recursively (hidden files and folders skipped);
+    files are classified by extension (:data:`platelab.probe.VIDEO_EXTENSIONS`,
+    :data:`platelab.probe.PHOTO_EXTENSIONS`). Each file is listed once.
+
+    Args:
+        patterns: a path, folder or glob (``**`` allowed), or a list of them
+
+    Returns:
+        ``(videos, photos, problems)``: two sorted lists of Paths and a list
+        of one-line messages (missing paths, patterns matching nothing,
+        explicitly named files of an unsupported type, live URLs)
+    """
+    if isinstance(patterns, (str, os.PathLike)):
+        patterns = [patterns]
+    videos, photos, problems = [], [], []
+    seen = set()
+
+    def add(path, explicit):
+        key = os.path.realpath(path)
+        if key in seen:
+            return
+        suffix = path.suffix.lower()
+        if suffix in VIDEO_EXTENSIONS:
+            videos.append(path)
+        elif suffix in PHOTO_EXTENSIONS:
+            photos.append(path)
+        elif explicit:
+            problems.append(f"{path}: unsupported file type ({suffix or 'no extension'})")
+            return
+        else:
+            return
+        seen.add(key)
+
+    for pattern in patterns:
+        text = os.fspath(pattern)
+        if is_live_source(text):
+            problems.append(
+                f"{text}: a live source; record it first with record(url, seconds, path)"
+            )
+            continue
+        path = Path(text).expanduser()
+        if path.is_dir():
+            for item in _walk(path):
+                add(item, explicit=False)
+        elif path.is_file():
+            add(path, explicit=True)
+        elif glob.has_magic(text):
+            matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
+            if not matches:
+                problems.append(f"{text}: no files match")
+            for match in matches:
+                match = Path(match)
+                if match.is_dir():
+                    for item in _walk(match):
+                        add(item, explicit=False)
+                elif match.is_file():
+                    add(match, explicit=False)
+        else:
+            problems.append(f"{text}: no such file or folder")
+    return sorted(videos, key=str), sorted(photos, key=str), problems
+
+
+def sample(
+    inputs,
+    out_dir,
+    fps=DEFAULT_FPS,
+    cut_static=False,
+    manual=None,
+    workers=None,
+    progress=True,
+    min_duration=MIN_SEGMENT_SECONDS,
+):
+    """Samples frames from videos (inside their kept spans) and normalises photos.
+
+    Bad inputs never stop the batch: each is listed in ``problems`` (and in
+    its source entry, ``status: "skipped"``). Output-side failures (disk
+    full, permissions, an output path that is not a folder) stop the run with
+    a one-line ``OSError``; the manifest on disk then lists only the frames
+    of fully processed sources (it is rewritten after each video) and the
+    interrupted video's frames are removed.
+
+    Args:
+        inputs: video/photo files, folders or globs (see :func:`find_inputs`)
+        out_dir: the output folder (created)
+        fps: frames sampled per second of video, as ``ffmpeg -r FPS``
+        cut_static: also cut stretches without motion
+        manual: ``{video: {"keep": [[a, b], ...], "cut": [[a, b], ...]}}``,
+            the video named by source id, file stem, file name or path;
+            manual ranges win over the automatic choice (cut over keep where
+            they overlap)
+        workers: CPU threads to use (default ``os.cpu_count()``); up to this
+            many videos are decoded at once, sharing the threads
+        progress: show a progress bar
+        min_duration: shorter dead stretches are kept (seconds)
+
+    Returns:
+        the manifest (also written to ``out_dir/manifest.json``): ``format``,
+        ``parameters``, ``ffmpeg``, ``sources`` (per source: ``source_id``,
+        ``path``, ``kind`` video|photo, ``status`` ok|skipped, ``error``,
+        ``fingerprint`` (sha256, bytes, mtime_ns), ``parameters``, ``probe``,
+        ``segments``, ``kept``, ``frames``, ``problems``...), ``frames`` (per
+        frame: ``image`` relative to ``out_dir``, ``source_id``, ``time``
+        (seconds, None for photos), ``frame_index`` (decoded frame number in
+        the source), ``sample_index`` (ffmpeg's output frame number: the
+        seed command's ``%4d`` minus one), ``width``, ``height``,
+        ``sharpness``, ``dhash`` (16 hex digits)), ``signatures``,
+        ``problems`` (one-line messages) and, not written to disk, ``run``
+        (what this call did: ``processed``, ``reused``, ``frames_written``...)
+
+    Raises:
+        OSError: the output folder cannot be created or written
+        ValueError: bad parameters (fps, manual ranges)
+    """
+    started = time.monotonic()
+    if not fps or fps <= 0:
+        raise ValueError(f"fps must be positive, not {fps!r}")
+    check_ffmpeg_version()
+    out_dir = Path(out_dir)
+    _prepare_output_dir(out_dir)
+    videos, photos, problems = find_inputs(inputs)
+    output_root = os.path.realpath(out_dir)
+    videos = [path for path in videos if not _is_inside(path, output_root)]
+    photos = [path for path in photos if not _is_inside(path, output_root)]
+    source_ids = _assign_source_ids(videos + photos)
+    manual_by_path = _match_manual(manual, videos, source_ids, problems)
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    run = _Run(
+        out_dir=out_dir,
+        fps=float(fps),
+        cut_static=bool(cut_static),
+        min_duration=float(min_duration),
+        workers=workers,
+        input_problems=problems,
+    )
+    jobs = [
+        _Job(
+            path=path,
+            kind="video",
+            source_id=source_ids[path],
+            parameters=run.video_parameters(manual_by_path.get(path)),
+            manual=manual_by_path.get(path),
+        )
+        for path in videos
+    ] + [
+        _Job(
+            path=path,
+            kind="photo",
+            source_id=source_ids[path],
+            parameters={"algorithm": ALGORITHM_VERSION},
+        )
+        for path in photos
+    ]
+    return run.execute(jobs, progress, started)
+
+
+def plot_timeline(results, title="Kept and cut stretches per video"):
+    """Draws one row per video: kept spans and cut segments coloured by reason.
+
+    Args:
+        results: a manifest from :func:`sample`, or one or a list of
+            :func:`analyze` results
+        title: the figure title
+
+    Returns:
+        the matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    rows = _timeline_rows(results)
+    figure, axes = plt.subplots(figsize=(11, 1.2 + 0.45 * max(1, len(rows))))
+    colours = {
+        "kept": "#59a14f",
+        "black": "#222222",
+        "frozen": "#4e79a7",
+        "corrupt": "#e15759",
+        "static": "#f28e2b",
+        "manual": "#b07aa1",
+    }
+    totals = dict.fromkeys(REASONS, 0.0)
+    kept_total = duration_total = 0.0
+    for row, (_label, start_time, end_time, segments, kept) in enumerate(rows):
+        spans = [(start, end - start) for start, end in kept]
+        axes.broken_barh(spans, (row - 0.35, 0.7), facecolors=colours["kept"])
+        for segment in segments:
+            axes.broken_barh(
+                [(segment["start"], segment["end"] - segment["start"])],
+                (row - 0.35, 0.7),
+                facecolors=colours.get(segment["reason"], "#999999"),
+            )
+            totals[segment["reason"]] = totals.get(segment["reason"], 0.0) + (
+                segment["end"] - segment["start"]
+            )
+        kept_total += sum(end - start for start, end in kept)
+        duration_total += end_time - start_time
+    axes.set_yticks(range(len(rows)), [row[0] for row in rows])
+    axes.set_ylim(len(rows) - 0.5, -0.5)
+    axes.set_xlim(0, max([row[2] for row in rows] + [1.0]))
+    axes.set_xlabel("time in the video (s)")
+    axes.set_ylabel("video")
+    axes.set_title(title)
+    axes.grid(axis="x", alpha=0.3)
+    handles = [Patch(color=colours["kept"], label="kept")] + [
+        Patch(color=colours[reason], label=f"cut: {reason}") for reason in REASONS
+    ]
+    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    cut_text = ", ".join(
+        f"{reason} {seconds:.1f} s" for reason, seconds in totals.items() if seconds
+    )
+    share = 100.0 * kept_total / duration_total if duration_total else 0.0
+    caption = (
+        f"{len(rows)} video(s): {kept_total:.1f} s kept of {duration_total:.1f} s ({share:.0f}%); "
+        f"cut: {cut_text or 'nothing'}. Frames are sampled only inside the green spans."
+    )
+    figure.text(0.01, 0.01, caption, fontsize=9, ha="left", va="bottom")
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    return figure
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass
+class _Job:
+    path: Path
+    kind: str
+    source_id: str
+    parameters: dict
+    manual: dict | None = None
+
+
+@dataclasses.dataclass
+class _Result:
+    entry: dict
+    frames: list
+    signatures: np.ndarray
+
+
+class _OutputFailure(OSError):
+    """An output-side failure (raised from the writers; stops the run)."""
+
+
+class _Stopped(Exception):
+    """Another video hit an output failure: this one stops too."""
+
+
+class _Run:
+    """One call of :func:`sample`: reuse decisions, workers, manifest writes."""
+
+    def __init__(self, out_dir, fps, cut_static, min_duration, workers, input_problems):
+        self.out_dir = out_dir
+        self.fps = fps
+        self.cut_static = cut_static
+        self.min_duration = min_duration
+        self.workers = workers
+        self.input_problems = list(input_problems)
+        self.stop = threading.Event()
+        self.progress_bar = None
+        self.previous, self.previous_signatures = _load_previous(out_dir)
+        self.written_lock = threading.Lock()
+        self.frames_written = 0
+        self.last_manifest = self.previous
+        self.encoder = None
+        self.in_flight = 2
+
+    def video_parameters(self, manual):
+        return {
+            "fps": self.fps,
+            "cut_static": self.cut_static,
+            "min_duration": self.min_duration,
+            "manual": manual,
+            "algorithm": ALGORITHM_VERSION,
+        }
+
+    def execute(self, jobs, progress, started):
+        results = {}
+        to_do = []
+        for job in jobs:
+            reused = self._reuse(job)
+            if reused is not None:
+                results[job.source_id] = reused
+            else:
+                to_do.append(job)
+        reused_count = len(results)
+        if not to_do:
+            message = f"{self.out_dir}: nothing to do, all {len(jobs)} source(s) unchanged"
+            logger.info(message)
+            if progress:
+                tqdm.write(message)
+        video_jobs = [job for job in to_do if job.kind == "video"]
+        photo_jobs = [job for job in to_do if job.kind == "photo"]
+        parallel = max(1, min(len(video_jobs), self.workers))
+        # frames in the PNG encoders' queue, per video: the memory stays bounded
+        self.in_flight = max(2, 2 * self.workers // parallel)
+        self.progress_bar = tqdm(
+            total=len(to_do), disable=not progress or not to_do, unit="source", desc="sampling"
+        )
+        failure = None
+        try:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="platelab-png") as encoder:
+                self.encoder = encoder
+                try:
+                    failure = self._run_jobs(jobs, photo_jobs, video_jobs, parallel, results)
+                except BaseException:
+                    self.stop.set()  # interrupted: running videos stop and clean up
+                    raise
+        finally:
+            self.progress_bar.close()
+        if failure is not None:
+            with contextlib.suppress(OSError):
+                self._write(jobs, results, complete=False)
+            raise OSError(failure.errno, failure.strerror) from None
+        manifest = self._write(jobs, results, complete=True)
+        removed = self._remove_stale(manifest)
+        processed = len(results) - reused_count
+        manifest["run"] = {
+            "processed": processed,
+            "reused": reused_count,
+            "frames_written": self.frames_written,
+            "frames_removed": removed,
+            "workers": self.workers,
+            "parallel_videos": parallel if video_jobs else 0,
+            "elapsed_s": round(time.monotonic() - started, 3),
+        }
+        logger.info(
+            "%s: %d frame(s) from %d source(s) (%d processed, %d unchanged)",
+            self.out_dir,
+            len(manifest["frames"]),
+            len(results),
+            processed,
+            reused_count,
+        )
+        return manifest
+
+    def _run_jobs(self, jobs, photo_jobs, video_jobs, parallel, results):
+        """Processes the photos, then the videos; returns the first output failure or None."""
+        failure = None
+        futures = [(job, self.encoder.submit(self._photo, job)) for job in photo_jobs]
+        for job, future in futures:
+            try:
+                results[job.source_id] = future.result()
+            except _OutputFailure as error:
+                failure = failure or error
+        if failure is None and photo_jobs:
+            failure = self._checkpoint(jobs, results)
+        if failure is not None or not video_jobs:
+            return failure
+        with ThreadPoolExecutor(parallel, thread_name_prefix="platelab-video") as pool:
+            futures = {pool.submit(self._video, job): job for job in video_jobs}
+            try:
+                for future in as_completed(futures):
+                    try:
+                        results[futures[future].source_id] = future.result()
+                    except _Stopped:
+                        continue
+                    except _OutputFailure as error:
+                        failure = failure or error
+                        self.stop.set()
+                        continue
+                    if failure is None:
+                        failure = self._checkpoint(jobs, results)
+            except BaseException:
+                self.stop.set()
+                raise
+        return failure
+
+    def _checkpoint(self, jobs, results):
+        """Writes the manifest so far; returns an output failure instead of raising it."""
+        try:
+            self._write(jobs, results, complete=False)
+        except OSError as error:
+            self.stop.set()
+            return _OutputFailure(error.errno or errno.EIO, error.strerror or str(error))
+        return None
+
+    # ------------------------------------------------------------------ reuse
+
+    def _reuse(self, job):
+        if not self.previous:
+            return None
+        entries = {entry["source_id"]: entry for entry in self.previous.get("sources", [])}
+        entry = entries.get(job.source_id)
+        if entry is None or entry.get("path") != str(Path(job.path).resolve()):
+            return None
+        if entry.get("kind") != job.kind or entry.get("parameters") != job.parameters:
+            return None
+        try:
+            stat = os.stat(job.path)
+        except OSError:
+            return None
+        fingerprint = entry.get("fingerprint") or {}
+        if fingerprint.get("bytes") != stat.st_size:
+            return None
+        if fingerprint.get("mtime_ns") != stat.st_mtime_ns:
+            try:
+                if sha256_file(job.path) != fingerprint.get("sha256"):
+                    return None
+            except OSError:
+                return None
+            entry = {**entry, "fingerprint": {**fingerprint, "mtime_ns": stat.st_mtime_ns}}
+        frames = [
+            frame
+            for frame in self.previous.get("frames", [])
+            if frame["source_id"] == job.source_id
+        ]
+        if len(frames) != entry.get("frames", 0):
+            return None
+        if not all((self.out_dir / frame["image"]).is_file() for frame in frames):
+            return None
+        rows = self._previous_rows(frames)
+        if rows is None:
+            return None
+        return _Result(entry=entry, frames=frames, signatures=rows)
+
+    def _previous_rows(self, frames):
+        if not frames:
+            return np.zeros((0, signatures.SIGNATURE_LENGTH), np.uint8)
+        array = self.previous_signatures
+        order = {frame["image"]: row for row, frame in enumerate(self.previous["frames"])}
+        if array is None or array.shape != (len(order), signatures.SIGNATURE_LENGTH):
+            return None
+        return array[[order[frame["image"]] for frame in frames]]
+
+    # ------------------------------------------------------------------ photos
+
+    def _photo(self, job):
+        entry = _entry(job)
+        relative = f"{PHOTOS_DIR}/{job.source_id}.png"
+        try:
+            entry["fingerprint"] = _fingerprint(job.path)
+            image, details = _load_photo(job.path)
+        except MediaError as error:
+            self._advance()
+            return _skipped(entry, error)
+        entry["probe"] = details
+        folder = self.out_dir / PHOTOS_DIR
+        _make_folder(folder)
+        result = _encode_frame(image, None, self.out_dir / relative, self._count_written)
+        result.update(
+            image=relative,
+            source_id=job.source_id,
+            time=None,
+            frame_index=0,
+            sample_index=0,
+        )
+        signature = result.pop("signature")
+        entry["frames"] = 1
+        self._advance()
+        return _Result(entry=entry, frames=[_frame_record(result)], signatures=signature[None, :])
+
+    # ------------------------------------------------------------------ videos
+
+    def _video(self, job):
+        entry = _entry(job)
+        written = []
+        try:
+            if self.stop.is_set():
+                raise _Stopped()
+            entry["fingerprint"] = _fingerprint(job.path)
+            info = probe(job.path)
+            entry["probe"] = info
+            result = self._sample_video(job, entry, info, written)
+        except BaseException as error:
+            _remove_files(written)
+            if isinstance(error, (MediaError, FFmpegError)):
+                self._advance()
+                return _skipped(entry, error)
+            if isinstance(error, OSError) and not isinstance(error, _OutputFailure):
+                self._advance()
+                return _skipped(entry, MediaError(job.path, str(error)))
+            raise
+        self._advance()
+        return result
+
+    def _sample_video(self, job, entry, info, written):
+        started = time.monotonic()
+        folder = self.out_dir / job.source_id
+        _make_folder(folder)
+        ranges = job.manual or {"keep": [], "cut": []}
+        timeline = Timeline(info, self.cut_static, self.min_duration)
+        video_pass = DecodePass(job.path, info, timeline, sample_fps=self.fps)
+        pending = deque()
+        outstanding = deque()
+        frames, rows = [], []
+        names = set()
+        counts = {"duplicates": 0, "cut": 0}
+        last_index = None
+        limit = self.in_flight
+
+        def collect(block_until):
+            while outstanding and (len(outstanding) > block_until or outstanding[0][1].done()):
+                record, future = outstanding.popleft()
+                result = future.result()
+                signature = result.pop("signature")
+                record.update(result)
+                frames.append(_frame_record(record))
+                rows.append(signature)
+
+        def flush(final):
+            while pending and (final or timeline.covered(pending[0][2])):
+                sample_index, frame_index, frame_time, buffer = pending.popleft()
+                reason = _manual_reason(frame_time, ranges)
+                if reason is None and not in_ranges(frame_time, ranges["keep"]):
+                    reason = timeline.cut_reason(frame_time)
+                if reason is not None:
+                    counts["cut"] += 1
+                    continue
+                name = f"{job.source_id}_t{round(frame_time * 1000):08d}"
+                if name in names:
+                    name = f"{name}_f{frame_index}"
+                names.add(name)
+                relative = f"{job.source_id}/{name}.png"
+                record = {
+                    "image": relative,
+                    "source_id": job.source_id,
+                    "time": round(frame_time, 6),
+                    "frame_index": frame_index,
+                    "sample_index": sample_index,
+                }
+                written.append(self.out_dir / relative)
+                collect(limit - 1)
+                outstanding.append(
+                    (
+                        record,
+                        self.encoder.submit(
+                            _encode_frame,
+                            buffer,
+                            (video_pass.width, video_pass.height),
+                            self.out_dir / relative,
+                            self._count_written,
+                        ),
+                    )
+                )
+
+        try:
+            video_pass.start()
+            for sample_index, frame_index, frame_time, buffer in video_pass.sampled_frames():
+                if self.stop.is_set():
+                    raise _Stopped()
+                if frame_index is not None and frame_index == last_index:
+                    counts["duplicates"] += 1
+                    continue
+                last_index = frame_index
+                pending.append((sample_index, frame_index, frame_time, buffer))
+                flush(final=False)
+                collect(limit)
+            video_pass.finish()
+            flush(final=True)
+            collect(0)
+        finally:
+            video_pass.close()
+            for _record, future in outstanding:
+                future.cancel()
+            for _record, future in outstanding:
+                with contextlib.suppress(BaseException):
+                    future.result()
+        if not timeline.times:
+            raise MediaError(job.path, f"no frame could be decoded ({video_pass.last_message()})")
+        segments = apply_manual(timeline.segments(), ranges, info["end_time"])
+        frames, rows = _drop_inconsistent(frames, rows, segments, self.out_dir)
+        entry.update(
+            segments=segments,
+            kept=complement(segments, info["end_time"], info["video_start"]),
+            frames=len(frames),
+            duplicates=counts["duplicates"],
+            frames_cut=counts["cut"],
+            decode=video_pass.decode_report(),
+            elapsed_s=round(time.monotonic() - started, 3),
+        )
+        entry["problems"] = _video_problems(job.path, info, timeline, video_pass)
+        logger.info(
+            "%s: %d frame(s), %d cut segment(s), %.1f s",
+            job.path,
+            len(frames),
+            len(segments),
+            entry["elapsed_s"],
+        )
+        array = np.stack(rows) if rows else np.zeros((0, signatures.SIGNATURE_LENGTH), np.uint8)
+        return _Result(entry=entry, frames=frames, signatures=array)
+
+    def _count_written(self):
+        with self.written_lock:
+            self.frames_written += 1
+            self.progress_bar.set_postfix_str(f"{self.frames_written} frames", refresh=False)
+
+    def _advance(self):
+        with self.written_lock:
+            self.progress_bar.update(1)
+
+    # ------------------------------------------------------------------ manifest
+
+    def _write(self, jobs, results, complete):
+        sources, frames, rows = [], [], []
+        problems = list(self.input_problems)
+        for job in jobs:
+            result = results.get(job.source_id)
+            if result is None:
+                continue
+            sources.append(result.entry)
+            frames.extend(result.frames)
+            rows.append(result.signatures)
+            problems.extend(result.entry.get("problems", []))
+        array = (
+            np.concatenate(rows) if rows else np.zeros((0, signatures.SIGNATURE_LENGTH), np.uint8)
+        ).astype(np.uint8)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "parameters": {
+                "fps": self.fps,
+                "cut_static": self.cut_static,
+                "min_duration": self.min_duration,
+            },
+            "ffmpeg": ".".join(map(str, ffmpeg_version())),
+            "sources": sources,
+            "frames": frames,
+            "signatures": {
+                "file": SIGNATURES_NAME,
+                "rows": int(array.shape[0]),
+                "length": signatures.SIGNATURE_LENGTH,
+                "thumbnail_size": list(signatures.THUMBNAIL_SIZE),
+            },
+            "problems": problems,
+            "complete": complete,
+        }
+        document = json.loads(json.dumps(manifest, default=_json_default))
+        unchanged = (
+            self.last_manifest == document
+            and self.previous_signatures is not None
+            and np.array_equal(self.previous_signatures, array)
+        )
+        if not unchanged:
+            try:
+                buffer = io.BytesIO()
+                np.save(buffer, array, allow_pickle=False)
+                atomic_write_bytes(self.out_dir / SIGNATURES_NAME, buffer.getvalue())
+                atomic_write_json(self.out_dir / MANIFEST_NAME, document)
+            except OSError as error:
+                raise OSError(
+                    error.errno, f"cannot write the manifest in {self.out_dir}: {error.strerror}"
+                ) from None
+            self.last_manifest = document
+            self.previous_signatures = array
+        return document
+
+    def _remove_stale(self, manifest):
+        if not self.previous:
+            return 0
+        current = {frame["image"] for frame in manifest["frames"]}
+        stale = [
+            self.out_dir / frame["image"]
+            for frame in self.previous.get("frames", [])
+            if frame["image"] not in current
+        ]
+        _remove_files(stale)
+        for folder in {path.parent for path in stale}:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if stale:
+            logger.info(
+                "%s: removed %d frame(s) no longer in the manifest", self.out_dir, len(stale)
+            )
+        self.previous = manifest
+        return len(stale)
+
+
+# --------------------------------------------------------------------------- frames and photos
+
+
+def _encode_frame(image, rgb_size, path, on_written=None):
+    """PNG-encodes one frame, writes it atomically and computes its signature.
+
+    Args:
+        image: a BGR uint8 array, or raw RGB bytes when ``rgb_size`` is given
+        rgb_size: ``(width, height)`` of raw RGB bytes, or None
+        path: the PNG to write
+        on_written: called after the file is in place
+
+    Returns:
+        a dict with ``width``, ``height``, ``sharpness``, ``dhash`` and ``signature``
+
+    Raises:
+        _OutputFailure: the file cannot be written
+    """
+    if rgb_size is not None:
+        width, height = rgb_size
+        rgb = np.frombuffer(image, np.uint8).reshape(height, width, 3)
+        image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", image, PNG_PARAMETERS)
+    if not ok:
+        raise _OutputFailure(errno.EIO, f"cannot encode {path.name} as PNG")
+    try:
+        _write_file(path, encoded)
+    except OSError as error:
+        raise _OutputFailure(
+            error.errno or errno.EIO,
+            f"cannot write frames to {path.parent}: {error.strerror or error} (at {path.name})",
+        ) from None
+    if on_written is not None:
+        on_written()
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    signature = signatures.compute_signature(gray)
+    return {
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+        "sharpness": round(signatures.sharpness(gray), 4),
+        "dhash": f"{signatures.difference_hash(signature):016x}",
+        "signature": signature,
+    }
+
+
+def _write_file(path, data):
+    """Writes bytes under a temporary name beside ``path`` and renames it into place."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(memoryview(data))
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _load_photo(path):
+    """Decodes a photo to 8-bit BGR: EXIF orientation applied, alpha flattened on white.
+
+    Returns:
+        ``(image, details)``: the BGR array and a dict describing the original
+
+    Raises:
+        MediaError: the file is empty, unreadable or not a supported image
+    """
+    path = Path(path)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as error:
+        raise MediaError(path, f"cannot read ({error.strerror or error})") from None
+    if data.size == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise MediaError(path, "unreadable image (corrupt or not a supported image format)")
+    details = {
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+        "channels": 1 if image.ndim == 2 else int(image.shape[2]),
+        "dtype": str(image.dtype),
+        "orientation": _exif_orientation(path),
+    }
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        image = np.clip(np.nan_to_num(image) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise MediaError(path, f"unsupported image sample type ({image.dtype})")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] == 2:
+        image = _flatten_alpha(cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR), image[:, :, 1])
+    elif image.shape[2] == 4:
+        image = _flatten_alpha(image[:, :, :3], image[:, :, 3])
+    image = _orient(image, details["orientation"])
+    return np.ascontiguousarray(image), details
+
+
+def _flatten_alpha(colour, alpha):
+    weight = alpha.astype(np.float32)[:, :, None] / 255.0
+    blended = colour.astype(np.float32) * weight + 255.0 * (1.0 - weight)
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def _exif_orientation(path):
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return int(image.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - no EXIF (or a format PIL does not read): upright
+        return 1
+
+
+def _orient(image, orientation):
+    """Applies an EXIF orientation (1-8) to an image."""
+    if orientation == 2:
+        return cv2.flip(image, 1)
+    if orientation == 3:
+        return cv2.rotate(image, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(image, 0)
+    if orientation == 5:
+        return cv2.transpose(image)
+    if orientation == 6:
+        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.rotate(cv2.transpose(image), cv2.ROTATE_180)
+    if orientation == 8:
+        return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return image
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _match_manual(manual, videos, source_ids, problems):
+    if not manual:
+        return {}
+    if not isinstance(manual, dict):
+        raise ValueError("manual must map a video (stem, name, source id or path) to its ranges")
+    matched = {}
+    for key, value in manual.items():
+        hits = [
+            path
+            for path in videos
+            if key in (source_ids[path], path.stem, path.name, str(path))
+            or os.path.realpath(os.fspath(key)) == os.path.realpath(path)
+        ]
+        if not hits:
+            problems.append(f"{key}: manual ranges given for a video not among the inputs")
+            continue
+        for path in hits:
+            matched[path] = normalise_manual(value, key)
+    return matched
+
+
+def _manual_reason(frame_time, ranges):
+    return "manual" if in_ranges(frame_time, ranges["cut"]) else None
+
+
+def _walk(folder):
+    for root, folders, files in os.walk(folder, followlinks=True):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+def _is_inside(path, root):
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _assign_source_ids(paths):
+    """Gives each input a file-system-safe id from its stem; clashes get a path hash."""
+    import hashlib
+
+    slugs = {path: source_slug(path.stem) for path in paths}
+    counts = {}
+    for slug in slugs.values():
+        counts[slug.lower()] = counts.get(slug.lower(), 0) + 1
+    ids = {}
+    for path, slug in slugs.items():
+        if counts[slug.lower()] > 1 or slug.lower() == PHOTOS_DIR:
+            digest = hashlib.sha256(os.path.realpath(path).encode("utf-8", "replace")).hexdigest()
+            slug = f"{slug}-{digest[:8]}"
+        ids[path] = slug
+    return ids
+
+
+def _prepare_output_dir(out_dir):
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(
+            error.errno, f"cannot create the output folder {out_dir}: {error.strerror or error}"
+        ) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, f"cannot write in the output folder {out_dir}")
+
+
+def _make_folder(folder):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _OutputFailure(
+            error.errno or errno.EIO, f"cannot create {folder}: {error.strerror or error}"
+        ) from None
+
+
+def _load_previous(out_dir):
+    path = out_dir / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        return None, None
+    try:
+        array = np.load(out_dir / SIGNATURES_NAME, allow_pickle=False)
+    except (OSError, ValueError):
+        array = None
+    return manifest, array
+
+
+def _fingerprint(path):
+    try:
+        stat = os.stat(path)
+        return {"sha256": sha256_file(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    except OSError as error:
+        raise MediaError(path, f"cannot read ({error.strerror or error})") from None
+
+
+def _entry(job):
+    return {
+        "source_id": job.source_id,
+        "path": str(Path(job.path).resolve()),
+        "kind": job.kind,
+        "status": "ok",
+        "error": None,
+        "fingerprint": None,
+        "parameters": job.parameters,
+        "probe": None,
+        "segments": [],
+        "kept": [],
+        "frames": 0,
+        "problems": [],
+    }
+
+
+def _skipped(entry, error):
+    message = str(error) if isinstance(error, MediaError) else f"{entry['path']}: {error}"
+    entry.update(status="skipped", error=message, frames=0, segments=[], kept=[])
+    entry["problems"] = [message]
+    logger.info("skipped %s", message)
+    return _Result(
+        entry=entry, frames=[], signatures=np.zeros((0, signatures.SIGNATURE_LENGTH), np.uint8)
+    )
+
+
+def _remove_files(paths):
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            for stale in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
+                stale.unlink()
+
+
+def _frame_record(record):
+    keys = (
+        "image",
+        "source_id",
+        "time",
+        "frame_index",
+        "sample_index",
+        "width",
+        "height",
+        "sharpness",
+        "dhash",
+    )
+    return {key: record.get(key) for key in keys}
+
+
+def _drop_inconsistent(frames, rows, segments, out_dir):
+    """Removes frames that ended up inside a final cut segment (should not happen)."""
+    kept_frames, kept_rows = [], []
+    for frame, row in zip(frames, rows, strict=True):
+        if any(cut["start"] <= frame["time"] < cut["end"] for cut in segments):
+            logger.warning("%s: inside a cut segment after all; removed", frame["image"])
+            _remove_files([out_dir / frame["image"]])
+            continue
+        kept_frames.append(frame)
+        kept_rows.append(row)
+    return kept_frames, kept_rows
+
+
+def _video_problems(path, info, timeline, video_pass):
+    problems = []
+    decoded = timeline.decoded_end()
+    if info.get("truncated") or (info["end_time"] - decoded > timeline.gap):
+        problems.append(
+            f"{path}: truncated or damaged: decodable up to {decoded:.1f} s of "
+            f"{info['end_time']:.1f} s; frames sampled from the readable part"
+        )
+    if video_pass.corrupt_frames:
+        problems.append(
+            f"{path}: {video_pass.corrupt_frames} corrupt frame(s) reported by the decoder; "
+            "those stretches are cut"
+        )
+    return problems
+
+
+def _timeline_rows(results):
+    """``(label, start, end, segments, kept)`` per video of a manifest or analyze() results."""
+    if isinstance(results, dict) and "sources" in results:
+        return [
+            (
+                source["source_id"],
+                float(source["probe"].get("video_start") or 0.0),
+                float(source["probe"].get("end_time") or source["probe"]["duration"]),
+                source.get("segments", []),
+                source.get("kept", []),
+            )
+            for source in results["sources"]
+            if source.get("kind") == "video" and source.get("status") == "ok"
+        ]
+    items = [results] if isinstance(results, dict) else list(results)
+    return [
+        (
+            item.get("source_id") or Path(item["path"]).stem,
+            float(item.get("start") or 0.0),
+            float(item.get("end") or item["duration"]),
+            item["segments"],
+            item["kept"],
+        )
+        for item in items
+    ]
+
+
+def _json_default(value):
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
