@@ -86,6 +86,8 @@ __all__ = [
     "probe",
     "record",
     "sample",
+    "source_table",
+    "contact_sheet",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -326,6 +328,85 @@ def plot_timeline(results, title="Kept and cut stretches per video"):
 
 
 # --------------------------------------------------------------------------- the run
+
+
+def source_table(manifest):
+    """Summarises a manifest's sources, one row per input.
+
+    Args:
+        manifest: the dict returned by :func:`sample`
+
+    Returns:
+        a pandas DataFrame indexed by source id with the kind, status, codec,
+        resolution, frame rate, duration, seconds cut (by reason) and frames
+        sampled; skipped sources carry their one-line error
+    """
+    import pandas as pd
+
+    rows = []
+    for source in manifest["sources"]:
+        info = source.get("probe") or {}
+        cut = {}
+        for segment in source.get("segments") or []:
+            reason = segment.get("reason", "cut")
+            cut[reason] = cut.get(reason, 0.0) + segment["end"] - segment["start"]
+        rows.append(
+            {
+                "source_id": source["source_id"],
+                "kind": source["kind"],
+                "status": source["status"],
+                "codec": info.get("codec"),
+                "size": f"{info['display_width']}x{info['display_height']}"
+                if info.get("display_width")
+                else None,
+                "fps": round(info["fps"], 3) if info.get("fps") else None,
+                "vfr": info.get("variable_frame_rate"),
+                "rotation": info.get("rotation"),
+                "seconds": round(info["duration"], 2) if info.get("duration") else None,
+                "seconds cut": round(sum(cut.values()), 2),
+                "cut reasons": ", ".join(
+                    f"{reason} {value:.1f}s" for reason, value in sorted(cut.items())
+                ),
+                "frames": source.get("frames", 0),
+                "error": source.get("error"),
+            }
+        )
+    return pd.DataFrame(rows).set_index("source_id") if rows else pd.DataFrame()
+
+
+def contact_sheet(out_dir, manifest, count=12, columns=4):
+    """Shows evenly spaced sampled frames with their source and time.
+
+    Args:
+        out_dir: the frames folder
+        manifest: the dict returned by :func:`sample`
+        count: frames to show
+        columns: frames per row
+
+    Returns:
+        the matplotlib Figure
+    """
+    from platelab import visualize
+
+    frames = manifest["frames"]
+    if not frames:
+        return visualize.image_grid([], caption="No frames were sampled.")
+    step = max(1, len(frames) // count)
+    chosen = frames[::step][:count]
+    images, titles = [], []
+    for frame in chosen:
+        image = cv2.imread(str(Path(out_dir) / frame["image"]), cv2.IMREAD_COLOR)
+        if image is None:
+            continue
+        images.append(image)
+        when = "photo" if frame.get("time") is None else f"t = {frame['time']:.2f} s"
+        titles.append(f"{frame['source_id']} · {when}")
+    return visualize.image_grid(
+        images,
+        titles,
+        columns=columns,
+        caption="Evenly spaced sampled frames (full-resolution PNGs, shown scaled): no black or frozen feed should appear.",
+    )
 
 
 @dataclasses.dataclass
