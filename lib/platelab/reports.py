@@ -97,6 +97,9 @@ def render_notebook_html(notebook_path, html_path, show_code=False):
     exporter.exclude_input = not show_code
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
+    # nbconvert warns that matplotlib figures carry no alt text; the captions beside
+    # them say what each shows, so keep the run's output to what matters.
+    exporter.log.setLevel(logging.ERROR)
     body, _ = exporter.from_notebook_node(notebook)
     atomic_write_text(html_path, body)
 

@@ -176,6 +176,9 @@ def _execute_stage(stage, stage_dir, parameters, kernel_name):
                 stdout_file=log,
                 stderr_file=log,
                 start_timeout=120,
+                # The kernel's own start-up log (e.g. ipykernel's warning about TCP
+                # without encryption on a loopback-only kernel) is not the stage's output.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
     except PapermillExecutionError as error:
         evalue = " ".join(str(error.evalue).split())
