@@ -1,0 +1,2087 @@
+"""Stage 04 (review): annotation QA and likely mistakes, reviewed in FiftyOne.
+
+Every annotation batch (CVAT "PASCAL VOC 1.1" exports as
+:func:`platelab.cvat.import_exports` loads them) goes into **one persistent
+FiftyOne dataset**, reloaded idempotently: a sample per batch image, its file
+copied out of the temporary extraction folder to a stable place
+(``data/<workspace>/interim/review/images/<batch>/<name>.<ext>``), and review
+tags (``fix``, ``ok``, ``exclude``) kept across reloads.
+
+* **Labels** are normalised through an alias map (``params/aliases.yaml``,
+  default :data:`platelab.annotations.DEFAULT_ALIASES`) with FiftyOne's
+  ``map_labels``. Unknown labels keep their spelling, are flagged
+  (``unknown_label`` attribute) and listed; nothing is dropped.
+* **QA checks** (:data:`QA_CHECKS`), each a saved view and a count: boxes
+  outside the image or degenerate, tiny boxes, duplicate boxes, plates outside
+  every vehicle, images without labels, unknown labels.
+* **Likely mistakes**: :func:`rank_images` scores every image by model-free
+  evidence (see its docstring): duplicate boxes, plates outside any vehicle,
+  class-conditional box outliers learnt out of fold from the batch itself,
+  and breaks in the tracks of neighbouring frames of the same video. With a
+  detector's predictions, :func:`compute_prediction_mistakenness` adds
+  FiftyOne Brain's mistakenness and missing-box candidates.
+* **Review**: the App (:func:`launch_app`), the ipywidgets panel in
+  :mod:`platelab.review_widgets`, and :func:`export_tags` /
+  :func:`tagged_images` for stage 05.
+
+Sample fields of the dataset: ``filepath``, ``tags``, ``metadata``
+(width, height), ``batch``, ``image_name``, ``source_id``, ``vantage``,
+``lighting``, ``time``, ``frame_index``, ``split`` (None until stage 05),
+``sha256``, ``ground_truth`` (Detections, relative coordinates; attributes
+``original_label``, ``unknown_label``, ``difficult``, ``occluded``,
+``truncated``, ``text``, ``vehicle_type``, ``qa_flags``, ``evidence``), ``qa_flags``
+(list of the checks the image fails), ``suspicion`` (the model-free ranking
+score), ``suspicion_reasons`` (one line per piece of evidence) and, with
+predictions, ``predictions`` and ``mistakenness``.
+"""
+
+import logging
+import math
+import os
+import re
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from platelab import LABELS, annotations, paths
+from platelab.metadata import sha256_file
+
+logger = logging.getLogger(__name__)
+
+REVIEW_TAGS = ("fix", "ok", "exclude")
+"""The tags a reviewer gives images (stage 05 leaves out ``exclude``, warns about ``fix``)."""
+
+TINY_BOX_PIXELS = {"vehicle": 8.0, "license_plate": 3.0}
+"""Boxes narrower or lower than this many pixels are "tiny" (per canonical label)."""
+DUPLICATE_IOU = 0.9
+"""Two boxes of the same label overlapping by more than this are duplicates (QA check)."""
+ENCLOSED_FRACTION = 0.5
+"""A plate counts as inside a vehicle when at least this fraction of it lies in the vehicle's box."""
+
+QA_CHECKS = {
+    "qa_outside_or_degenerate": "boxes reaching outside the image, or without area",
+    "qa_tiny_boxes": "boxes narrower or lower than the tiny-box limit of their label",
+    "qa_duplicate_boxes": f"two boxes of the same label with IoU > {DUPLICATE_IOU}",
+    "qa_plate_outside_vehicle": "license plates not inside any vehicle box",
+    "qa_no_labels": "images without any box",
+    "qa_unknown_labels": "boxes whose label is no known spelling of vehicle or license_plate",
+}
+"""QA check name (also its saved view's name) -> what it finds."""
+
+SUMMARY_FORMAT = "platelab.review/1"
+SUMMARY_NAME = "review.json"
+"""The review's summary file in ``data/<workspace>/interim/review/``."""
+
+LIKELY_MISTAKES_VIEW = "likely_mistakes"
+"""Saved view: images with any evidence of a mistake, most suspicious first."""
+MISTAKENNESS_VIEW = "mistakenness"
+"""Saved view (with predictions): images by FiftyOne Brain's mistakenness, highest first."""
+MISSING_CANDIDATES_VIEW = "missing_box_candidates"
+"""Saved view (with predictions): confident predictions without a matching ground-truth box."""
+
+TRACK_MAX_GAP = 1.5
+"""Frames further apart than this (seconds) are not compared by the track evidence."""
+
+APPEARANCE_DISTANCE = 14.0
+"""Mean absolute Lab difference (0-255 scale) below which two box crops look alike."""
+
+EVIDENCE_WEIGHTS = {
+    "duplicate": 1.0,
+    "plate_outside_vehicle": 0.95,
+    "label_outlier": 0.9,
+    "track_gap": 0.7,
+    "track_jump": 0.6,
+}
+"""How much each kind of evidence counts when images are ranked (multiplies its strength in [0, 1])."""
+
+
+class ReviewError(ValueError):
+    """A problem that stops the review (one-line message naming the file or dataset)."""
+
+
+@dataclass
+class ReviewImage:
+    """One annotated image as the review sees it.
+
+    Attributes:
+        batch: the batch (export) it came in
+        name: its name within the batch (the VOC file stem)
+        image_path: the image file
+        width: width in pixels
+        height: height in pixels
+        objects: dicts with ``label`` (canonical, or as written when unknown),
+            ``original_label``, ``known`` (bool), ``bbox`` ([xmin, ymin, xmax,
+            ymax] pixels, floats, clipped to the image), ``raw_bbox`` (as
+            written in the XML), ``difficult``, ``occluded``, ``truncated``,
+            ``attributes`` (dict) and ``qa_flags`` (list)
+        source_id: the video (or photo) it comes from, if known
+        vantage: the source's vantage point, if known
+        lighting: the source's lighting, if known
+        time: seconds into the source video, if known
+        frame_index: frame number in the source video, if known
+        sha256: SHA-256 of the image file
+        problems: one-line messages about this image
+        dropped_boxes: boxes of the XML the loader dropped (empty inside the image)
+        qa_flags: the QA checks the image fails (see :func:`run_qa_checks`)
+    """
+
+    batch: str
+    name: str
+    image_path: Path
+    width: int
+    height: int
+    objects: list = field(default_factory=list)
+    source_id: str | None = None
+    vantage: str | None = None
+    lighting: str | None = None
+    time: float | None = None
+    frame_index: int | None = None
+    sha256: str | None = None
+    problems: list = field(default_factory=list)
+    dropped_boxes: int = 0
+    qa_flags: list = field(default_factory=list)
+
+    @property
+    def key(self):
+        """``<batch>/<name>``: unique over all batches."""
+        return f"{self.batch}/{self.name}"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def default_dataset_name(workspace):
+    """Returns the review dataset's name for a workspace: ``platelab-<workspace>``."""
+    return f"platelab-{paths.workspace_dir(workspace).name}"
+
+
+def review_dir(workspace):
+    """Returns ``data/<workspace>/interim/review`` (stable copies of the batch images live here)."""
+    return paths.interim_dir(workspace) / "review"
+
+
+def load_aliases(path=None):
+    """Reads the label alias map: canonical label -> spellings.
+
+    The YAML file maps each canonical label to a list of spellings, e.g.
+    ``vehicle: [car, truck, bus]``; it extends and overrides
+    :data:`platelab.annotations.DEFAULT_ALIASES` (a spelling listed under
+    another label moves there).
+
+    Args:
+        path: the YAML file; None or a missing default gives the defaults
+
+    Returns:
+        a dict canonical -> list of spellings
+
+    Raises:
+        ReviewError: naming the file, if it is not such a mapping
+    """
+    merged = {label: list(spellings) for label, spellings in annotations.DEFAULT_ALIASES.items()}
+    if path is None:
+        return merged
+    import yaml
+
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReviewError(f"{path}: alias file not found") from None
+    except OSError as error:
+        raise ReviewError(
+            f"{path}: cannot read the alias file ({error.strerror or error})"
+        ) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ReviewError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(document, dict) or not document:
+        raise ReviewError(f"{path}: expected a mapping of canonical label -> list of spellings")
+    for canonical, spellings in document.items():
+        if isinstance(spellings, str):
+            spellings = [spellings]
+        if not isinstance(canonical, str) or not canonical.strip():
+            raise ReviewError(f"{path}: label {canonical!r} is not a non-empty string")
+        if not isinstance(spellings, list) or not all(isinstance(item, str) for item in spellings):
+            raise ReviewError(f"{path}: the spellings of {canonical!r} must be a list of strings")
+        keys = {_label_key(item) for item in [canonical, *spellings]}
+        for other in merged:
+            merged[other] = [item for item in merged[other] if _label_key(item) not in keys]
+        merged.setdefault(canonical.strip(), [])
+        merged[canonical.strip()] = list(dict.fromkeys(merged[canonical.strip()] + spellings))
+    try:
+        annotations.build_alias_map(merged)
+    except ValueError as error:
+        raise ReviewError(f"{path}: {error}") from None
+    return merged
+
+
+def load_images(
+    sources, *, images_dir=None, aliases=None, index=None, work_dir=None, progress=True
+):
+    """Loads annotation batches into :class:`ReviewImage` objects.
+
+    Each source may be a CVAT "PASCAL VOC 1.1" export (zip or folder) or a
+    folder of them (see :func:`platelab.cvat.import_exports`). A source that
+    is not a VOC export, an image that disappeared or an unreadable file
+    becomes a one-line problem; the rest loads. Labels are mapped through the
+    alias map; unknown ones keep their spelling with ``known=False``.
+
+    Args:
+        sources: a path or a list of paths
+        aliases: canonical -> spellings (default :func:`load_aliases`'s defaults)
+        images_dir: where the images get stable copies
+            (``<images_dir>/<batch>/<file name>``; see :func:`stage_image`);
+            None leaves them where the batch holds them (zips: extracted to a
+            temporary folder)
+        index: stage 03's task index (path or loaded dict, see
+            :func:`platelab.cvat.load_index`) giving each image's source video,
+            vantage, lighting and time by content hash; without it the
+            source is read from stage-01 frame names (``<source>_t<ms>``)
+        work_dir: where zips are extracted (default: a temporary folder)
+        progress: show progress bars
+
+    Returns:
+        (images, problems, spellings): the :class:`ReviewImage` list (batch,
+        name order), one-line problems, and a dict spelling -> {"canonical",
+        "boxes", "batches"}
+    """
+    from platelab import cvat
+
+    aliases = aliases or load_aliases()
+    lookup = annotations.build_alias_map(aliases)
+    if index is not None and not isinstance(index, dict):
+        index = cvat.load_index(index)
+    by_hash = {entry["sha256"]: entry for entry in (index or {}).get("images", [])}
+    sources_info = (index or {}).get("sources", {})
+    result = cvat.import_exports(sources, work_dir=work_dir, aliases=aliases, progress=progress)
+    problems = list(result.problems)
+    images, spellings = [], {}
+    for export, record in tqdm(
+        list(result.records()), desc="images", disable=not progress, leave=False
+    ):
+        batch_name = export.batch.name
+        if record.image_path is None or not Path(record.image_path).is_file():
+            problems.append(f"{export.source}: {record.name}: image missing or unreadable; skipped")
+            continue
+        digest = sha256_file(record.image_path)
+        image_path = Path(record.image_path)
+        if images_dir is not None:
+            try:
+                image_path = stage_image(
+                    image_path, Path(images_dir) / _safe_name(batch_name), digest
+                )
+            except OSError as error:
+                problems.append(
+                    f"{record.image_path}: cannot copy to {images_dir} ({error.strerror or error}); skipped"
+                )
+                continue
+        entry = by_hash.get(digest) or {}
+        source_id = entry.get("source_id")
+        time_seconds = entry.get("time")
+        if not entry:
+            source_id, time_seconds = _source_from_name(record.name)
+        source = sources_info.get(source_id or "", {})
+        image = ReviewImage(
+            batch=batch_name,
+            name=record.name,
+            image_path=image_path,
+            width=int(record.width),
+            height=int(record.height),
+            source_id=source_id,
+            vantage=entry.get("vantage") or source.get("vantage"),
+            lighting=entry.get("lighting") or source.get("lighting"),
+            time=None if time_seconds is None else float(time_seconds),
+            frame_index=entry.get("frame_index"),
+            sha256=digest,
+            problems=list(record.problems),
+        )
+        image.dropped_boxes, raw_boxes = _raw_boxes(record)
+        for item in record.objects:
+            canonical = annotations.normalize_label(item["label"], lookup)
+            attributes = dict(item.get("attributes") or {})
+            image.objects.append(
+                {
+                    "label": canonical or item["label"],
+                    "original_label": item["label"],
+                    "known": canonical is not None,
+                    "bbox": [float(value) for value in item["bbox"]],
+                    "difficult": bool(item.get("difficult")),
+                    "occluded": bool(item.get("occluded")),
+                    "truncated": bool(item.get("truncated")),
+                    "attributes": attributes,
+                    "raw_bbox": _pop_raw_box(raw_boxes, item),
+                }
+            )
+            spelled = spellings.setdefault(
+                item["label"], {"canonical": canonical, "boxes": 0, "batches": set()}
+            )
+            spelled["boxes"] += 1
+            spelled["batches"].add(batch_name)
+        images.append(image)
+    for spelled in spellings.values():
+        spelled["batches"] = sorted(spelled["batches"])
+    images.sort(key=lambda item: (item.batch, item.name))
+    if images_dir is not None and work_dir is None:
+        shutil.rmtree(result.work_dir, ignore_errors=True)
+    return images, problems, spellings
+
+
+def stage_image(image_path, folder, digest=None):
+    """Gives an image a stable copy: ``folder/<file name>`` (a hard link where possible).
+
+    An existing copy with the same content is kept as it is; otherwise the
+    file is written under a temporary name and renamed into place.
+
+    Args:
+        image_path: the image
+        folder: the stable folder
+        digest: the image's SHA-256, if known
+
+    Returns:
+        the stable Path
+    """
+    image_path = Path(image_path)
+    target = Path(folder) / image_path.name
+    digest = digest or sha256_file(image_path)
+    if target.is_file() and sha256_file(target) == digest:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(image_path, temporary)
+    except OSError:
+        shutil.copyfile(image_path, temporary)
+    os.replace(temporary, target)
+    return target
+
+
+# --------------------------------------------------------------------------- likely mistakes
+
+
+def rank_images(images, *, seed=0, read_image=None):
+    """Ranks images by model-free evidence of annotation mistakes.
+
+    Evidence, each with a strength in [0, 1] and a weight
+    (:data:`EVIDENCE_WEIGHTS`):
+
+    * ``duplicate``: two boxes of one label on the same object (IoU above
+      0.7, or every edge within 1.5 px: a double click or a copy-paste);
+    * ``plate_outside_vehicle``: a plate not inside any vehicle box, in a
+      batch that annotates vehicles (a missing or shifted vehicle, or a
+      vehicle labelled as a plate);
+    * ``label_outlier``: a box whose shape and context (size, aspect,
+      position, which boxes it lies in or holds) look like the other class,
+      judged by a classifier trained out of fold on the batch's own boxes;
+    * ``track_gap`` / ``track_jump``: in neighbouring frames of one video, an
+      object seen just before and just after but not in this frame (a missing
+      box), or a box far from where its neighbours put it (a shifted box).
+      Objects are linked across frames by plate text, by the plates a vehicle
+      carries, by standing still, or by looking alike (small Lab colour
+      thumbnails); plates are carried by their vehicle, so fast traffic does
+      not break them; gaps where the image now shows something else, where
+      another vehicle covers the place, or where the object was flagged
+      occluded or truncated count less.
+
+    An image's score is its strongest weighted evidence plus 30 % of the
+    rest (one sure mistake outranks a few vague hints; several hints add up).
+
+    Args:
+        images: :class:`ReviewImage` objects
+        seed: seed of the classifiers' fold assignment and training
+        read_image: function path -> BGR image or None (default OpenCV)
+
+    Returns:
+        a list of dicts, most suspicious first: ``key``, ``batch``, ``name``,
+        ``score``, ``evidence`` (dicts ``kind``, ``strength``, ``object``
+        (index into the image's objects, or None), ``message``)
+    """
+    images = list(images)
+    evidence = {image.key: [] for image in images}
+    neighbours = _neighbour_frames(images)
+    for image in images:
+        evidence[image.key].extend(_duplicate_evidence(image, neighbours.get(image.key, [])))
+    vehicle_batches = {
+        image.batch for image in images for item in image.objects if item["label"] == "vehicle"
+    }
+    for image in images:
+        if image.batch in vehicle_batches:
+            evidence[image.key].extend(_plate_outside_evidence(image))
+    for key, found in _label_outlier_evidence(images, seed).items():
+        evidence[key].extend(found)
+    _weigh_label_outliers_by_neighbours(images, evidence)
+    for key, found in _track_evidence(images, read_image).items():
+        evidence[key].extend(found)
+    ranking = []
+    for image in images:
+        found = sorted(
+            evidence[image.key], key=lambda item: -item["strength"] * EVIDENCE_WEIGHTS[item["kind"]]
+        )
+        weighted = [EVIDENCE_WEIGHTS[item["kind"]] * item["strength"] for item in found]
+        score = (max(weighted) + 0.3 * (sum(weighted) - max(weighted))) if weighted else 0.0
+        ranking.append(
+            {
+                "key": image.key,
+                "batch": image.batch,
+                "name": image.name,
+                "score": round(float(score), 6),
+                "evidence": found,
+            }
+        )
+    ranking.sort(key=lambda item: (-item["score"], item["key"]))
+    return ranking
+
+
+def review_quality(ranking, mistakes, fraction=0.1):
+    """How many known mistakes the top of a ranking holds.
+
+    Args:
+        ranking: the list of :func:`rank_images` (most suspicious first)
+        mistakes: the injected mistakes (``mistakes.json`` of
+            :func:`platelab.cvat.simulate_annotator`, loaded), or a list of its
+            records (``export`` or ``batch``, ``image``, ``kind``)
+        fraction: the share of images reviewed (the top of the ranking)
+
+    Returns:
+        a dict: ``fraction``, ``images``, ``reviewed`` (images in the top),
+        ``images_with_mistakes``, ``mistakes``, ``found`` (mistakes in
+        reviewed images), ``recall`` (found / mistakes; None without
+        mistakes), ``unmatched`` (mistakes naming no ranked image) and
+        ``by_kind`` (kind -> [found, total])
+    """
+    records = mistakes.get("mistakes", []) if isinstance(mistakes, dict) else list(mistakes or [])
+    ranked_keys = [item["key"] for item in ranking]
+    reviewed = max(1, math.ceil(fraction * len(ranked_keys) - 1e-9)) if ranked_keys else 0
+    top = set(ranked_keys[:reviewed])
+    known = set(ranked_keys)
+    by_kind = {}
+    found = unmatched = 0
+    images_with_mistakes = set()
+    for record in records:
+        key = mistake_key(record)
+        counts = by_kind.setdefault(record.get("kind", "?"), [0, 0])
+        counts[1] += 1
+        if key not in known:
+            unmatched += 1
+            continue
+        images_with_mistakes.add(key)
+        if key in top:
+            found += 1
+            counts[0] += 1
+    return {
+        "fraction": fraction,
+        "images": len(ranked_keys),
+        "reviewed": reviewed,
+        "images_with_mistakes": len(images_with_mistakes),
+        "mistakes": len(records),
+        "found": found,
+        "recall": found / len(records) if records else None,
+        "unmatched": unmatched,
+        "by_kind": by_kind,
+    }
+
+
+def mistake_key(record):
+    """The ``<batch>/<image>`` key of an injected-mistake record (the export's name without ``.zip``)."""
+    batch = record.get("batch") or record.get("export") or ""
+    if batch.lower().endswith(".zip"):
+        batch = batch[: -len(".zip")]
+    return f"{batch}/{record.get('image')}"
+
+
+def ranking_table(ranking, images=None, count=20):
+    """The top of a ranking as a pandas DataFrame: rank, image, score, evidence count, strongest reason.
+
+    Args:
+        ranking: the list of :func:`rank_images`
+        images: the :class:`ReviewImage` objects, to add source and vantage
+        count: how many rows
+    """
+    import pandas as pd
+
+    by_key = {image.key: image for image in images or []}
+    rows = []
+    for position, item in enumerate(ranking[:count], 1):
+        image = by_key.get(item["key"])
+        rows.append(
+            {
+                "rank": position,
+                "image": item["key"],
+                "source": image.source_id if image else None,
+                "vantage": image.vantage if image else None,
+                "score": round(item["score"], 3),
+                "evidence": len(item["evidence"]),
+                "strongest": item["evidence"][0]["message"] if item["evidence"] else "",
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["rank", "image", "source", "vantage", "score", "evidence", "strongest"]
+    ).set_index("rank")
+
+
+def label_table(spellings):
+    """The label normalisation table: spelling as written -> canonical label, boxes, batches.
+
+    Args:
+        spellings: the third value of :func:`load_images`
+
+    Returns:
+        a pandas DataFrame indexed by spelling; unknown spellings have
+        canonical label ``(unknown: kept, flagged)`` and come first
+    """
+    import pandas as pd
+
+    rows = [
+        {
+            "spelling": spelling,
+            "canonical": info["canonical"] or "(unknown: kept, flagged)",
+            "known": info["canonical"] is not None,
+            "boxes": info["boxes"],
+            "batches": ", ".join(info["batches"]),
+        }
+        for spelling, info in spellings.items()
+    ]
+    table = pd.DataFrame(rows, columns=["spelling", "canonical", "known", "boxes", "batches"])
+    table = table.sort_values(["known", "canonical", "spelling"]).set_index("spelling")
+    return table
+
+
+def unknown_labels(spellings):
+    """The spellings that map to no canonical label (they are kept as written and flagged)."""
+    return sorted(spelling for spelling, info in spellings.items() if info["canonical"] is None)
+
+
+def find_batches(workspace, inputs=()):
+    """The annotation batches to review: ``inputs``, or stage 03's exports and the user's own.
+
+    Args:
+        workspace: the workspace name
+        inputs: exports (zips or folders) or folders of them; empty: stage 03's
+            ``interim/cvat/exports`` and ``raw/annotations`` where present
+
+    Returns:
+        a list of Paths
+
+    Raises:
+        ReviewError: if there is nothing to review (one line naming the folders)
+    """
+    from platelab import cvat
+
+    if inputs:
+        return [paths.resolve(item) for item in inputs]
+    found = [
+        folder
+        for folder in (cvat.exports_dir(workspace), cvat.user_exports_dir(workspace))
+        if folder.is_dir()
+    ]
+    if not found:
+        raise ReviewError(
+            f"no annotation batches: neither {cvat.exports_dir(workspace)} nor "
+            f"{cvat.user_exports_dir(workspace)} exists (run stage 03 or put CVAT exports there)"
+        )
+    return found
+
+
+def review_curve(ranking, mistakes):
+    """Share of the known mistakes found against the share of images reviewed, in ranking order.
+
+    Returns:
+        (reviewed fractions, found fractions): numpy arrays starting at 0
+    """
+    records = mistakes.get("mistakes", []) if isinstance(mistakes, dict) else list(mistakes or [])
+    per_image = Counter(mistake_key(record) for record in records)
+    counts = np.array([per_image.get(item["key"], 0) for item in ranking], dtype=float)
+    reviewed = np.arange(len(counts) + 1) / max(len(counts), 1)
+    found = np.concatenate([[0.0], np.cumsum(counts)]) / max(counts.sum(), 1.0)
+    return reviewed, found
+
+
+def plot_review_curve(ranking, mistakes, fraction=0.1):
+    """The review curve (:func:`review_curve`) against random order, with the reviewed share marked.
+
+    Returns:
+        the matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    reviewed, found = review_curve(ranking, mistakes)
+    quality = review_quality(ranking, mistakes, fraction)
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    axis.plot(100 * reviewed, 100 * found, label="model-free ranking")
+    axis.plot([0, 100], [0, 100], linestyle="--", color="grey", label="random order")
+    axis.axvline(100 * fraction, color="tab:red", linewidth=1)
+    recall = quality["recall"] or 0.0
+    axis.annotate(
+        f"top {fraction:.0%}: {recall:.0%} of the mistakes",
+        (100 * fraction, 100 * recall),
+        xytext=(8, -14),
+        textcoords="offset points",
+        fontsize=9,
+    )
+    axis.set_xlabel("images reviewed, most suspicious first (%)")
+    axis.set_ylabel("injected mistakes found (%)")
+    axis.set_title(f"Review quality: {quality['mistakes']} mistakes in {quality['images']} images")
+    axis.legend(loc="lower right")
+    figure.text(
+        0.5,
+        0.005,
+        "The steeper the curve, the fewer images a reviewer must open to catch the annotators' mistakes.",
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        style="italic",
+    )
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
+    return figure
+
+
+def write_summary(path, images, qa_table, ranking, quality=None, problems=()):
+    """Writes the review's summary JSON (atomically): counts, QA, the ranking, the measured quality.
+
+    Returns:
+        the Path written
+    """
+    from platelab.atomic import atomic_write_json
+
+    document = {
+        "format": SUMMARY_FORMAT,
+        "images": len(images),
+        "boxes": sum(len(image.objects) for image in images),
+        "batches": sorted({image.batch for image in images}),
+        "qa": {
+            check: {"images": int(row["images"]), "boxes": int(row["boxes"])}
+            for check, row in qa_table.iterrows()
+        },
+        "ranking": [
+            {
+                "key": item["key"],
+                "score": item["score"],
+                "evidence": [entry["message"] for entry in item["evidence"]],
+            }
+            for item in ranking
+            if item["score"] > 0
+        ],
+        "quality": quality,
+        "problems": list(problems),
+    }
+    path = Path(path)
+    atomic_write_json(path, document)
+    return path
+
+
+# --------------------------------------------------------------------------- QA checks
+
+
+def run_qa_checks(images, tiny_pixels=None, duplicate_iou=DUPLICATE_IOU):
+    """Runs the QA checks (:data:`QA_CHECKS`) on loaded images.
+
+    Sets ``qa_flags`` on every image and box, and returns the counts.
+
+    Args:
+        images: :class:`ReviewImage` objects
+        tiny_pixels: per canonical label, the tiny-box limit in pixels
+            (default :data:`TINY_BOX_PIXELS`)
+        duplicate_iou: IoU above which two boxes of one label are duplicates
+
+    Returns:
+        a pandas DataFrame indexed by check: ``images``, ``boxes``, ``what``
+    """
+    import pandas as pd
+
+    tiny_pixels = dict(TINY_BOX_PIXELS, **(tiny_pixels or {}))
+    counts = {check: [0, 0] for check in QA_CHECKS}
+    for image in images:
+        flags = set()
+        for item in image.objects:
+            item["qa_flags"] = []
+        for item in image.objects:
+            raw = item.get("raw_bbox") or item["bbox"]
+            if (
+                min(raw[0], raw[2]) < 0
+                or min(raw[1], raw[3]) < 0
+                or max(raw[0], raw[2]) > image.width
+                or max(raw[1], raw[3]) > image.height
+                or raw[2] - raw[0] < 1
+                or raw[3] - raw[1] < 1
+            ):
+                item["qa_flags"].append("qa_outside_or_degenerate")
+            limit = tiny_pixels.get(item["label"], min(tiny_pixels.values()))
+            if min(item["bbox"][2] - item["bbox"][0], item["bbox"][3] - item["bbox"][1]) < limit:
+                item["qa_flags"].append("qa_tiny_boxes")
+            if not item["known"]:
+                item["qa_flags"].append("qa_unknown_labels")
+        for first in range(len(image.objects)):
+            for second in range(first + 1, len(image.objects)):
+                a, b = image.objects[first], image.objects[second]
+                if a["label"] == b["label"] and _iou(a["bbox"], b["bbox"]) > duplicate_iou:
+                    for item in (a, b):
+                        if "qa_duplicate_boxes" not in item["qa_flags"]:
+                            item["qa_flags"].append("qa_duplicate_boxes")
+        vehicles = [item["bbox"] for item in image.objects if item["label"] == "vehicle"]
+        for item in image.objects:
+            if item["label"] == "license_plate":
+                inside = max((_inside_fraction(item["bbox"], box) for box in vehicles), default=0.0)
+                if inside < ENCLOSED_FRACTION:
+                    item["qa_flags"].append("qa_plate_outside_vehicle")
+        for item in image.objects:
+            flags.update(item["qa_flags"])
+            for check in item["qa_flags"]:
+                counts[check][1] += 1
+        if image.dropped_boxes:
+            flags.add("qa_outside_or_degenerate")
+            counts["qa_outside_or_degenerate"][1] += image.dropped_boxes
+        if not image.objects:
+            flags.add("qa_no_labels")
+        image.qa_flags = sorted(flags)
+        for check in flags:
+            counts[check][0] += 1
+    table = pd.DataFrame(
+        [
+            {"check": check, "images": counts[check][0], "boxes": counts[check][1], "what": what}
+            for check, what in QA_CHECKS.items()
+        ]
+    ).set_index("check")
+    table.loc["qa_no_labels", "boxes"] = 0
+    return table
+
+
+def class_balance(images, by="batch"):
+    """Boxes per canonical label (unknown labels as one column) per batch or vantage point.
+
+    Args:
+        images: :class:`ReviewImage` objects
+        by: ``batch``, ``vantage``, ``lighting`` or ``source_id``
+
+    Returns:
+        a pandas DataFrame (rows: the groups, plus ``images``; columns: labels)
+    """
+    import pandas as pd
+
+    counts = defaultdict(Counter)
+    image_counts = Counter()
+    for image in images:
+        group = getattr(image, by) or "(unknown)"
+        image_counts[group] += 1
+        for item in image.objects:
+            counts[group][item["label"] if item["known"] else "(unknown label)"] += 1
+    columns = list(LABELS) + sorted(
+        {label for counter in counts.values() for label in counter} - set(LABELS)
+    )
+    table = pd.DataFrame(
+        [[counts[group].get(label, 0) for label in columns] for group in sorted(image_counts)],
+        index=sorted(image_counts),
+        columns=columns,
+    )
+    table.insert(0, "images", [image_counts[group] for group in table.index])
+    table.index.name = by
+    return table
+
+
+def box_shapes(images):
+    """One row per box: label, width and height (pixels), area fraction, aspect (width / height)."""
+    import pandas as pd
+
+    rows = []
+    for image in images:
+        for item in image.objects:
+            width = item["bbox"][2] - item["bbox"][0]
+            height = item["bbox"][3] - item["bbox"][1]
+            rows.append(
+                {
+                    "label": item["label"] if item["known"] else "(unknown label)",
+                    "width": width,
+                    "height": height,
+                    "area_fraction": width * height / (image.width * image.height),
+                    "aspect": width / height if height > 0 else float("nan"),
+                    "batch": image.batch,
+                    "vantage": image.vantage,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["label", "width", "height", "area_fraction", "aspect", "batch", "vantage"]
+    )
+
+
+def plot_class_balance(images):
+    """Bar charts of boxes per label, per batch and per vantage point.
+
+    Returns:
+        the matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(13, 3.8))
+    for axis, by, title in (
+        (axes[0], "batch", "per batch"),
+        (axes[1], "vantage", "per vantage point"),
+    ):
+        table = class_balance(images, by=by).drop(columns="images")
+        positions = np.arange(len(table.index))
+        width = 0.8 / max(1, len(table.columns))
+        for offset, label in enumerate(table.columns):
+            axis.bar(
+                positions + (offset - (len(table.columns) - 1) / 2) * width,
+                table[label],
+                width,
+                label=label,
+            )
+        axis.set_xticks(positions, table.index, rotation=30, ha="right", fontsize=8)
+        axis.set_xlabel(by)
+        axis.set_ylabel("boxes (count)")
+        axis.set_title(f"Class balance {title}")
+        axis.legend(fontsize=8)
+    figure.text(
+        0.5,
+        0.005,
+        "Boxes per canonical label; a batch or vantage point with few plates teaches the detector little about them.",
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        style="italic",
+    )
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
+    return figure
+
+
+def plot_box_shapes(images):
+    """Histograms of box size (sqrt of area fraction) and aspect (log scale) per class.
+
+    Returns:
+        the matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    table = box_shapes(images)
+    figure, axes = plt.subplots(1, 2, figsize=(13, 3.8))
+    for label in sorted(table["label"].unique()) if len(table) else []:
+        rows = table[table["label"] == label]
+        axes[0].hist(
+            100 * np.sqrt(rows["area_fraction"]), bins=40, alpha=0.6, label=f"{label} ({len(rows)})"
+        )
+        aspects = rows["aspect"].replace([np.inf, -np.inf], np.nan).dropna()
+        axes[1].hist(np.log2(aspects.clip(lower=1 / 64, upper=64)), bins=40, alpha=0.6, label=label)
+    axes[0].set_xlabel("box size: square root of the area fraction (% of the image side)")
+    axes[0].set_ylabel("boxes (count)")
+    axes[0].set_title("Box size per class")
+    axes[1].set_xlabel("aspect: log2(width / height)")
+    axes[1].set_ylabel("boxes (count)")
+    axes[1].set_title("Box aspect per class")
+    for axis in axes:
+        axis.legend(fontsize=8)
+    figure.text(
+        0.5,
+        0.005,
+        "Plates are small and wide, vehicles larger and squarer; boxes far from their class's bulk are worth a look.",
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        style="italic",
+    )
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
+    return figure
+
+
+def mistakes_gallery(images, ranking, count=6, columns=3):
+    """The most suspicious images with their boxes; the suspected boxes drawn thick.
+
+    Args:
+        images: :class:`ReviewImage` objects
+        ranking: the list of :func:`rank_images`
+        count: how many images
+        columns: images per row
+
+    Returns:
+        the matplotlib Figure
+    """
+    import cv2
+
+    from platelab import visualize
+
+    by_key = {image.key: image for image in images}
+    pictures, titles = [], []
+    for item in ranking[:count]:
+        image = by_key.get(item["key"])
+        if image is None or item["score"] <= 0:
+            continue
+        pixels = cv2.imread(str(image.image_path), cv2.IMREAD_COLOR)
+        if pixels is None:
+            continue
+        suspected = {entry["object"] for entry in item["evidence"] if entry["object"] is not None}
+        normal = [obj for index, obj in enumerate(image.objects) if index not in suspected]
+        flagged = [
+            dict(obj, label="suspect")
+            for index, obj in enumerate(image.objects)
+            if index in suspected
+        ]
+        drawn = visualize.draw_objects(pixels, normal, thickness=1, show_labels=False)
+        drawn = visualize.draw_objects(drawn, flagged, thickness=2, show_labels=False)
+        pictures.append(drawn)
+        reason = item["evidence"][0]["message"] if item["evidence"] else ""
+        titles.append(f"{item['key']} · score {item['score']:.2f}\n{reason[:70]}")
+    return visualize.image_grid(
+        pictures,
+        titles,
+        columns=columns,
+        caption="Most suspicious images first; suspected boxes thick (magenta), others thin.",
+    )
+
+
+# --------------------------------------------------------------------------- the FiftyOne dataset
+
+
+def build_dataset(images, name, *, aliases=None, ranking=None, persistent=True, progress=True):
+    """Loads the images into one FiftyOne dataset, idempotently.
+
+    Samples are keyed by their stable file path: a reload updates fields and
+    labels but keeps review tags; samples no longer in any batch are removed
+    (and listed in the returned problems). Labels are written as spelled, then
+    mapped to the canonical labels with ``map_labels``; unknown spellings stay
+    as written with ``unknown_label=True``. QA flags (run :func:`run_qa_checks`
+    first) and the ranking's evidence are stored, and the saved views made
+    (:func:`save_views`).
+
+    Args:
+        images: :class:`ReviewImage` objects with stable image paths
+        name: the dataset name (e.g. :func:`default_dataset_name`)
+        aliases: canonical -> spellings (default :func:`load_aliases`)
+        ranking: optionally the list of :func:`rank_images`
+        persistent: keep the dataset in the database
+        progress: show progress bars
+
+    Returns:
+        (dataset, problems): the fiftyone Dataset and one-line messages
+    """
+    from platelab.fiftyone_setup import import_fiftyone
+
+    fo = import_fiftyone()
+    aliases = aliases or load_aliases()
+    lookup = annotations.build_alias_map(aliases)
+    dataset = fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(name)
+    dataset.persistent = bool(persistent)
+    _declare_fields(dataset, fo)
+    ranked = {item["key"]: item for item in ranking or []}
+    samples = [
+        _sample(fo, image, ranked.get(image.key))
+        for image in tqdm(images, desc="samples", disable=not progress, leave=False)
+    ]
+    problems = []
+    wanted = {str(sample.filepath) for sample in samples}
+    stale = [
+        sample_id
+        for sample_id, filepath in zip(*dataset.values(["id", "filepath"]), strict=True)
+        if filepath not in wanted
+    ]
+    if stale:
+        problems.append(
+            f"{name}: {len(stale)} sample(s) no longer in any batch removed from the dataset"
+        )
+        dataset.delete_samples(stale)
+    if samples:
+        dataset.merge_samples(
+            samples,
+            key_field="filepath",
+            merge_lists=False,
+            overwrite=True,
+            omit_fields=["tags", "split"],
+            progress=False,
+        )
+    mapping = {
+        spelling: lookup[_label_key(spelling)]
+        for spelling in set(dataset.distinct("ground_truth.detections.label"))
+        if _label_key(spelling) in lookup and lookup[_label_key(spelling)] != spelling
+    }
+    if mapping:
+        dataset.map_labels("ground_truth", mapping).save("ground_truth")
+    dataset.info["review"] = {
+        "aliases": aliases,
+        "unknown_labels": sorted(
+            {obj["original_label"] for image in images for obj in image.objects if not obj["known"]}
+        ),
+    }
+    dataset.save()
+    save_views(dataset)
+    return dataset, problems
+
+
+def save_views(dataset):
+    """(Re)creates the saved views: one per QA check, and the likely-mistakes ranking.
+
+    Returns:
+        a dict view name -> number of samples in it
+    """
+    from platelab.fiftyone_setup import import_fiftyone
+
+    import_fiftyone()
+    from fiftyone import ViewField as F
+
+    counts = {}
+    for check in QA_CHECKS:
+        view = dataset.match(F("qa_flags").contains(check))
+        dataset.save_view(check, view, description=QA_CHECKS[check], overwrite=True)
+        counts[check] = len(view)
+    view = dataset.match(F("suspicion") > 0).sort_by("suspicion", reverse=True)
+    dataset.save_view(
+        LIKELY_MISTAKES_VIEW,
+        view,
+        description="images with evidence of an annotation mistake, most suspicious first",
+        overwrite=True,
+    )
+    counts[LIKELY_MISTAKES_VIEW] = len(view)
+    if dataset.has_sample_field("mistakenness"):
+        view = dataset.exists("mistakenness").sort_by("mistakenness", reverse=True)
+        dataset.save_view(
+            MISTAKENNESS_VIEW,
+            view,
+            description="FiftyOne Brain mistakenness, highest first",
+            overwrite=True,
+        )
+        counts[MISTAKENNESS_VIEW] = len(view)
+    if dataset.has_sample_field("possible_missing"):
+        view = dataset.match(F("possible_missing") > 0).filter_labels(
+            "predictions",
+            F("possible_missing") == True,  # noqa: E712 - a query expression
+        )
+        dataset.save_view(
+            MISSING_CANDIDATES_VIEW,
+            view,
+            description="confident predictions without a matching ground-truth box",
+            overwrite=True,
+        )
+        counts[MISSING_CANDIDATES_VIEW] = len(view)
+    return counts
+
+
+def add_predictions(dataset, predictions, min_score=0.05, progress=True):
+    """Stores a detector's predictions in the ``predictions`` field.
+
+    Args:
+        dataset: the review dataset
+        predictions: a mapping (sample file path, ``<batch>/<name>`` key or
+            SHA-256) -> list of ``{"label", "score", "bbox"}`` (pixels; any
+            known spelling), or a callable ``predictions(image_bgr) -> such a
+            list``
+        min_score: predictions scoring lower are left out
+        progress: show a progress bar
+
+    Returns:
+        the number of predicted boxes stored
+    """
+    import cv2
+
+    from platelab.fiftyone_setup import import_fiftyone
+
+    fo = import_fiftyone()
+    lookup = annotations.build_alias_map(
+        dataset.info.get("review", {}).get("aliases") or load_aliases()
+    )
+    stored = 0
+    for sample in tqdm(
+        dataset.iter_samples(autosave=True, progress=False),
+        total=len(dataset),
+        desc="predictions",
+        disable=not progress,
+    ):
+        width, height = sample.metadata.width, sample.metadata.height
+        if callable(predictions):
+            pixels = cv2.imread(sample.filepath, cv2.IMREAD_COLOR)
+            found = predictions(pixels) if pixels is not None else []
+        else:
+            key = f"{sample['batch']}/{sample['image_name']}"
+            found = next(
+                (
+                    predictions[item]
+                    for item in (sample.filepath, key, sample["sha256"])
+                    if item in predictions
+                ),
+                [],
+            )
+        detections = []
+        for item in found:
+            if float(item.get("score", 1.0)) < min_score:
+                continue
+            x0, y0, x1, y1 = (float(value) for value in item["bbox"])
+            label = annotations.normalize_label(item["label"], lookup) or str(item["label"])
+            detections.append(
+                fo.Detection(
+                    label=label,
+                    bounding_box=[x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height],
+                    confidence=float(item.get("score", 1.0)),
+                )
+            )
+        sample["predictions"] = fo.Detections(detections=detections)
+        stored += len(detections)
+    return stored
+
+
+def compute_prediction_mistakenness(dataset, pred_field="predictions", min_confidence=0.5):
+    """FiftyOne Brain's mistakenness of the ground truth, given a detector's predictions.
+
+    Runs ``fiftyone.brain.compute_mistakenness`` (no model involved: it
+    compares the stored predictions with the ground truth), which sets
+    ``mistakenness`` per sample and box, ``possible_missing`` (confident
+    predictions without a matching box) and ``possible_spurious``; then saves
+    the ``mistakenness`` and ``missing_box_candidates`` views.
+
+    Args:
+        dataset: the review dataset, with predictions (see :func:`add_predictions`)
+        pred_field: the predictions field
+        min_confidence: predictions below this confidence are ignored
+
+    Returns:
+        a pandas DataFrame of the samples by mistakenness: image, mistakenness,
+        possible missing, possible spurious
+    """
+    import pandas as pd
+
+    from platelab.fiftyone_setup import import_fiftyone
+
+    import_fiftyone()
+    import fiftyone.brain as fob
+    from fiftyone import ViewField as F
+
+    if not dataset.has_sample_field(pred_field):
+        raise ReviewError(f"{dataset.name}: no '{pred_field}' field (add predictions first)")
+    view = dataset.filter_labels(pred_field, F("confidence") >= min_confidence, only_matches=False)
+    if dataset.has_brain_run("mistakenness"):
+        dataset.delete_brain_run("mistakenness")
+    fob.compute_mistakenness(view, pred_field, label_field="ground_truth", progress=False)
+    save_views(dataset)
+    keys, mistakenness, missing, spurious = dataset.values(
+        [
+            F("batch").concat("/").concat(F("image_name")),
+            "mistakenness",
+            "possible_missing",
+            "possible_spurious",
+        ]
+    )
+    table = pd.DataFrame(
+        {
+            "image": keys,
+            "mistakenness": mistakenness,
+            "possible missing": missing,
+            "possible spurious": spurious,
+        }
+    )
+    return table.sort_values("mistakenness", ascending=False, na_position="last").reset_index(
+        drop=True
+    )
+
+
+def launch_app(dataset, view=None, port=None, auto=False):
+    """Opens the FiftyOne App on 127.0.0.1 (in JupyterLab with ``auto=True``).
+
+    Args:
+        dataset: the review dataset
+        view: a view or a saved view's name to open on
+        port: the port (default FiftyOne's)
+        auto: show the App in the notebook cell output
+
+    Returns:
+        the fiftyone Session (``session.url``; close it with ``session.close()``)
+    """
+    from platelab.fiftyone_setup import import_fiftyone
+
+    fo = import_fiftyone()
+    if isinstance(view, str):
+        view = dataset.load_saved_view(view)
+    keywords = {"address": "127.0.0.1", "auto": auto}
+    if port is not None:
+        keywords["port"] = int(port)
+    return fo.launch_app(dataset, view=view, **keywords)
+
+
+def set_tag(dataset, sample_id, tag):
+    """Gives an image one review tag (:data:`REVIEW_TAGS`), replacing any other review tag.
+
+    Raises:
+        ReviewError: for a tag that is not a review tag
+    """
+    if tag not in REVIEW_TAGS:
+        raise ReviewError(f"'{tag}' is not a review tag ({', '.join(REVIEW_TAGS)})")
+    sample = dataset[sample_id]
+    sample.tags = [item for item in sample.tags if item not in REVIEW_TAGS] + [tag]
+    sample.save()
+
+
+def export_tags(dataset):
+    """The review tags for stage 05: per image hash, its tags and metadata.
+
+    Returns:
+        a dict sha256 -> ``{"tags", "filepath", "batch", "image_name",
+        "source_id", "vantage", "lighting", "time"}`` (the mapping
+        :func:`platelab.merge.load_review` accepts)
+    """
+    fields = [
+        "sha256",
+        "tags",
+        "filepath",
+        "batch",
+        "image_name",
+        "source_id",
+        "vantage",
+        "lighting",
+        "time",
+    ]
+    values = dataset.values(fields)
+    exported = {}
+    for row in zip(*values, strict=True):
+        record = dict(zip(fields, row, strict=True))
+        digest = record.pop("sha256")
+        if not digest:
+            continue
+        entry = exported.setdefault(digest, dict(record, tags=[]))
+        entry["tags"] = sorted(set(entry["tags"]) | set(record["tags"] or []))
+    return exported
+
+
+def tagged_images(dataset, tag):
+    """The images tagged ``tag``: a list of dicts ``filepath``, ``batch``, ``image_name``, ``sha256``."""
+    view = dataset.match_tags(tag)
+    fields = ["filepath", "batch", "image_name", "sha256"]
+    return [dict(zip(fields, row, strict=True)) for row in zip(*view.values(fields), strict=True)]
+
+
+# --------------------------------------------------------------------------- private helpers
+
+
+def _raw_boxes(record):
+    """(boxes dropped by the loader, [(label, box as written)]) of a record's XML."""
+    if record.xml_path is None:
+        return 0, []
+    try:
+        parsed = annotations.parse_voc_xml(record.xml_path)
+    except annotations.AnnotationError:
+        return 0, []
+    raw = [(item["label"], item["bbox"]) for item in parsed["objects"]]
+    return max(0, len(raw) - len(record.objects)), raw
+
+
+def _pop_raw_box(raw_boxes, item):
+    """The box as written for a loaded (possibly clipped) object; consumed in order."""
+    for position, (label, box) in enumerate(raw_boxes):
+        if label != item["label"]:
+            continue
+        low_x, high_x = sorted((box[0], box[2]))
+        low_y, high_y = sorted((box[1], box[3]))
+        inside = (
+            low_x <= item["bbox"][0] + 1e-6
+            and low_y <= item["bbox"][1] + 1e-6
+            and high_x >= item["bbox"][2] - 1e-6
+            and high_y >= item["bbox"][3] - 1e-6
+        )
+        if inside:
+            del raw_boxes[: position + 1]
+            return [float(value) for value in box]
+    return [float(value) for value in item["bbox"]]
+
+
+def _duplicate_evidence(image, neighbours=()):
+    """Pairs of same-label boxes on one object; near-identical tiny boxes count only if the
+    neighbouring frames hold a single box there (rows of tiny far vehicles are real)."""
+    found = []
+    objects = image.objects
+    for first in range(len(objects)):
+        for second in range(first + 1, len(objects)):
+            a, b = objects[first], objects[second]
+            if a["label"] != b["label"]:
+                continue
+            overlap = _iou(a["bbox"], b["bbox"])
+            edges = max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"], strict=True))
+            by_overlap = min(1.0, max(0.0, (overlap - 0.7) / 0.2))
+            by_edges = 1.0 if edges <= 1.5 else 0.0
+            if by_edges > by_overlap and _pair_in_neighbours(a, b, neighbours):
+                by_edges = 0.2
+            strength = max(by_overlap, by_edges)
+            if strength > 0:
+                found.append(
+                    {
+                        "kind": "duplicate",
+                        "strength": strength,
+                        "object": second,
+                        "message": f"{a['label']} boxes {first} and {second} overlap (IoU {overlap:.2f})",
+                    }
+                )
+    return found
+
+
+def _pair_in_neighbours(first, second, neighbours):
+    """Whether a neighbouring frame also holds two boxes of this label where ``first`` and ``second`` are."""
+    for other in neighbours:
+        near = [
+            item
+            for item in other.objects
+            if item["label"] == first["label"]
+            and max(_iou(_grown(item["bbox"]), _grown(box["bbox"])) for box in (first, second))
+            >= 0.3
+        ]
+        if len(near) >= 2:
+            return True
+    return False
+
+
+def _plate_outside_evidence(image):
+    found = []
+    vehicles = [item["bbox"] for item in image.objects if item["label"] == "vehicle"]
+    for position, item in enumerate(image.objects):
+        if item["label"] != "license_plate":
+            continue
+        inside = max((_inside_fraction(item["bbox"], box) for box in vehicles), default=0.0)
+        if inside < ENCLOSED_FRACTION:
+            found.append(
+                {
+                    "kind": "plate_outside_vehicle",
+                    "strength": 1.0 - inside / ENCLOSED_FRACTION,
+                    "object": position,
+                    "message": f"plate {position} is {inside:.0%} inside the nearest vehicle box",
+                }
+            )
+    return found
+
+
+def _iou(first, second):
+    x0, y0 = max(first[0], second[0]), max(first[1], second[1])
+    x1, y1 = min(first[2], second[2]), min(first[3], second[3])
+    intersection = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = _area(first) + _area(second) - intersection
+    return intersection / union if union > 0 else 0.0
+
+
+def _inside_fraction(inner, outer):
+    x0, y0 = max(inner[0], outer[0]), max(inner[1], outer[1])
+    x1, y1 = min(inner[2], outer[2]), min(inner[3], outer[3])
+    intersection = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    area = _area(inner)
+    return intersection / area if area > 0 else 0.0
+
+
+def _area(box):
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def _label_key(label):
+    return re.sub(r"[\s_\-]+", " ", str(label).strip().lower())
+
+
+def _safe_name(name):
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)) or "batch"
+
+
+def _source_from_name(name):
+    """(source_id, time) from a stage-01 frame name ``<source>_t<milliseconds>``, else (None, None)."""
+    match = re.fullmatch(r"(.+)_t(\d{6,})", Path(str(name)).stem)
+    if not match:
+        return None, None
+    return match.group(1), int(match.group(2)) / 1000.0
+
+
+def _weigh_label_outliers_by_neighbours(images, evidence):
+    """Scales label evidence by what the neighbouring frames wrote at the same place."""
+    neighbours = _neighbour_frames(images)
+    by_key = {image.key: image for image in images}
+    for key, found in evidence.items():
+        image = by_key[key]
+        for item in found:
+            if item["kind"] != "label_outlier":
+                continue
+            box = image.objects[item["object"]]
+            votes = []
+            for other in neighbours.get(key, []):
+                label = _label_in_neighbour(box, image, other)
+                if label is not None:
+                    votes.append(label == box["label"])
+            size = min(box["bbox"][2] - box["bbox"][0], box["bbox"][3] - box["bbox"][1])
+            if box["occluded"] or box["truncated"] or size < TINY_BOX_PIXELS["license_plate"]:
+                item["strength"] *= (
+                    0.5  # fragments of hidden objects look odd and are rarely mislabelled
+                )
+            if votes and all(votes):
+                item["strength"] *= 0.3
+                item["message"] += "; the neighbouring frames agree with the label"
+            elif votes and not any(votes):
+                item["message"] += "; the neighbouring frames label it otherwise"
+            else:
+                item["strength"] *= 0.7
+
+
+def _label_in_neighbour(box, image, other):
+    """The label ``other`` (a neighbouring frame) gives the object at ``box``, or None if unclear.
+
+    Compared in image coordinates, and inside the vehicle holding the box
+    (matched between the frames), so that plates on moving vehicles match.
+    """
+    candidates = [candidate for candidate in other.objects if candidate["known"]]
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda candidate: _iou(candidate["bbox"], box["bbox"]))
+    if _iou(best["bbox"], box["bbox"]) >= 0.3:
+        return best["label"]
+    holders = [
+        candidate
+        for candidate in image.objects
+        if candidate is not box
+        and candidate["known"]
+        and candidate["label"] == "vehicle"
+        and _inside_fraction(box["bbox"], candidate["bbox"]) >= ENCLOSED_FRACTION
+        and _area(candidate["bbox"]) > 2 * _area(box["bbox"])
+    ]
+    if not holders:
+        return None
+    holder = min(holders, key=lambda candidate: _area(candidate["bbox"]))
+    vehicles = [candidate for candidate in candidates if candidate["label"] == "vehicle"]
+    if not vehicles:
+        return None
+    counterpart = max(vehicles, key=lambda candidate: _iou(candidate["bbox"], holder["bbox"]))
+    if _iou(counterpart["bbox"], holder["bbox"]) < 0.3:
+        return None
+    relative = _relative(box["bbox"], holder["bbox"])
+    inside = [
+        candidate
+        for candidate in candidates
+        if candidate is not counterpart
+        and _inside_fraction(candidate["bbox"], counterpart["bbox"]) >= ENCLOSED_FRACTION
+    ]
+    if not inside:
+        return None
+    match = max(
+        inside,
+        key=lambda candidate: _iou(_relative(candidate["bbox"], counterpart["bbox"]), relative),
+    )
+    if _iou(_relative(match["bbox"], counterpart["bbox"]), relative) >= 0.3:
+        return match["label"]
+    return None
+
+
+def _neighbour_frames(images):
+    """key -> the frames just before and after it in the same video (within the track gap)."""
+    by_source = defaultdict(list)
+    for image in images:
+        if image.source_id is not None and image.time is not None:
+            by_source[image.source_id].append(image)
+    neighbours = {}
+    for members in by_source.values():
+        members.sort(key=lambda image: image.time)
+        for position, image in enumerate(members):
+            around = []
+            for other_position in (position - 1, position + 1):
+                if 0 <= other_position < len(members):
+                    other = members[other_position]
+                    if abs(other.time - image.time) <= TRACK_MAX_GAP:
+                        around.append(other)
+            neighbours[image.key] = around
+    return neighbours
+
+
+def _box_context_features(image):
+    """Label-free features of every box: size, aspect, position, and which boxes it lies in or holds."""
+    rows = []
+    for position, item in enumerate(image.objects):
+        x0, y0, x1, y1 = item["bbox"]
+        width, height = max(x1 - x0, 0.5), max(y1 - y0, 0.5)
+        in_vehicle = in_plate = 0.0
+        holds_plates = holds_vehicles = 0
+        for other_position, other in enumerate(image.objects):
+            if other_position == position or not other["known"]:
+                continue
+            inside = _inside_fraction(item["bbox"], other["bbox"])
+            holds = _inside_fraction(other["bbox"], item["bbox"]) >= ENCLOSED_FRACTION
+            if other["label"] == "vehicle":
+                in_vehicle = max(in_vehicle, inside)
+                holds_vehicles += holds
+            else:
+                in_plate = max(in_plate, inside)
+                holds_plates += holds
+        rows.append(
+            [
+                math.log(width / image.width),
+                math.log(height / image.height),
+                math.log(width / height),
+                (x0 + x1) / 2 / image.width,
+                (y0 + y1) / 2 / image.height,
+                in_vehicle,
+                in_plate,
+                holds_plates,
+                holds_vehicles,
+            ]
+        )
+    return rows
+
+
+def _label_outlier_evidence(images, seed):
+    """Out-of-fold P(label | box shape and context); a low probability of the written label is evidence."""
+    rows, labels, owners, groups = [], [], [], []
+    for image_number, image in enumerate(images):
+        for position, features in enumerate(_box_context_features(image)):
+            item = image.objects[position]
+            if not item["known"] or item["label"] not in LABELS:
+                continue
+            rows.append(features)
+            labels.append(LABELS.index(item["label"]))
+            owners.append((image.key, position, item["label"]))
+            groups.append(image_number)
+    found = defaultdict(list)
+    probabilities = _out_of_fold_probabilities(
+        np.array(rows), np.array(labels), np.array(groups), seed
+    )
+    if probabilities is None:
+        return found
+    for (key, position, label), row_probabilities, target in zip(
+        owners, probabilities, labels, strict=True
+    ):
+        probability = float(row_probabilities[target])
+        strength = min(1.0, max(0.0, (0.5 - probability) / 0.45))
+        if strength > 0:
+            other = LABELS[1 - target]
+            found[key].append(
+                {
+                    "kind": "label_outlier",
+                    "strength": strength,
+                    "object": position,
+                    "message": f"{label} box {position} looks like a {other} (P({label}) = {probability:.2f})",
+                }
+            )
+    return found
+
+
+def _out_of_fold_probabilities(rows, targets, groups, seed, folds=5):
+    """Class probabilities of each row from a gradient-boosting model that did not see its group."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    if len(rows) < 20 or len(set(targets.tolist())) < 2:
+        return None
+    unique_groups = np.unique(groups)
+    folds = min(folds, len(unique_groups))
+    if folds < 2:
+        return None
+    shuffled = np.random.default_rng(seed).permutation(len(unique_groups))
+    group_fold = dict(zip(unique_groups.tolist(), (shuffled % folds).tolist(), strict=True))
+    fold_of = np.array([group_fold[group] for group in groups.tolist()])
+    probabilities = np.zeros((len(rows), int(targets.max()) + 1))
+    for fold in range(folds):
+        test = fold_of == fold
+        train = ~test
+        if not test.any():
+            continue
+        if len(set(targets[train].tolist())) < 2:
+            probabilities[test, :] = np.bincount(targets, minlength=probabilities.shape[1]) / len(
+                targets
+            )
+            continue
+        model = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, random_state=seed)
+        model.fit(rows[train], targets[train])
+        predicted = model.predict_proba(rows[test])
+        for column, label in enumerate(model.classes_):
+            probabilities[test, int(label)] = predicted[:, column]
+    return probabilities
+
+
+def _track_evidence(images, read_image=None):
+    """Evidence from the neighbouring frames of each video (see :func:`rank_images`)."""
+    import functools
+
+    import cv2
+
+    reader = read_image or (lambda path: cv2.imread(str(path), cv2.IMREAD_COLOR))
+
+    @functools.lru_cache(maxsize=4)
+    def lab_image(path):
+        pixels = reader(path)
+        return None if pixels is None else cv2.cvtColor(pixels, cv2.COLOR_BGR2LAB)
+
+    found = defaultdict(list)
+    by_source = defaultdict(list)
+    for image in images:
+        if image.source_id is not None and image.time is not None:
+            by_source[image.source_id].append(image)
+    for members in by_source.values():
+        members.sort(key=lambda image: image.time)
+        for position, current in enumerate(members):
+            triple = _neighbours_for(members, position)
+            if triple is None:
+                continue
+            first, second, weight, still_only = triple
+            frames = [lab_image(image.image_path) for image in (first, current, second)]
+            found[current.key].extend(
+                _triple_evidence(first, current, second, weight, frames, still_only)
+            )
+    return found
+
+
+def _neighbours_for(members, position):
+    """(first, second, weight, still_only) to judge ``members[position]`` by, or None.
+
+    The frames just before and after when both are near; otherwise, at a
+    video's ends or beside a long gap, the two frames on one side, for
+    objects that stand still in them.
+    """
+    current = members[position]
+
+    def near(other):
+        return abs(other.time - current.time) <= TRACK_MAX_GAP
+
+    before = members[position - 1] if position >= 1 else None
+    after = members[position + 1] if position + 1 < len(members) else None
+    if before and after and near(before) and near(after) and after.time > before.time:
+        return before, after, (current.time - before.time) / (after.time - before.time), False
+    if position >= 2 and near(members[position - 2]):
+        return members[position - 2], members[position - 1], 1.0, True
+    if position + 2 < len(members) and near(members[position + 2]):
+        return members[position + 2], members[position + 1], 1.0, True
+    return None
+
+
+def _triple_evidence(
+    previous, current, following, weight, frames=(None, None, None), still_only=False
+):
+    """Track evidence for ``current`` from its neighbours ``previous`` and ``following``.
+
+    With ``still_only`` both neighbours lie on one side (``following`` the
+    nearer, ``weight`` 1) and only objects that stand still in them count.
+
+    ``frames`` are the three images in Lab colour (or None): a vehicle linked
+    by position alone must look alike in both neighbours, and a missing box
+    counts fully only where the image now shows what the neighbours showed.
+    """
+    evidence = []
+    before = [item for item in previous.objects if item["known"]]
+    after = [item for item in following.objects if item["known"]]
+    objects = current.objects
+    known_now = [item for item in objects if item["known"]]
+    carriers = {
+        "before": _plate_carriers(before),
+        "after": _plate_carriers(after),
+        "now": _plate_carriers(known_now),
+    }
+    links = _identity_links(before, after, carriers)
+    links += _appearance_links(before, after, links, frames)
+    if still_only:
+        links = [
+            (first, second) for first, second in links if _iou(first["bbox"], second["bbox"]) >= 0.9
+        ]
+    for first, second in links:
+        label = first["label"]
+        looks = _looks_alike(frames[0], first["bbox"], frames[2], second["bbox"])
+        linked_by_text = bool(first["attributes"].get("text")) or bool(
+            _vehicle_texts(first, carriers["before"]) & _vehicle_texts(second, carriers["after"])
+        )
+        if not linked_by_text and looks is False:
+            continue  # two different vehicles that happened to stand in the same place
+        predicted, carrier = _predict_box(first, second, carriers, known_now, weight)
+        if carrier is not None:
+            carried = [
+                carriers["before"]["plates"].get(id(first)),
+                carriers["after"]["plates"].get(id(second)),
+                carrier,
+            ]
+            edge = any(
+                vehicle["truncated"] or _touches_border(vehicle["bbox"], current)
+                for vehicle in carried
+                if vehicle is not None
+            )
+            same_vehicle = any(
+                _looks_alike(frames[1], carrier["bbox"], frames[index], vehicle["bbox"])
+                for index, vehicle in ((0, carried[0]), (2, carried[1]))
+                if vehicle is not None
+            )
+            reliability = 0.3 if edge or not same_vehicle else 0.8
+        else:
+            reliability = _motion_reliability(first["bbox"], second["bbox"])
+        if reliability <= 0:
+            continue
+        match = _find_in_frame(first, second, predicted, objects, carriers)
+        if match is not None:
+            index, item = match
+            interpolated = _blend(first["bbox"], second["bbox"], weight)
+            overlap = max(
+                _iou(_grown(item["bbox"]), _grown(predicted)),
+                _iou(_grown(item["bbox"]), _grown(interpolated)),
+            )
+            if overlap < 0.35:
+                evidence.append(
+                    {
+                        "kind": "track_jump",
+                        "strength": (0.35 - overlap) / 0.35 * reliability,
+                        "object": index,
+                        "message": f"{label} box {index} is off where its neighbours put it (IoU {overlap:.2f})",
+                    }
+                )
+            continue
+        if any(
+            item["label"] != label and _iou(item["bbox"], predicted) >= 0.5 for item in known_now
+        ):
+            continue  # written with the other label: the label evidence covers it
+        covered = max(
+            (
+                _inside_fraction(predicted, item["bbox"])
+                for item in known_now
+                if item["label"] == "vehicle"
+                and item is not carrier
+                and (
+                    _area(item["bbox"]) >= 1.5 * _area(predicted)
+                    or _iou(item["bbox"], predicted) < 0.1
+                )
+            ),
+            default=0.0,
+        )
+        hidden = (
+            first["occluded"] or second["occluded"] or first["truncated"] or second["truncated"]
+        )
+        strength = (1.0 - covered) * (0.6 if hidden else 1.0) * reliability
+        if label == "license_plate" and carrier is None:
+            strength *= 0.3  # its vehicle is not where expected either: hidden together
+        minimum = 4 if label == "vehicle" else 1
+        here_before = _looks_alike(frames[1], predicted, frames[0], first["bbox"], minimum)
+        here_after = _looks_alike(frames[1], predicted, frames[2], second["bbox"], minimum)
+        if here_before and here_after:
+            # The image still shows the object where the neighbours put it: unannotated.
+            strength = max(strength, (0.6 if hidden else 1.0) * reliability)
+        elif here_before is False and here_after is False:
+            strength *= 0.3  # the image shows something else there now: moved or hidden
+        side = min(predicted[2] - predicted[0], predicted[3] - predicted[1])
+        strength *= min(
+            1.0, max(0.3, side / (1.5 * TINY_BOX_PIXELS.get(label, 3.0)))
+        )  # tiny: fades in and out
+        if strength > 0:
+            text = first["attributes"].get("text")
+            name = f"{label} {text}" if text else label
+            evidence.append(
+                {
+                    "kind": "track_gap",
+                    "strength": strength,
+                    "object": None,
+                    "message": (
+                        f"{name} seen just before and after, but no box here near "
+                        f"{[round(value) for value in predicted]} (missing or shifted)"
+                    ),
+                }
+            )
+    return evidence
+
+
+def _find_in_frame(first, second, predicted, objects, carriers):
+    """The box of ``current`` that continues a linked object, or None."""
+    label = first["label"]
+    same_label = [
+        (index, item)
+        for index, item in enumerate(objects)
+        if item["label"] == label and item["known"]
+    ]
+    if not same_label:
+        return None
+    text = first["attributes"].get("text")
+    if label == "license_plate" and text:
+        return next(
+            ((index, item) for index, item in same_label if item["attributes"].get("text") == text),
+            None,
+        )
+    if label == "vehicle":
+        texts = _vehicle_texts(first, carriers["before"]) & _vehicle_texts(
+            second, carriers["after"]
+        )
+        if texts:
+            for index, item in same_label:
+                if texts & _vehicle_texts(item, carriers["now"]):
+                    return index, item
+    best = max(same_label, key=lambda pair: _iou(pair[1]["bbox"], predicted))
+    return best if _iou(best[1]["bbox"], predicted) >= 0.3 else None
+
+
+def _looks_alike(first_image, first_box, second_image, second_box, minimum=4):
+    """Whether two box crops look alike (True/False), or None where either cannot be judged.
+
+    Boxes of at least ``minimum`` pixels a side are compared (their central
+    70 % for boxes of 8 pixels and more, the whole box below).
+    """
+    first = _crop_descriptor(first_image, first_box, minimum=minimum)
+    second = _crop_descriptor(second_image, second_box, minimum=minimum)
+    if first is None or second is None:
+        return None
+    return float(np.abs(first - second).mean()) < APPEARANCE_DISTANCE
+
+
+def _crop_descriptor(lab, box, size=6, minimum=4):
+    """A box's crop shrunk to ``size`` x ``size`` Lab pixels (None if under ``minimum`` pixels a side).
+
+    Boxes of 8 pixels and more lose a 15 % margin first (their edges hold background).
+    """
+    import cv2
+
+    if lab is None:
+        return None
+    x0, y0, x1, y1 = box
+    inset = 0.15 if min(x1 - x0, y1 - y0) >= 8 else 0.0
+    inset_x, inset_y = inset * (x1 - x0), inset * (y1 - y0)
+    height, width = lab.shape[:2]
+    left, top = int(max(0, round(x0 + inset_x))), int(max(0, round(y0 + inset_y)))
+    right, bottom = int(min(width, round(x1 - inset_x))), int(min(height, round(y1 - inset_y)))
+    if right - left < minimum or bottom - top < minimum:
+        return None
+    crop = lab[top:bottom, left:right]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _appearance_links(before, after, links, frames):
+    """Vehicles not yet linked, paired when they look alike, have similar sizes and moved little.
+
+    Mutual best pairs by appearance distance only; the move between the
+    neighbours must stay under twice the vehicle's size.
+    """
+    linked = {id(item) for pair in links for item in pair}
+    candidates = []
+    for item in before:
+        if item["label"] != "vehicle" or id(item) in linked:
+            continue
+        first = _crop_descriptor(frames[0], item["bbox"])
+        if first is None:
+            continue
+        for other in after:
+            if other["label"] != "vehicle" or id(other) in linked:
+                continue
+            ratio = _area(other["bbox"]) / max(_area(item["bbox"]), 1e-6)
+            if not 0.6 <= ratio <= 1.7:
+                continue
+            size = math.sqrt(_area(item["bbox"]))
+            moved = math.dist(_centre(item["bbox"]), _centre(other["bbox"]))
+            if moved > 2 * size:
+                continue
+            second = _crop_descriptor(frames[2], other["bbox"])
+            if second is None:
+                continue
+            distance = float(np.abs(first - second).mean())
+            if distance < APPEARANCE_DISTANCE:
+                candidates.append((distance, id(item), id(other), item, other))
+    candidates.sort(key=lambda entry: entry[0])
+    used, found = set(), []
+    for _, first_id, second_id, item, other in candidates:
+        if first_id in used or second_id in used:
+            continue
+        used.update((first_id, second_id))
+        found.append((item, other))
+    return found
+
+
+def _centre(box):
+    return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+
+
+def _plate_carriers(objects):
+    """Which vehicle carries each plate (the smallest vehicle box holding most of it).
+
+    Returns:
+        a dict: ``plates`` id(plate) -> vehicle, ``texts`` id(vehicle) -> set of plate texts
+    """
+    vehicles = [item for item in objects if item["label"] == "vehicle"]
+    plates, texts = {}, defaultdict(set)
+    for item in objects:
+        if item["label"] != "license_plate" or not vehicles:
+            continue
+        best = max(
+            vehicles,
+            key=lambda vehicle: (
+                round(_inside_fraction(item["bbox"], vehicle["bbox"]), 2),
+                -_area(vehicle["bbox"]),
+            ),
+        )
+        if _inside_fraction(item["bbox"], best["bbox"]) >= ENCLOSED_FRACTION:
+            plates[id(item)] = best
+            if item["attributes"].get("text"):
+                texts[id(best)].add(item["attributes"]["text"])
+    return {"plates": plates, "texts": texts}
+
+
+def _vehicle_texts(vehicle, carriers):
+    """The texts of the plates a vehicle carries."""
+    return carriers["texts"].get(id(vehicle), set())
+
+
+def _touches_border(box, image, margin=1.0):
+    return (
+        box[0] <= margin
+        or box[1] <= margin
+        or box[2] >= image.width - margin
+        or box[3] >= image.height - margin
+    )
+
+
+def _motion_reliability(first, second):
+    """1 for a still object, falling to 0.3 as it moves three times its size between the neighbours."""
+    width = max((first[2] - first[0] + second[2] - second[0]) / 2, 1.0)
+    height = max((first[3] - first[1] + second[3] - second[1]) / 2, 1.0)
+    moved = max(
+        abs((first[0] + first[2]) - (second[0] + second[2])) / 2 / width,
+        abs((first[1] + first[3]) - (second[1] + second[3])) / 2 / height,
+        abs(math.log(width / max(first[2] - first[0], 1.0))),
+    )
+    return max(0.3, 1.0 - moved / 3.0)
+
+
+def _identity_links(before, after, carriers):
+    """Pairs (object before, object after) that are surely one object: same plate text, or a slow vehicle."""
+    links = []
+    texts_after = defaultdict(list)
+    for item in after:
+        text = item["attributes"].get("text")
+        if item["label"] == "license_plate" and text:
+            texts_after[text].append(item)
+    for item in before:
+        text = item["attributes"].get("text")
+        if item["label"] == "license_plate" and text and len(texts_after.get(text, [])) == 1:
+            links.append((item, texts_after[text][0]))
+    used = set()
+    for item in before:
+        if item["label"] != "vehicle":
+            continue
+        texts = _vehicle_texts(item, carriers["before"])
+        best, best_score = None, 0.0
+        for other in after:
+            if other["label"] != "vehicle" or id(other) in used:
+                continue
+            if texts and texts & _vehicle_texts(other, carriers["after"]):
+                score = 2.0
+            else:
+                score = _iou(item["bbox"], other["bbox"])
+                if score < 0.6:
+                    continue
+            if score > best_score:
+                best, best_score = other, score
+        if best is not None:
+            used.add(id(best))
+            links.append((item, best))
+    return links
+
+
+def _predict_box(first, second, carriers, objects, weight):
+    """Where a linked object should be now, and the vehicle carrying it (plates) or None.
+
+    Vehicles are interpolated between their neighbours; a plate is carried by
+    its vehicle (its place inside the vehicle box interpolated, then put in
+    the vehicle's box now), which copes with motion far larger than a plate.
+    """
+    interpolated = _blend(first["bbox"], second["bbox"], weight)
+    if first["label"] != "license_plate":
+        return interpolated, None
+    vehicle_before = carriers["before"]["plates"].get(id(first))
+    vehicle_after = carriers["after"]["plates"].get(id(second))
+    candidates = [item for item in objects if item["label"] == "vehicle"]
+    if vehicle_before is None or vehicle_after is None or not candidates:
+        return interpolated, None
+    texts = _vehicle_texts(vehicle_before, carriers["before"]) & _vehicle_texts(
+        vehicle_after, carriers["after"]
+    )
+    vehicle_now = next(
+        (item for item in candidates if texts & _vehicle_texts(item, carriers["now"])), None
+    )
+    if vehicle_now is None:
+        vehicle_predicted = _blend(vehicle_before["bbox"], vehicle_after["bbox"], weight)
+        vehicle_now = max(candidates, key=lambda item: _iou(item["bbox"], vehicle_predicted))
+        if _iou(vehicle_now["bbox"], vehicle_predicted) < 0.3:
+            return interpolated, None
+    relative = _blend(
+        _relative(first["bbox"], vehicle_before["bbox"]),
+        _relative(second["bbox"], vehicle_after["bbox"]),
+        weight,
+    )
+    return _absolute(relative, vehicle_now["bbox"]), vehicle_now
+
+
+def _grown(box, pixels=1.0):
+    """The box grown by a pixel on each side: tiny boxes' IoU then forgives rounding to whole pixels."""
+    return [box[0] - pixels, box[1] - pixels, box[2] + pixels, box[3] + pixels]
+
+
+def _blend(first, second, weight):
+    return [(1 - weight) * a + weight * b for a, b in zip(first, second, strict=True)]
+
+
+def _relative(box, frame):
+    width, height = max(frame[2] - frame[0], 1e-6), max(frame[3] - frame[1], 1e-6)
+    return [
+        (box[0] - frame[0]) / width,
+        (box[1] - frame[1]) / height,
+        (box[2] - frame[0]) / width,
+        (box[3] - frame[1]) / height,
+    ]
+
+
+def _absolute(relative, frame):
+    width, height = frame[2] - frame[0], frame[3] - frame[1]
+    return [
+        frame[0] + relative[0] * width,
+        frame[1] + relative[1] * height,
+        frame[0] + relative[2] * width,
+        frame[1] + relative[3] * height,
+    ]
+
+
+def _declare_fields(dataset, fo):
+    """Declares the sample fields (idempotent), so empty values keep their types."""
+    for name, kind, extra in (
+        ("batch", fo.StringField, {}),
+        ("image_name", fo.StringField, {}),
+        ("source_id", fo.StringField, {}),
+        ("vantage", fo.StringField, {}),
+        ("lighting", fo.StringField, {}),
+        ("time", fo.FloatField, {}),
+        ("frame_index", fo.IntField, {}),
+        ("split", fo.StringField, {}),
+        ("sha256", fo.StringField, {}),
+        ("qa_flags", fo.ListField, {"subfield": fo.StringField}),
+        ("suspicion", fo.FloatField, {}),
+        ("suspicion_reasons", fo.ListField, {"subfield": fo.StringField}),
+        ("ground_truth", fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Detections}),
+    ):
+        if not dataset.has_sample_field(name):
+            dataset.add_sample_field(name, kind, **extra)
+
+
+def _sample(fo, image, ranked):
+    """The FiftyOne sample of a :class:`ReviewImage` (labels as written; mapped afterwards)."""
+    evidence_by_object = defaultdict(list)
+    for item in (ranked or {}).get("evidence", []):
+        if item["object"] is not None:
+            evidence_by_object[item["object"]].append(item["message"])
+    detections = []
+    for index, item in enumerate(image.objects):
+        x0, y0, x1, y1 = item["bbox"]
+        attributes = item.get("attributes") or {}
+        detections.append(
+            fo.Detection(
+                label=item["original_label"],
+                bounding_box=[
+                    x0 / image.width,
+                    y0 / image.height,
+                    (x1 - x0) / image.width,
+                    (y1 - y0) / image.height,
+                ],
+                original_label=item["original_label"],
+                unknown_label=not item["known"],
+                difficult=bool(item["difficult"]),
+                occluded=bool(item["occluded"]),
+                truncated=bool(item["truncated"]),
+                text=attributes.get("text"),
+                vehicle_type=attributes.get("type"),
+                qa_flags=list(item.get("qa_flags") or []),
+                evidence=evidence_by_object.get(index) or None,
+            )
+        )
+    return fo.Sample(
+        filepath=str(image.image_path),
+        metadata=fo.ImageMetadata(width=image.width, height=image.height),
+        batch=image.batch,
+        image_name=image.name,
+        source_id=image.source_id,
+        vantage=image.vantage,
+        lighting=image.lighting,
+        time=image.time,
+        frame_index=image.frame_index,
+        split=None,
+        sha256=image.sha256,
+        qa_flags=list(image.qa_flags),
+        suspicion=float((ranked or {}).get("score", 0.0)),
+        suspicion_reasons=[item["message"] for item in (ranked or {}).get("evidence", [])],
+        ground_truth=fo.Detections(detections=detections),
+    )
