@@ -79,7 +79,9 @@ def test_papermill_documents_every_parameter(notebook):
     declared = config.declared_parameters(stage.path)
     (cell,) = [cell for cell in document.cells if "parameters" in cell.metadata.get("tags", [])]
     lines = [line for line in cell.source.splitlines() if line.strip()]
-    assert len(declared) == len(lines), f"{stage.name}: papermill could not parse every parameter line"
+    assert len(declared) == len(lines), (
+        f"{stage.name}: papermill could not parse every parameter line"
+    )
     for name, info in declared.items():
         assert info["help"], f"{stage.name}: parameter {name} has no help comment"
         assert info["type"] != "None", f"{stage.name}: parameter {name} has no type annotation"

@@ -233,7 +233,9 @@ def _build_parser():
     from platelab import merge as merge_module
 
     merge_module.add_merge_arguments(
-        commands.add_parser("merge", help="merge annotation batches into one split dataset (stage 05)")
+        commands.add_parser(
+            "merge", help="merge annotation batches into one split dataset (stage 05)"
+        )
     )
 
     doctor = commands.add_parser("doctor", help="check ffmpeg, mongod, chromium and the kernel")

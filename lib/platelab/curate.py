@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from platelab import atomic, metadata, signatures
+from platelab import atomic, metadata, signatures, visualize
 
 logger = logging.getLogger(__name__)
 
@@ -321,16 +321,10 @@ def plot_threshold_curve(curve, chosen=None):
     axis.grid(True, alpha=0.3)
     axis.legend(loc="best")
     axis.set_title("Images kept against the near-duplicate threshold")
-    figure.text(
-        0.5,
-        0.01,
+    visualize.add_caption(
+        figure,
         "Choose a threshold where the curve is flat; higher values also merge frames in which a vehicle moved.",
-        ha="center",
-        va="bottom",
-        fontsize=9,
-        style="italic",
     )
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
     return figure
 
 

@@ -56,7 +56,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from tqdm.auto import tqdm
 
-from platelab import LABELS, annotations, archives, paths
+from platelab import LABELS, annotations, archives, paths, visualize
 from platelab.atomic import atomic_dir, atomic_write_json
 from platelab.metadata import sha256_file
 
@@ -975,16 +975,10 @@ def plot_mistakes(mistakes):
     rate = (mistakes or {}).get("rate", 0.0)
     axis.set_title(f"{int(table.to_numpy().sum())} mistakes in {total} objects (rate {rate:g})")
     axis.legend(title="true label")
-    figure.text(
-        0.5,
-        0.005,
+    visualize.add_caption(
+        figure,
         "Known mistakes hidden in the simulated exports: stage 04's review should find them.",
-        ha="center",
-        va="bottom",
-        fontsize=9,
-        style="italic",
     )
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
     return figure
 
 

@@ -187,14 +187,8 @@ def plot_statistics(objects, manifest=None):
     axes[2].set_ylabel("boxes")
     axes[2].set_title("Boxes per vantage point")
     axes[2].tick_params(axis="x", rotation=30)
-    figure.text(
-        0.5,
-        0.0,
+    visualize.add_caption(
+        figure,
         "Read: the smallest plate heights set the smallest anchors; the aspect spread sets the anchor ratios.",
-        ha="center",
-        va="bottom",
-        fontsize=10,
-        style="italic",
     )
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
     return figure

@@ -71,7 +71,7 @@ from xml.sax.saxutils import escape
 
 from tqdm.auto import tqdm
 
-from platelab import LABELS, annotations, archives, metadata
+from platelab import LABELS, annotations, archives, metadata, visualize
 from platelab.atomic import atomic_dir
 from platelab.tfrecords import encode_example, import_tensorflow
 
@@ -820,16 +820,10 @@ def plot_splits(document):
         axis.set_xlabel(table.index.name)
         axis.set_title(title)
         axis.legend(title="split (target)")
-    figure.text(
-        0.5,
-        0.005,
+    visualize.add_caption(
+        figure,
         "Whole groups (videos, photos) go to one split; each bar group should show the target fractions.",
-        ha="center",
-        va="bottom",
-        fontsize=10,
-        style="italic",
     )
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
     return figure
 
 

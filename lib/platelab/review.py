@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from platelab import LABELS, annotations, paths
+from platelab import LABELS, annotations, paths, visualize
 from platelab.metadata import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -627,16 +627,10 @@ def plot_review_curve(ranking, mistakes, fraction=0.1):
     axis.set_ylabel("injected mistakes found (%)")
     axis.set_title(f"Review quality: {quality['mistakes']} mistakes in {quality['images']} images")
     axis.legend(loc="lower right")
-    figure.text(
-        0.5,
-        0.005,
+    visualize.add_caption(
+        figure,
         "The steeper the curve, the fewer images a reviewer must open to catch the annotators' mistakes.",
-        ha="center",
-        va="bottom",
-        fontsize=9,
-        style="italic",
     )
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
     return figure
 
 
@@ -835,16 +829,10 @@ def plot_class_balance(images):
         axis.set_ylabel("boxes (count)")
         axis.set_title(f"Class balance {title}")
         axis.legend(fontsize=8)
-    figure.text(
-        0.5,
-        0.005,
+    visualize.add_caption(
+        figure,
         "Boxes per canonical label; a batch or vantage point with few plates teaches the detector little about them.",
-        ha="center",
-        va="bottom",
-        fontsize=9,
-        style="italic",
     )
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
     return figure
 
 
@@ -873,16 +861,10 @@ def plot_box_shapes(images):
     axes[1].set_title("Box aspect per class")
     for axis in axes:
         axis.legend(fontsize=8)
-    figure.text(
-        0.5,
-        0.005,
+    visualize.add_caption(
+        figure,
         "Plates are small and wide, vehicles larger and squarer; boxes far from their class's bulk are worth a look.",
-        ha="center",
-        va="bottom",
-        fontsize=9,
-        style="italic",
     )
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
     return figure
 
 

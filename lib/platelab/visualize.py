@@ -113,3 +113,14 @@ def read_video_frame(video_path, index):
     if not ok:
         raise ValueError(f"{video_path}: no frame {index}")
     return frame
+
+
+def add_caption(figure, text):
+    """Writes a one-line caption under a figure saying what to read from it, and lays it out.
+
+    Args:
+        figure: a matplotlib Figure
+        text: the caption
+    """
+    figure.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=9, style="italic")
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
