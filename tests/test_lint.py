@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import PROJECT_ROOT
 
 RUFF = Path(sys.executable).with_name("ruff")
