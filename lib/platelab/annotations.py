@@ -112,6 +112,88 @@ def build_alias_map(aliases=None):
     return lookup
 
 
+def read_alias_file(path):
+    """Reads a label-alias YAML file: canonical label -> list of spellings, as written.
+
+    Example::
+
+        vehicle: [car, truck, bus, van]
+        license_plate: [plate, "license plate", placa]
+        motorcycle: [motorbike]        # a class of its own
+
+    Args:
+        path: the YAML file
+
+    Returns:
+        a dict canonical -> list of spellings
+
+    Raises:
+        AnnotationError: naming the file, when it cannot be read, is not such
+            a mapping, or maps one spelling to two labels
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: alias file not found") from None
+    except OSError as error:
+        raise AnnotationError(
+            f"{path}: cannot read the alias file ({error.strerror or error})"
+        ) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise AnnotationError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(document, dict) or not document:
+        raise AnnotationError(f"{path}: expected a mapping of canonical label -> list of spellings")
+    aliases = {}
+    for canonical, spellings in document.items():
+        if isinstance(spellings, str):
+            spellings = [spellings]
+        if spellings is None:
+            spellings = []
+        if not isinstance(canonical, str) or not canonical.strip():
+            raise AnnotationError(f"{path}: label {canonical!r} is not a non-empty string")
+        if not isinstance(spellings, list) or not all(isinstance(item, str) for item in spellings):
+            raise AnnotationError(
+                f"{path}: the spellings of {canonical!r} must be a list of strings"
+            )
+        aliases[canonical.strip()] = [item for item in spellings if item.strip()]
+    try:
+        build_alias_map(aliases)
+    except ValueError as error:
+        raise AnnotationError(f"{path}: {error}") from None
+    return aliases
+
+
+def extend_aliases(aliases=None):
+    """Returns :data:`DEFAULT_ALIASES` extended by ``aliases``; a spelling given there leaves its default.
+
+    Args:
+        aliases: canonical -> spellings (e.g. from :func:`read_alias_file`), or None
+
+    Returns:
+        a new dict canonical -> spellings
+    """
+    if not aliases:
+        return {canonical: list(spellings) for canonical, spellings in DEFAULT_ALIASES.items()}
+    user_lookup = build_alias_map(aliases)
+    combined = {}
+    for canonical, spellings in DEFAULT_ALIASES.items():
+        combined[canonical] = [
+            spelling
+            for spelling in spellings
+            if normalize_label(spelling, user_lookup) in (None, canonical)
+        ]
+    for canonical, spellings in aliases.items():
+        combined.setdefault(canonical, [])
+        combined[canonical] = list(dict.fromkeys(combined[canonical] + list(spellings)))
+    build_alias_map(combined)
+    return combined
+
+
 def normalize_label(label, lookup):
     """Returns the canonical label for a spelling, or None when it is unknown."""
     return lookup.get(_label_key(label))

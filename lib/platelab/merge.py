@@ -296,7 +296,7 @@ def merge_batches(
         )
     fractions = parse_fractions(fractions)
     alias_table = load_aliases(aliases) if isinstance(aliases, (str, Path)) else aliases
-    alias_table = _combine_aliases(alias_table)
+    alias_table = annotations.extend_aliases(alias_table)
     lookup = annotations.build_alias_map(alias_table)
     label_map = list(LABELS) + [label for label in alias_table if label not in LABELS]
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="platelab-merge-"))
@@ -556,37 +556,7 @@ def load_aliases(path):
     Raises:
         ValueError: naming the file, when it cannot be read or is not such a mapping
     """
-    import yaml
-
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ValueError(
-            f"{path}: cannot read the alias file ({error.strerror or error})"
-        ) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(document, dict) or not document:
-        raise ValueError(f"{path}: expected a mapping of canonical label -> list of spellings")
-    aliases = {}
-    for canonical, spellings in document.items():
-        if isinstance(spellings, str):
-            spellings = [spellings]
-        if spellings is None:
-            spellings = []
-        if not isinstance(canonical, str) or not canonical.strip():
-            raise ValueError(f"{path}: label {canonical!r} is not a non-empty string")
-        if not isinstance(spellings, list) or not all(isinstance(item, str) for item in spellings):
-            raise ValueError(f"{path}: the spellings of {canonical!r} must be a list of strings")
-        aliases[canonical.strip()] = [item for item in spellings if item.strip()]
-    try:
-        annotations.build_alias_map(aliases)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
-    return aliases
+    return annotations.read_alias_file(path)  # AnnotationError is a ValueError
 
 
 def load_review(review):
@@ -1144,26 +1114,6 @@ def main_merge(argv=None):
     except (ValueError, OSError) as error:
         print(f"platelab: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
-
-
-def _combine_aliases(aliases):
-    """The default aliases extended by ``aliases``; a spelling given there leaves its default."""
-    defaults = annotations.DEFAULT_ALIASES
-    if not aliases:
-        return {canonical: list(spellings) for canonical, spellings in defaults.items()}
-    user_lookup = annotations.build_alias_map(aliases)
-    combined = {}
-    for canonical, spellings in defaults.items():
-        combined[canonical] = [
-            spelling
-            for spelling in spellings
-            if annotations.normalize_label(spelling, user_lookup) in (None, canonical)
-        ]
-    for canonical, spellings in aliases.items():
-        combined.setdefault(canonical, [])
-        combined[canonical].extend(spellings)
-    annotations.build_alias_map(combined)
-    return combined
 
 
 def _load_entries(sources, work_dir, result, progress):

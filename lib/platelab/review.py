@@ -181,43 +181,12 @@ def load_aliases(path=None):
     Raises:
         ReviewError: naming the file, if it is not such a mapping
     """
-    merged = {label: list(spellings) for label, spellings in annotations.DEFAULT_ALIASES.items()}
     if path is None:
-        return merged
-    import yaml
-
-    path = Path(path)
+        return annotations.extend_aliases()
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReviewError(f"{path}: alias file not found") from None
-    except OSError as error:
-        raise ReviewError(
-            f"{path}: cannot read the alias file ({error.strerror or error})"
-        ) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ReviewError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(document, dict) or not document:
-        raise ReviewError(f"{path}: expected a mapping of canonical label -> list of spellings")
-    for canonical, spellings in document.items():
-        if isinstance(spellings, str):
-            spellings = [spellings]
-        if not isinstance(canonical, str) or not canonical.strip():
-            raise ReviewError(f"{path}: label {canonical!r} is not a non-empty string")
-        if not isinstance(spellings, list) or not all(isinstance(item, str) for item in spellings):
-            raise ReviewError(f"{path}: the spellings of {canonical!r} must be a list of strings")
-        keys = {_label_key(item) for item in [canonical, *spellings]}
-        for other in merged:
-            merged[other] = [item for item in merged[other] if _label_key(item) not in keys]
-        merged.setdefault(canonical.strip(), [])
-        merged[canonical.strip()] = list(dict.fromkeys(merged[canonical.strip()] + spellings))
-    try:
-        annotations.build_alias_map(merged)
-    except ValueError as error:
-        raise ReviewError(f"{path}: {error}") from None
-    return merged
+        return annotations.extend_aliases(annotations.read_alias_file(path))
+    except annotations.AnnotationError as error:
+        raise ReviewError(str(error)) from None
 
 
 def load_images(
