@@ -921,24 +921,12 @@ def batches_table(simulated):
 
 def load_mistakes(exports_folder):
     """Reads ``mistakes.json`` from an exports folder (None where there is none)."""
-    path = Path(exports_folder) / MISTAKES_NAME
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        raise CvatError(f"{path}: unreadable ({error})") from None
+    return _read_json_or_none(Path(exports_folder) / MISTAKES_NAME)
 
 
 def load_exports_manifest(exports_folder):
     """Reads ``exports.json`` from an exports folder (None where there is none)."""
-    path = Path(exports_folder) / EXPORTS_NAME
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        raise CvatError(f"{path}: unreadable ({error})") from None
+    return _read_json_or_none(Path(exports_folder) / EXPORTS_NAME)
 
 
 def mistakes_table(mistakes):
@@ -1982,3 +1970,13 @@ def _cvat_dataset(index, tasks_folder, dataset_name):
     if samples:
         dataset.add_samples(samples)
     return dataset
+
+
+def _read_json_or_none(path):
+    """Reads a JSON file; None where it does not exist, CvatError where it is unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise CvatError(f"{path}: unreadable ({error})") from None
