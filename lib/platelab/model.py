@@ -1,0 +1,576 @@
+"""SSD detector with a MobileNetV2 backbone and SSDLite heads, plus its anchors and box coding.
+
+Conventions used throughout:
+
+* Boxes are ``[xmin, ymin, xmax, ymax]`` as fractions of the image (0 to 1), the
+  layout of the TFRecords' ``image/object/bbox/*`` features. The model sees images
+  resized to a square ``input_size``, so a fraction of the image is also a fraction
+  of the model input.
+* Class ids follow the label map: 0 is background, ``platelab.LABELS[i]`` is ``i + 1``.
+* Anchors are listed level by level (finest stride first), then row by row, column
+  by column, and anchor shape by anchor shape: the order of the model's outputs.
+
+An *anchor spec* is a JSON-serialisable dict::
+
+    {"levels": [8, 16, 32, 64],                # strides in input pixels
+     "shapes": [[[w, h], ...], ...]}            # per level, anchor sizes (fractions)
+
+:func:`anchors_from_boxes` derives one from training boxes, :func:`default_anchor_spec`
+gives a generic one, :func:`generate_anchors` lays it out over the feature grids.
+
+TensorFlow and Keras are imported inside the functions that need them: importing
+them takes seconds.
+"""
+
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+BOX_VARIANCE = (0.1, 0.1, 0.2, 0.2)
+"""Scales of the (center y, center x, height, width) deltas, as in the original SSD."""
+
+BACKBONE_LAYERS = {8: "block_6_expand_relu", 16: "block_13_expand_relu", 32: "out_relu"}
+"""MobileNetV2 layers that give the stride-8, -16 and -32 features (as in SSDLite)."""
+
+IMAGENET_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+"""Widths (alpha) Keras has ImageNet weights for."""
+
+ANCHOR_SCALE = 4.0
+"""A level's nominal anchor size in strides: stride 8 suits objects about 32 px across."""
+
+
+def build_ssd(
+    num_classes=2,
+    input_size=320,
+    width=1.0,
+    anchors=None,
+    weights="imagenet",
+    levels=(8, 16, 32, 64),
+):
+    """Builds an SSDLite detector on a Keras MobileNetV2 backbone.
+
+    The model takes ``(batch, input_size, input_size, 3)`` images with pixel values
+    0 to 255 (it rescales them itself) and returns a dict:
+
+    * ``"class_logits"``: ``(batch, num_anchors, num_classes + 1)``, column 0 background
+    * ``"box_deltas"``: ``(batch, num_anchors, 4)``, see :func:`decode_predictions`
+
+    with ``num_anchors == len(generate_anchors(anchors, input_size))``. The backbone
+    is the nested model named ``"backbone"`` (freeze it with
+    ``model.get_layer("backbone").trainable = False``).
+
+    Args:
+        num_classes: object classes, background not counted
+        input_size: side of the square input in pixels, a multiple of 32
+        width: MobileNetV2 width multiplier (alpha)
+        anchors: an anchor spec (see the module docstring); None for
+            :func:`default_anchor_spec` over ``levels``
+        weights: ``"imagenet"`` (Keras's ImageNet weights, downloaded once into
+            ``~/.keras/models``), None (random initialisation) or the path of a
+            MobileNetV2 weights file of the same width (such as Keras's ``*_no_top.h5``)
+        levels: strides of the feature levels: 8, 16, 32 come from the backbone,
+            64, 128, ... from extra SSDLite blocks
+
+    Returns:
+        the uncompiled ``keras.Model``
+
+    Raises:
+        ValueError: bad sizes, levels or anchors, or a weights path that does not exist
+        RuntimeError: the ImageNet weights could not be downloaded (the message says
+            which file to place where)
+    """
+    keras = _import_keras()
+    from keras import layers
+
+    levels = _check_levels(levels)
+    if input_size % 32 or input_size < 32:
+        raise ValueError(f"input_size must be a multiple of 32 (at least 32), got {input_size}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    if anchors is None:
+        anchors = default_anchor_spec(input_size, levels)
+    _check_spec(anchors)
+    if list(anchors["levels"]) != list(levels):
+        raise ValueError(f"anchor spec levels {anchors['levels']} differ from levels {levels}")
+    if weights is not None and weights != "imagenet":
+        weights_path = Path(weights).expanduser()
+        if not weights_path.is_file():
+            raise ValueError(f"MobileNetV2 weights file {weights_path} does not exist")
+        weights = str(weights_path)
+
+    backbone = _mobilenet_v2(keras, input_size, width, weights)
+    wanted = [stride for stride in (8, 16, 32) if stride in levels or stride == 32]
+    extractor = keras.Model(
+        backbone.input,
+        [backbone.get_layer(BACKBONE_LAYERS[stride]).output for stride in wanted],
+        name="backbone",
+    )
+
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    scaled = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(inputs)
+    features = dict(zip(wanted, extractor(scaled), strict=True))
+    feature = features[32]
+    for stride in range(6, int(math.log2(max(levels))) + 1):
+        feature = _extra_block(layers, feature, _channels(512 * width), f"extra_{2**stride}")
+        features[2**stride] = feature
+
+    class_outputs, box_outputs = [], []
+    for level_index, stride in enumerate(levels):
+        count = len(anchors["shapes"][level_index])
+        if count == 0:
+            continue
+        name = f"level_{stride}"
+        class_map = _ssdlite_head(
+            layers, features[stride], count * (num_classes + 1), name + "_cls"
+        )
+        box_map = _ssdlite_head(layers, features[stride], count * 4, name + "_box")
+        class_outputs.append(
+            layers.Reshape((-1, num_classes + 1), name=name + "_cls_flat")(class_map)
+        )
+        box_outputs.append(layers.Reshape((-1, 4), name=name + "_box_flat")(box_map))
+    if not class_outputs:
+        raise ValueError("the anchor spec has no anchors on any level")
+    if len(class_outputs) > 1:
+        class_logits = layers.Concatenate(axis=1, name="class_logits")(class_outputs)
+        box_deltas = layers.Concatenate(axis=1, name="box_deltas")(box_outputs)
+    else:
+        class_logits = layers.Identity(name="class_logits")(class_outputs[0])
+        box_deltas = layers.Identity(name="box_deltas")(box_outputs[0])
+    model = keras.Model(
+        inputs,
+        {"class_logits": class_logits, "box_deltas": box_deltas},
+        name=f"ssdlite_mobilenetv2_{width:g}_{input_size}",
+    )
+    logger.info(
+        "built %s: %d anchors, %d parameters",
+        model.name,
+        class_logits.shape[1],
+        model.count_params(),
+    )
+    return model
+
+
+def default_anchor_spec(input_size, levels=(8, 16, 32, 64), aspect_ratios=(1.0, 2.0, 4.7)):
+    """A generic anchor spec: each level gets ``aspect_ratios`` (width / height).
+
+    Every anchor has the level's nominal area (``ANCHOR_SCALE`` strides squared).
+
+    Args:
+        input_size: side of the square model input in pixels
+        levels: strides of the feature levels
+        aspect_ratios: width / height of the anchors on every level
+
+    Returns:
+        the anchor spec
+    """
+    levels = _check_levels(levels)
+    shapes = []
+    for stride in levels:
+        side = ANCHOR_SCALE * stride / input_size
+        shapes.append(
+            [[side * math.sqrt(ratio), side / math.sqrt(ratio)] for ratio in aspect_ratios]
+        )
+    return {"levels": list(levels), "shapes": shapes}
+
+
+def anchors_from_boxes(boxes_wh, input_size, levels=(8, 16, 32, 64), per_level=3, seed=0):
+    """Derives anchor shapes from training boxes.
+
+    Each box goes to the level whose nominal size (``ANCHOR_SCALE`` strides) is
+    nearest its size ``sqrt(w * h)`` on a log scale; each level's boxes are then
+    clustered by k-means on ``(log w, log h)`` into at most ``per_level`` shapes (the
+    cluster centres). A level that gets no box gets no anchors (and no head).
+
+    Args:
+        boxes_wh: ``(M, 2)`` box widths and heights as fractions of the image
+        input_size: side of the square model input in pixels
+        levels: strides of the feature levels
+        per_level: anchor shapes per level, at most
+        seed: seed of the k-means initialisation
+
+    Returns:
+        the anchor spec
+
+    Raises:
+        ValueError: no boxes, or boxes with a width or height that is not positive
+    """
+    levels = _check_levels(levels)
+    boxes_wh = _check_boxes_wh(boxes_wh)
+    if per_level < 1:
+        raise ValueError(f"per_level must be at least 1, got {per_level}")
+    log_size = 0.5 * np.log(boxes_wh[:, 0] * boxes_wh[:, 1] * input_size**2)
+    nominal = np.log(ANCHOR_SCALE * np.asarray(levels, dtype=float))
+    level_of_box = np.argmin(np.abs(log_size[:, None] - nominal[None, :]), axis=1)
+    shapes = []
+    for level_index, stride in enumerate(levels):
+        level_boxes = np.log(boxes_wh[level_of_box == level_index])
+        if len(level_boxes) == 0:
+            shapes.append([])
+            continue
+        centres = _kmeans(level_boxes, per_level, seed)
+        centres = centres[np.argsort(centres[:, 0] - centres[:, 1])]  # by aspect ratio
+        shapes.append([[float(w), float(h)] for w, h in np.exp(centres)])
+        logger.debug("level %d: %d boxes, %d anchor shapes", stride, len(level_boxes), len(centres))
+    return {"levels": list(levels), "shapes": shapes}
+
+
+def anchor_fit(boxes_wh, anchor_spec):
+    """How well the anchor shapes fit the boxes, ignoring positions.
+
+    Args:
+        boxes_wh: ``(M, 2)`` box widths and heights as fractions of the image
+        anchor_spec: an anchor spec
+
+    Returns:
+        the mean over boxes of the best IoU between the box and any anchor shape,
+        both centred on the same point (1.0 is a perfect fit)
+    """
+    _check_spec(anchor_spec)
+    boxes_wh = _check_boxes_wh(boxes_wh)
+    shapes = np.asarray([shape for level in anchor_spec["shapes"] for shape in level], dtype=float)
+    intersection = np.minimum(boxes_wh[:, None, 0], shapes[None, :, 0]) * np.minimum(
+        boxes_wh[:, None, 1], shapes[None, :, 1]
+    )
+    union = (
+        (boxes_wh[:, 0] * boxes_wh[:, 1])[:, None]
+        + (shapes[:, 0] * shapes[:, 1])[None, :]
+        - intersection
+    )
+    return float(np.mean(np.max(intersection / union, axis=1)))
+
+
+def generate_anchors(anchor_spec, input_size):
+    """Lays the anchor shapes out over each level's feature grid.
+
+    Args:
+        anchor_spec: an anchor spec
+        input_size: side of the square model input in pixels (a multiple of 32)
+
+    Returns:
+        ``(N, 4)`` float32 anchors ``[xmin, ymin, xmax, ymax]`` (fractions), in the
+        model's output order
+    """
+    _check_spec(anchor_spec)
+    all_anchors = []
+    for stride, shapes in zip(anchor_spec["levels"], anchor_spec["shapes"], strict=True):
+        if not shapes:
+            continue
+        grid = _grid_size(input_size, stride)
+        centres = (np.arange(grid, dtype=np.float64) + 0.5) / grid
+        centre_y, centre_x = np.meshgrid(centres, centres, indexing="ij")
+        shapes = np.asarray(shapes, dtype=np.float64)
+        centre_x = centre_x[:, :, None]
+        centre_y = centre_y[:, :, None]
+        half_w = shapes[None, None, :, 0] / 2
+        half_h = shapes[None, None, :, 1] / 2
+        level = np.stack(
+            np.broadcast_arrays(
+                centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h
+            ),
+            axis=-1,
+        )
+        all_anchors.append(level.reshape(-1, 4))
+    return np.concatenate(all_anchors).astype(np.float32)
+
+
+def encode_targets(gt_boxes, gt_labels, anchors, iou_threshold=0.5):
+    """Matches ground-truth boxes to anchors and encodes the training targets.
+
+    An anchor is positive when its IoU with a box is at least ``iou_threshold``
+    (it takes the box it overlaps most); each box's best anchor is positive for
+    that box whatever the IoU, so tiny plates always get an anchor. Works on NumPy
+    arrays and on tensors (inside ``tf.data`` too).
+
+    Args:
+        gt_boxes: ``(G, 4)`` boxes ``[xmin, ymin, xmax, ymax]`` (fractions); G may be 0
+        gt_labels: ``(G,)`` class ids, 1-based; rows with a label of 0 or less are
+            padding and ignored
+        anchors: ``(N, 4)`` anchors from :func:`generate_anchors`
+        iou_threshold: IoU from which an anchor is positive
+
+    Returns:
+        ``(class_targets, box_targets)``: ``(N,)`` int32 class ids (0 background) and
+        ``(N, 4)`` float32 deltas (zeros for background anchors)
+    """
+    _import_keras()
+    from keras import ops
+    from keras.utils import bounding_boxes
+
+    anchors = ops.convert_to_tensor(anchors, "float32")
+    gt_boxes = ops.reshape(ops.convert_to_tensor(gt_boxes, "float32"), (-1, 4))
+    gt_labels = ops.reshape(ops.cast(ops.convert_to_tensor(gt_labels), "int32"), (-1,))
+    # A padding row at the end keeps the arrays non-empty when there is no box.
+    gt_boxes = ops.concatenate([gt_boxes, ops.zeros((1, 4), "float32")], axis=0)
+    gt_labels = ops.concatenate([gt_labels, ops.zeros((1,), "int32")], axis=0)
+    valid = gt_labels > 0
+
+    iou = bounding_boxes.compute_iou(anchors, gt_boxes, bounding_box_format="xyxy")  # (N, G)
+    iou = ops.where(valid[None, :], iou, -1.0)
+    best_anchor = ops.argmax(iou, axis=0)  # (G,)
+    forced = ops.logical_and(
+        ops.equal(
+            ops.arange(ops.shape(anchors)[0])[:, None], ops.cast(best_anchor, "int32")[None, :]
+        ),
+        valid[None, :],
+    )
+    iou = ops.where(forced, 2.0, iou)
+    matched = ops.argmax(iou, axis=1)  # (N,)
+    positive = ops.max(iou, axis=1) >= iou_threshold
+
+    class_targets = ops.where(positive, ops.take(gt_labels, matched), 0)
+    matched_boxes = ops.where(positive[:, None], ops.take(gt_boxes, matched, axis=0), anchors)
+    box_targets = bounding_boxes.encode_box_to_deltas(
+        anchors,
+        matched_boxes,
+        anchor_format="xyxy",
+        box_format="xyxy",
+        encoding_format="center_yxhw",
+        variance=BOX_VARIANCE,
+    )
+    box_targets = ops.where(positive[:, None], box_targets, 0.0)
+    return ops.cast(class_targets, "int32"), ops.cast(box_targets, "float32")
+
+
+def decode_predictions(deltas, anchors):
+    """Turns box deltas back into boxes.
+
+    Args:
+        deltas: ``(N, 4)`` or ``(batch, N, 4)`` deltas (the model's ``box_deltas``
+            or :func:`encode_targets`' box targets)
+        anchors: ``(N, 4)`` anchors from :func:`generate_anchors`
+
+    Returns:
+        boxes ``[xmin, ymin, xmax, ymax]`` (fractions), shaped like ``deltas``
+    """
+    _import_keras()
+    from keras import ops
+    from keras.utils import bounding_boxes
+
+    return bounding_boxes.decode_deltas_to_boxes(
+        ops.convert_to_tensor(anchors, "float32"),
+        ops.convert_to_tensor(deltas, "float32"),
+        anchor_format="xyxy",
+        box_format="xyxy",
+        encoded_format="center_yxhw",
+        variance=BOX_VARIANCE,
+    )
+
+
+def postprocess(
+    class_logits,
+    deltas,
+    anchors,
+    score_threshold=0.3,
+    iou_threshold=0.5,
+    max_detections=100,
+):
+    """Scores, decodes and de-duplicates the model's outputs (per-class NMS).
+
+    Args:
+        class_logits: ``(batch, N, num_classes + 1)`` logits, or ``(N, num_classes + 1)``
+        deltas: ``(batch, N, 4)`` box deltas, or ``(N, 4)``
+        anchors: ``(N, 4)`` anchors from :func:`generate_anchors`
+        score_threshold: lowest class probability kept
+        iou_threshold: IoU above which a lower-scored box of the same class is dropped
+        max_detections: detections kept per image (and per class)
+
+    Returns:
+        dict of NumPy arrays: ``boxes`` ``(batch, max_detections, 4)``
+        ``[xmin, ymin, xmax, ymax]`` clipped to [0, 1], ``scores`` and ``classes``
+        (1-based class ids) ``(batch, max_detections)``, ``num_detections``
+        ``(batch,)``; rows past ``num_detections`` are zero. Without a batch axis in
+        the inputs, none in the outputs.
+    """
+    tf = _import_tensorflow()
+    class_logits = tf.convert_to_tensor(class_logits, tf.float32)
+    deltas = tf.convert_to_tensor(deltas, tf.float32)
+    unbatched = len(class_logits.shape) == 2
+    if unbatched:
+        class_logits, deltas = class_logits[None], deltas[None]
+    scores = tf.nn.softmax(class_logits, axis=-1)[..., 1:]
+    boxes = tf.convert_to_tensor(decode_predictions(deltas, anchors))
+    boxes_yxyx = tf.gather(boxes, [1, 0, 3, 2], axis=-1)
+    result = tf.image.combined_non_max_suppression(
+        boxes_yxyx[:, :, None, :],
+        scores,
+        max_output_size_per_class=max_detections,
+        max_total_size=max_detections,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        clip_boxes=True,
+    )
+    num_detections = result.valid_detections.numpy().astype(np.int64)
+    valid = np.arange(max_detections)[None, :] < num_detections[:, None]
+    output = {
+        "boxes": tf.gather(result.nmsed_boxes, [1, 0, 3, 2], axis=-1).numpy(),
+        "scores": result.nmsed_scores.numpy(),
+        "classes": np.where(valid, result.nmsed_classes.numpy().astype(np.int64) + 1, 0),
+        "num_detections": num_detections,
+    }
+    if unbatched:
+        output = {key: value[0] for key, value in output.items()}
+    return output
+
+
+def _import_tensorflow():
+    from platelab.tfrecords import import_tensorflow
+
+    return import_tensorflow()
+
+
+def _import_keras():
+    _import_tensorflow()
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"platelab's model needs Keras's TensorFlow backend, not {keras.backend.backend()}"
+        )
+    return keras
+
+
+def _mobilenet_v2(keras, input_size, width, weights):
+    """Keras's MobileNetV2 without its top; a failed ImageNet download becomes one clear error."""
+    if weights == "imagenet" and width not in IMAGENET_WIDTHS:
+        raise ValueError(f"ImageNet weights exist for widths {IMAGENET_WIDTHS}, not {width}")
+    try:
+        with warnings.catch_warnings():
+            # Without the top the ImageNet weights fit any input size; Keras warns anyway.
+            warnings.filterwarnings("ignore", message=".*input_shape.*is undefined or non-square.*")
+            return keras.applications.MobileNetV2(
+                input_shape=(input_size, input_size, 3),
+                alpha=width,
+                include_top=False,
+                weights=weights,
+            )
+    except Exception as error:
+        if weights != "imagenet":
+            raise
+        rows = input_size if input_size in (96, 128, 160, 192, 224) else 224
+        name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(width)}_{rows}_no_top.h5"
+        target = _keras_cache_dir() / "models" / name
+        if target.is_file() and "URL fetch failure" not in str(error):
+            raise
+        url = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" + name
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RuntimeError(
+            f"could not get the MobileNetV2 ImageNet weights ({reason}): download {url} and place it at {target}"
+        ) from None
+
+
+def _keras_cache_dir():
+    """Where ``keras.utils.get_file`` keeps its downloads (``~/.keras`` or ``$KERAS_HOME``)."""
+    from keras.src.backend import config
+
+    base = Path(os.path.expanduser(config.keras_home()))
+    return base if os.access(base, os.W_OK) else Path("/tmp/.keras")
+
+
+def _extra_block(layers, feature, channels, name):
+    """SSDLite extra level: 1x1 conv to half the channels, 3x3 depthwise stride 2, 1x1 conv."""
+    feature = layers.Conv2D(channels // 2, 1, use_bias=False, name=name + "_reduce")(feature)
+    feature = layers.BatchNormalization(name=name + "_reduce_bn")(feature)
+    feature = layers.ReLU(6.0, name=name + "_reduce_relu")(feature)
+    feature = layers.DepthwiseConv2D(
+        3, strides=2, padding="same", use_bias=False, name=name + "_dw"
+    )(feature)
+    feature = layers.BatchNormalization(name=name + "_dw_bn")(feature)
+    feature = layers.ReLU(6.0, name=name + "_dw_relu")(feature)
+    feature = layers.Conv2D(channels, 1, use_bias=False, name=name + "_expand")(feature)
+    feature = layers.BatchNormalization(name=name + "_expand_bn")(feature)
+    return layers.ReLU(6.0, name=name + "_expand_relu")(feature)
+
+
+def _ssdlite_head(layers, feature, outputs, name):
+    """SSDLite prediction head: 3x3 depthwise conv, batch norm, ReLU6, then a 1x1 conv."""
+    feature = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=name + "_dw")(feature)
+    feature = layers.BatchNormalization(name=name + "_dw_bn")(feature)
+    feature = layers.ReLU(6.0, name=name + "_dw_relu")(feature)
+    return layers.Conv2D(outputs, 1, name=name + "_out")(feature)
+
+
+def _channels(value):
+    """A channel count rounded to a multiple of 8 (at least 16), as MobileNet does."""
+    return max(16, int(value + 4) // 8 * 8)
+
+
+def _grid_size(input_size, stride):
+    """Feature-map side at ``stride``: halvings with "same" padding (ceil)."""
+    size = input_size
+    for _ in range(int(math.log2(stride))):
+        size = math.ceil(size / 2)
+    return size
+
+
+def _check_levels(levels):
+    levels = tuple(int(stride) for stride in levels)
+    if not levels:
+        raise ValueError("levels must name at least one stride")
+    if list(levels) != sorted(set(levels)):
+        raise ValueError(f"levels must be increasing strides, got {levels}")
+    for stride in levels:
+        if stride < 8 or stride & (stride - 1):
+            raise ValueError(f"levels must be powers of two from 8 up, got {stride}")
+    return levels
+
+
+def _check_spec(anchor_spec):
+    if (
+        not isinstance(anchor_spec, dict)
+        or "levels" not in anchor_spec
+        or "shapes" not in anchor_spec
+    ):
+        raise ValueError("an anchor spec is a dict with 'levels' and 'shapes'")
+    _check_levels(anchor_spec["levels"])
+    if len(anchor_spec["levels"]) != len(anchor_spec["shapes"]):
+        raise ValueError("an anchor spec needs one list of shapes per level")
+    for shapes in anchor_spec["shapes"]:
+        for shape in shapes:
+            if len(shape) != 2 or not (shape[0] > 0 and shape[1] > 0):
+                raise ValueError(f"anchor shapes are positive [width, height] pairs, got {shape}")
+
+
+def _check_boxes_wh(boxes_wh):
+    boxes_wh = np.asarray(boxes_wh, dtype=np.float64)
+    if boxes_wh.ndim != 2 or boxes_wh.shape[1] != 2 or len(boxes_wh) == 0:
+        raise ValueError(f"boxes_wh must be a non-empty (M, 2) array, got shape {boxes_wh.shape}")
+    if not np.all(np.isfinite(boxes_wh)) or np.any(boxes_wh <= 0):
+        raise ValueError("boxes_wh holds a width or height that is not a positive number")
+    return boxes_wh
+
+
+def _kmeans(points, clusters, seed, restarts=5, iterations=100):
+    """Deterministic k-means (k-means++ starts, best of ``restarts``); returns the centres."""
+    unique = np.unique(points, axis=0)
+    clusters = min(clusters, len(unique))
+    rng = np.random.default_rng(seed)
+    best_centres, best_inertia = None, np.inf
+    for _ in range(restarts):
+        centres = [unique[rng.integers(len(unique))]]
+        while len(centres) < clusters:
+            distances = np.min(
+                ((unique[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1
+            )
+            centres.append(unique[rng.choice(len(unique), p=distances / distances.sum())])
+        centres = np.asarray(centres)
+        for _ in range(iterations):
+            assignment = np.argmin(((points[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+            updated = np.asarray(
+                [
+                    points[assignment == k].mean(axis=0) if np.any(assignment == k) else centres[k]
+                    for k in range(clusters)
+                ]
+            )
+            if np.allclose(updated, centres):
+                break
+            centres = updated
+        inertia = np.min(((points[:, None, :] - centres[None]) ** 2).sum(-1), axis=1).sum()
+        if inertia < best_inertia:
+            best_centres, best_inertia = centres, inertia
+    return best_centres
