@@ -39,20 +39,39 @@ def draw_objects(image_bgr, objects, thickness=2, show_labels=True):
         text = item["label"].replace("license_plate", "plate")
         if item.get("score") is not None:
             text += f" {item['score']:.2f}"
-        (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        top = max(0, y0 - height - baseline - 2)
-        cv2.rectangle(canvas, (x0, top), (x0 + width + 2, top + height + baseline + 2), color, -1)
-        cv2.putText(
-            canvas,
-            text,
-            (x0 + 1, top + height + 1),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            (0, 0, 0),
-            1,
-            cv2.LINE_AA,
-        )
+        draw_label(canvas, text, x0, y0, y1, color, scale)
     return canvas
+
+
+def draw_label(canvas, text, x0, y0, y1, color, scale, below_when_clipped=False):
+    """Writes a filled text label above a box, in place.
+
+    Args:
+        canvas: the BGR image to draw on
+        text: the label
+        x0: the box's left edge
+        y0: the box's top edge
+        y1: the box's bottom edge
+        color: the label's background colour (BGR); the text is black
+        scale: OpenCV font scale
+        below_when_clipped: put the label under the box when there is no
+            room above it (otherwise it is pushed down to the image's top)
+    """
+    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    top = y0 - height - baseline - 2
+    if top < 0:
+        top = y1 + 1 if below_when_clipped else 0
+    cv2.rectangle(canvas, (x0, top), (x0 + width + 2, top + height + baseline + 2), color, -1)
+    cv2.putText(
+        canvas,
+        text,
+        (x0 + 1, top + height + 1),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
 
 
 def image_grid(images_bgr, titles=None, columns=3, width_inches=15.0, caption=None):

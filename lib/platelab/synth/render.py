@@ -21,6 +21,7 @@ import math
 import cv2
 import numpy as np
 
+from platelab import visualize
 from platelab.synth import geometry, props
 from platelab.synth.scene import build_scene, placement, sprite_for
 
@@ -170,24 +171,8 @@ def draw_boxes(image_bgr, objects, thickness=2):
         else:
             caption = item.get("text", "plate")
         if (y1 - y0) >= (18 if item["label"] == "vehicle" else 7):
-            (width, text_height), baseline = cv2.getTextSize(
-                caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1
-            )
-            top = (
-                y0 - text_height - baseline - 2 if y0 - text_height - baseline - 2 >= 0 else y1 + 1
-            )
-            cv2.rectangle(
-                canvas, (x0, top), (x0 + width + 2, top + text_height + baseline + 2), colour, -1
-            )
-            cv2.putText(
-                canvas,
-                caption,
-                (x0 + 1, top + text_height + 1),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                font_scale,
-                (0, 0, 0),
-                1,
-                cv2.LINE_AA,
+            visualize.draw_label(
+                canvas, caption, x0, y0, y1, colour, font_scale, below_when_clipped=True
             )
     return canvas
 
