@@ -1,0 +1,210 @@
+"""A trained detector, loaded from a training run folder, ready to predict on images.
+
+A training run (see :mod:`platelab.train`) leaves in its folder::
+
+    config.json      model configuration (input_size, width, levels, anchors, labels,
+                     score_threshold, nms_iou, max_detections) and the training parameters
+    best.keras       the best model by validation mAP (``keras.models.load_model``)
+    last.keras       the model at the last step
+    state.json       where the run stands: status ("running", "finished", "early_stopped",
+                     "nan_stopped"), step, best_step, best_map
+
+:func:`load` reads one; :meth:`Detector.predict` turns RGB ``uint8`` images of any
+size into boxes in the images' own pixels. Preprocessing is the one training used:
+the whole image resized (bilinear, aspect not kept) to the square model input.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from platelab import model as model_lib
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILENAME = "config.json"
+STATE_FILENAME = "state.json"
+BEST_MODEL_FILENAME = "best.keras"
+LAST_MODEL_FILENAME = "last.keras"
+MODEL_CONFIG_KEYS = ("input_size", "width", "levels", "anchors", "labels")
+
+
+class ModelError(ValueError):
+    """A model folder that cannot be used (missing, unfinished, or another configuration)."""
+
+
+class Detector:
+    """A Keras SSD model with its anchors, labels and post-processing.
+
+    Args:
+        keras_model: the model from :func:`platelab.model.build_ssd`
+        config: the run's model configuration (see the module docstring)
+    """
+
+    def __init__(self, keras_model, config):
+        self.model = keras_model
+        self.config = dict(config)
+        self.labels = list(config["labels"])
+        self.input_size = int(config["input_size"])
+        self.anchors = model_lib.generate_anchors(config["anchors"], self.input_size)
+        self.score_threshold = float(config.get("score_threshold", 0.3))
+        self.nms_iou = float(config.get("nms_iou", 0.5))
+        self.max_detections = int(config.get("max_detections", 100))
+        self._forward = None
+
+    def preprocess(self, images):
+        """Resizes RGB images to the model input.
+
+        Args:
+            images: a list of ``(H, W, 3)`` ``uint8`` RGB arrays (sizes may differ)
+
+        Returns:
+            ``(batch, input_size, input_size, 3)`` float32 pixels 0-255
+        """
+        tf = model_lib._import_tensorflow()
+        size = (self.input_size, self.input_size)
+        return tf.stack(
+            [tf.image.resize(tf.convert_to_tensor(image), size) for image in images]
+        ).numpy()
+
+    def raw_outputs(self, batch):
+        """The model's ``class_logits`` and ``box_deltas`` for a preprocessed batch (NumPy)."""
+        tf = model_lib._import_tensorflow()
+        if self._forward is None:
+            self._forward = tf.function(
+                lambda x: self.model(x, training=False), reduce_retracing=True
+            )
+        outputs = self._forward(tf.convert_to_tensor(batch, tf.float32))
+        return outputs["class_logits"].numpy(), outputs["box_deltas"].numpy()
+
+    def predict(self, images, score_threshold=None, batch_size=8):
+        """Detects objects in RGB images.
+
+        Args:
+            images: a list of ``(H, W, 3)`` ``uint8`` RGB arrays
+            score_threshold: lowest score kept (default: the run's ``score_threshold``)
+            batch_size: images per forward pass
+
+        Returns:
+            one dict per image: ``boxes`` ``(n, 4)`` float ``[xmin, ymin, xmax, ymax]`` in
+            the image's pixels, ``scores`` ``(n,)``, ``classes`` ``(n,)`` 1-based ids and
+            ``labels`` (list of n names), highest score first
+        """
+        threshold = self.score_threshold if score_threshold is None else float(score_threshold)
+        results = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            logits, deltas = self.raw_outputs(self.preprocess(chunk))
+            decoded = model_lib.postprocess(
+                logits,
+                deltas,
+                self.anchors,
+                score_threshold=threshold,
+                iou_threshold=self.nms_iou,
+                max_detections=self.max_detections,
+            )
+            for index, image in enumerate(chunk):
+                count = int(decoded["num_detections"][index])
+                height, width = image.shape[:2]
+                boxes = decoded["boxes"][index, :count] * np.array(
+                    [width, height, width, height], dtype=np.float32
+                )
+                classes = decoded["classes"][index, :count].astype(np.int64)
+                results.append(
+                    {
+                        "boxes": boxes.astype(np.float32),
+                        "scores": decoded["scores"][index, :count].astype(np.float32),
+                        "classes": classes,
+                        "labels": [self.labels[value - 1] for value in classes],
+                    }
+                )
+        return results
+
+
+def load(path, which="best", allow_unfinished=False):
+    """Loads a detector from a training run folder (or a ``.keras`` file inside one).
+
+    Args:
+        path: the run folder, or one of its ``.keras`` files
+        which: ``"best"`` (best validation mAP) or ``"last"``
+        allow_unfinished: accept a run whose ``state.json`` says it is still running
+            (or that was killed); the best model so far is used
+
+    Returns:
+        a :class:`Detector`
+
+    Raises:
+        ModelError: naming the folder and the problem (no run there, no model yet,
+            an unfinished run)
+    """
+    keras = model_lib._import_keras()
+    path = Path(path)
+    if path.is_file() and path.suffix == ".keras":
+        model_path, run_dir = path, path.parent
+    else:
+        run_dir = path
+        model_path = run_dir / (BEST_MODEL_FILENAME if which == "best" else LAST_MODEL_FILENAME)
+    config = read_config(run_dir)
+    state = read_state(run_dir)
+    if not allow_unfinished and state.get("status") == "running":
+        raise ModelError(
+            f"{run_dir}: the training run is unfinished (state.json says running at step "
+            f"{state.get('step')}); resume it, or pass allow_unfinished to use its best model so far"
+        )
+    if not model_path.is_file():
+        raise ModelError(f"{run_dir}: no {model_path.name} (the run saved no model yet)")
+    try:
+        keras_model = keras.models.load_model(model_path, compile=False)
+    except Exception as error:  # noqa: BLE001 - any load failure is the file's problem
+        raise ModelError(f"{model_path}: cannot load the model ({error})") from None
+    return Detector(keras_model, config)
+
+
+def read_config(run_dir):
+    """Reads a run folder's ``config.json``; raises :class:`ModelError` when absent or invalid."""
+    path = Path(run_dir) / CONFIG_FILENAME
+    if not Path(run_dir).is_dir():
+        raise ModelError(f"{run_dir}: no such model folder")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{run_dir}: not a training run folder (no {CONFIG_FILENAME})") from None
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{path}: unreadable ({error})") from None
+    missing = [key for key in MODEL_CONFIG_KEYS if key not in config]
+    if missing:
+        raise ModelError(f"{path}: missing {', '.join(missing)}")
+    return config
+
+
+def read_state(run_dir):
+    """Reads a run folder's ``state.json`` (an empty dict when absent)."""
+    path = Path(run_dir) / STATE_FILENAME
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{path}: unreadable ({error})") from None
+
+
+def config_mismatch(first, second, keys=MODEL_CONFIG_KEYS):
+    """Names the model-configuration keys on which two configs differ (empty list: same model).
+
+    Args:
+        first, second: model configurations
+        keys: the keys that define the model's shape
+
+    Returns:
+        a list of ``"key: a != b"`` strings
+    """
+    differences = []
+    for key in keys:
+        a, b = first.get(key), second.get(key)
+        if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+            shown_a = a if key != "anchors" else "(anchor spec)"
+            shown_b = b if key != "anchors" else "(another anchor spec)"
+            differences.append(f"{key}: {shown_a} != {shown_b}")
+    return differences
