@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from platelab import paths, train
 from platelab import model as model_lib
+from platelab import paths, train
 
 
 def main(argv=None):

@@ -7,6 +7,7 @@ exits non-zero; ``--debug`` shows the traceback instead.
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from platelab import __version__
 
@@ -140,6 +141,80 @@ def _doctor(args):
     return 1 if problems else 0
 
 
+def _train(args):
+    from platelab import config, paths, train
+
+    values = {}
+    if args.profile or args.params:
+        params_path = Path(args.params) if args.params else config.profile_path(args.profile)
+        params = config.load_params(params_path)
+        resolved = config.resolve_params(params, config.discover_stages())
+        values = train.config_values(resolved.get("06_train", {}))
+    overrides = {
+        "init": args.init,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "width": args.width,
+        "input_size": args.input_size,
+        "seed": args.seed,
+    }
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        state = train.train(
+            paths.resolve(args.data),
+            paths.resolve(args.out),
+            values,
+            progress=not args.quiet,
+            echo=print,
+        )
+    except train.TrainingError as error:
+        raise CommandError(str(error)) from None
+    print(
+        f"{args.out}: {state['status']} at step {state['step']}; best mAP "
+        f"{state['best_map']:.4f} at step {state['best_step']}"
+    )
+    return 0 if state["status"] in ("finished", "early_stopped") else 1
+
+
+def _predict(args):
+    from platelab import detector, evaluate
+    from platelab.atomic import atomic_write_json
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise CommandError(f"{out.parent}: no such folder for the predictions file")
+    model = detector.load(args.model)
+    predictions, skipped, images = detector.predict_folder(
+        model, args.images, score_threshold=args.threshold, progress=not args.quiet
+    )
+    if args.coco:
+        # COCO ids: images numbered from 1 in sorted order (listed in <out>.images.json),
+        # categories in the model's label order.
+        image_ids = {name: index + 1 for index, name in enumerate(images)}
+        document = evaluate.write_coco_results(
+            predictions, image_ids, {label: index + 1 for index, label in enumerate(model.labels)}
+        )
+        atomic_write_json(
+            out.with_suffix(".images.json"),
+            {
+                "images": [
+                    {"id": image_id, "file_name": name} for name, image_id in image_ids.items()
+                ],
+                "categories": [
+                    {"id": index + 1, "name": label} for index, label in enumerate(model.labels)
+                ],
+            },
+        )
+    else:
+        document = predictions
+    atomic_write_json(out, document)
+    print(
+        f"{out}: {len(predictions)} detections"
+        + (f"; {len(skipped)} images skipped" if skipped else "")
+    )
+    return 0
+
+
 def _parse_size(text):
     try:
         width, height = (int(part) for part in text.lower().split("x"))
@@ -236,6 +311,50 @@ def _build_parser():
         commands.add_parser(
             "merge", help="merge annotation batches into one split dataset (stage 05)"
         )
+    )
+
+    train = commands.add_parser("train", help="train the detector on a merged dataset (stage 06)")
+    train.add_argument("--data", required=True, metavar="DIR", help="merged dataset (stage 05)")
+    train.add_argument(
+        "--out", required=True, metavar="RUN_DIR", help="the run folder (resumed if it exists)"
+    )
+    train_source = train.add_mutually_exclusive_group()
+    train_source.add_argument(
+        "--profile", help="take 06_train's parameters from params/<NAME>.yaml"
+    )
+    train_source.add_argument("--params", metavar="FILE", help="a parameter file (YAML) instead")
+    train.add_argument("--init", help="imagenet, auto, none, a weights file or a run folder")
+    train.add_argument("--steps", type=_positive(int), help="training steps")
+    train.add_argument("--batch-size", type=_positive(int), help="images per step")
+    train.add_argument("--width", type=_positive(float), help="MobileNetV2 width multiplier")
+    train.add_argument(
+        "--input-size", type=_positive(int), help="model input side (multiple of 32)"
+    )
+    train.add_argument("--seed", type=int, help="random seed")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
+
+    predict = commands.add_parser("predict", help="run a trained model over a folder of images")
+    predict.add_argument("--model", required=True, metavar="RUN_DIR", help="a training run folder")
+    predict.add_argument("--images", required=True, metavar="DIR", help="a folder of images")
+    predict.add_argument("--out", required=True, metavar="FILE", help="predictions JSON to write")
+    predict.add_argument("--threshold", type=float, help="lowest score kept (default: the model's)")
+    predict.add_argument(
+        "--coco", action="store_true", help="write COCO results format (with image ids)"
+    )
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.set_defaults(handler=_predict)
+
+    from platelab import evaluate as evaluate_module
+
+    evaluate_module.add_evaluate_arguments(
+        commands.add_parser("evaluate", help="COCO metrics of predictions or a model on VOC data")
+    )
+
+    from platelab import analyze as analyze_module
+
+    analyze_module.add_sweep_arguments(
+        commands.add_parser("sweep", help="run a grid of parameter sets and compare the runs")
     )
 
     doctor = commands.add_parser("doctor", help="check ffmpeg, mongod, chromium and the kernel")

@@ -208,3 +208,68 @@ def config_mismatch(first, second, keys=MODEL_CONFIG_KEYS):
             shown_b = b if key != "anchors" else "(another anchor spec)"
             differences.append(f"{key}: {shown_a} != {shown_b}")
     return differences
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def predict_folder(predictor, images_dir, score_threshold=None, batch_size=8, progress=True):
+    """Runs a detector over every image under a folder.
+
+    Unreadable images are skipped, each with a one-line warning naming it.
+
+    Args:
+        predictor: a :class:`Detector` (or any object with its ``predict``)
+        images_dir: a folder of images (searched recursively)
+        score_threshold: lowest score kept (default: the detector's)
+        batch_size: images per forward pass
+        progress: show a progress bar
+
+    Returns:
+        ``(predictions, skipped, images)``: the flat list of ``{"image": path relative to
+        images_dir, "label", "score", "bbox": [xmin, ymin, xmax, ymax]}`` (pixels) and
+        the list of problems, and every image read (relative paths, sorted)
+    """
+    import cv2
+    from tqdm.auto import tqdm
+
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise ValueError(f"{images_dir}: no such image folder")
+    files = sorted(
+        path
+        for path in images_dir.rglob("*")
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not files:
+        raise ValueError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    predictions, skipped, read = [], [], []
+    with tqdm(total=len(files), desc="predict", disable=not progress) as bar:
+        for start in range(0, len(files), batch_size):
+            chunk, names = [], []
+            for path in files[start : start + batch_size]:
+                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                if image is None:
+                    skipped.append(f"{path}: cannot be decoded (skipped)")
+                    logger.warning(skipped[-1])
+                    continue
+                chunk.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+                names.append(path.relative_to(images_dir).as_posix())
+                read.append(names[-1])
+            if chunk:
+                for name, result in zip(
+                    names, predictor.predict(chunk, score_threshold=score_threshold), strict=True
+                ):
+                    for box, score, label in zip(
+                        result["boxes"], result["scores"], result["labels"], strict=True
+                    ):
+                        predictions.append(
+                            {
+                                "image": name,
+                                "label": label,
+                                "score": round(float(score), 6),
+                                "bbox": [round(float(value), 2) for value in box],
+                            }
+                        )
+            bar.update(len(files[start : start + batch_size]))
+    return predictions, skipped, read

@@ -90,7 +90,8 @@ class TrainConfig:
         width: MobileNetV2 width multiplier
         levels: feature-level strides (8 is the small-plate level)
         anchors_per_level: anchor shapes per level, derived from the training boxes
-        init: ``imagenet``, ``none``, a MobileNetV2 weights file, or a previous run folder
+        init: ``imagenet``, ``auto`` (ImageNet where the weights can be had, else random),
+            ``none``, a MobileNetV2 weights file, or a previous run folder
         batch_size: images per step (over all replicas)
         steps: training steps at most
         learning_rate: peak learning rate (after warm-up), cosine decay to 0 at ``steps``
@@ -279,9 +280,9 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
         feature = example.features.feature
 
         def values(name):
-            item = feature[name] if name in feature else None
-            if item is None:
+            if name not in feature:
                 return []
+            item = feature[name]
             kind = item.WhichOneof("kind")
             return list(getattr(item, kind).value) if kind else []
 
@@ -916,7 +917,14 @@ def make_train_step(net, optimizer, strategy, config):
             )
             total = (class_loss + box_loss) / replicas
         gradients = tape.gradient(total, variables)
-        optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        # Backbone layers past the last level with anchors get no gradient: leave them be.
+        optimizer.apply_gradients(
+            [
+                (gradient, variable)
+                for gradient, variable in zip(gradients, variables, strict=True)
+                if gradient is not None
+            ]
+        )
         return class_loss, box_loss
 
     @tf.function
@@ -1075,7 +1083,7 @@ def _build_model(config, anchor_spec, num_classes, resuming, echo):
     if not resuming:
         if init == "imagenet":
             weights = "imagenet"
-        elif init.lower() == "none":
+        elif init.lower() in ("none", "auto"):
             weights = None
         else:
             path = Path(init).expanduser()
@@ -1085,8 +1093,11 @@ def _build_model(config, anchor_spec, num_classes, resuming, echo):
                 weights = str(path)
             else:
                 raise TrainingError(f"init {init!r}: no such weights file or run folder")
-    try:
-        net = model_lib.build_ssd(
+    if init == "auto" and not resuming:
+        weights = "imagenet" if config.width in model_lib.IMAGENET_WIDTHS else None
+
+    def build(weights):
+        return model_lib.build_ssd(
             num_classes=num_classes,
             input_size=config.input_size,
             width=config.width,
@@ -1094,8 +1105,17 @@ def _build_model(config, anchor_spec, num_classes, resuming, echo):
             weights=weights,
             levels=config.levels,
         )
+
+    try:
+        net = build(weights)
     except RuntimeError as error:
-        raise TrainingError(str(error)) from None
+        if init != "auto":
+            raise TrainingError(str(error)) from None
+        echo(f"init auto: no ImageNet weights ({error}); starting from random weights")
+        weights = None
+        net = build(None)
+    if init == "auto" and not resuming:
+        init = "imagenet" if weights == "imagenet" else "none (auto: no ImageNet weights)"
     if init_run is not None:
         _init_from_run(net, init_run, config, echo)
     elif not resuming:
@@ -1155,6 +1175,10 @@ def _check_resume(run_dir, run_config):
         theirs = existing.get("training", {}).get(key)
         if mine != theirs:
             differences.append(f"{key}: {theirs} != {mine}")
+    theirs = [item.get("sha256") for item in existing.get("dataset_fingerprint", [])]
+    mine = [item.get("sha256") for item in run_config.get("dataset_fingerprint", [])]
+    if theirs != mine:
+        differences.append("the dataset's TFRecords changed")
     if differences:
         raise TrainingError(
             f"{run_dir} holds a run of another configuration ({'; '.join(differences)}): "
@@ -1312,3 +1336,107 @@ def _ground_truth_entry(data, index, labels):
         "labels": [labels[value - 1] for value in data.classes[index][found]],
         "ignore": [bool(value) for value in data.difficult[index][found]],
     }
+
+
+def config_values(parameters):
+    """The training parameters among a stage's notebook parameters (same names as TrainConfig).
+
+    Args:
+        parameters: a dict of ``06_train`` notebook parameters
+
+    Returns:
+        the dict of those that are :class:`TrainConfig` fields (``levels`` as a tuple
+        from a comma-separated string)
+    """
+    fields = {item.name for item in dataclasses.fields(TrainConfig)}
+    values = {key: value for key, value in parameters.items() if key in fields}
+    if isinstance(values.get("levels"), str):
+        values["levels"] = tuple(int(part) for part in values["levels"].split(",") if part.strip())
+    return values
+
+
+def measure_memory(batch_sizes, config=None, steps=2, timeout=300):
+    """Peak memory of training at several batch sizes, each measured in a fresh process.
+
+    Each probe builds the model of ``config`` (random weights), runs ``steps`` training
+    steps on a random batch and reports the process's peak resident memory
+    (``ru_maxrss``); the same probe with no step gives the baseline (model, TensorFlow).
+
+    Args:
+        batch_sizes: batch sizes to measure
+        config: a :class:`TrainConfig` (input size, width, levels); default: the defaults
+        steps: training steps per probe
+        timeout: seconds per probe
+
+    Returns:
+        a list of dicts ``batch_size``, ``peak_mib``, ``status`` (``ok``, ``out of memory``
+        or the error's last line); the first row is the baseline with ``batch_size`` 0
+    """
+    import subprocess
+    import sys
+
+    config = config or TrainConfig()
+    rows = []
+    for batch_size in [0, *batch_sizes]:
+        argument = json.dumps(
+            {
+                "input_size": config.input_size,
+                "width": config.width,
+                "levels": list(config.levels),
+                "batch_size": batch_size,
+                "steps": steps,
+            }
+        )
+        command = [
+            sys.executable,
+            "-c",
+            f"from platelab.train import _memory_probe; _memory_probe({argument!r})",
+        ]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rows.append({"batch_size": batch_size, "peak_mib": None, "status": "timed out"})
+            continue
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode == 0 and lines:
+            result = json.loads(lines[-1])
+            rows.append({"batch_size": batch_size, "peak_mib": result["peak_mib"], "status": "ok"})
+        else:
+            text = (done.stderr or done.stdout).strip().splitlines()
+            reason = text[-1] if text else f"exit status {done.returncode}"
+            if "ResourceExhausted" in (done.stderr or "") or done.returncode in (-9, 137):
+                reason = "out of memory"
+            rows.append({"batch_size": batch_size, "peak_mib": None, "status": reason})
+    return rows
+
+
+def _memory_probe(argument):
+    """Runs in a child process for :func:`measure_memory`; prints one JSON line."""
+    import resource
+
+    values = json.loads(argument)
+    tf = model_lib._import_tensorflow()
+    keras = model_lib._import_keras()
+    config = TrainConfig(
+        input_size=values["input_size"], width=values["width"], levels=tuple(values["levels"])
+    )
+    spec = model_lib.default_anchor_spec(config.input_size, config.levels)
+    net = model_lib.build_ssd(
+        2, config.input_size, config.width, spec, weights=None, levels=config.levels
+    )
+    anchors = model_lib.generate_anchors(spec, config.input_size)
+    batch_size = values["batch_size"]
+    if batch_size:
+        optimizer = keras.optimizers.AdamW(1e-4)
+        optimizer.build(net.trainable_variables)
+        step = make_train_step(net, optimizer, tf.distribute.get_strategy(), config)
+        rng = np.random.default_rng(0)
+        images = tf.constant(
+            rng.uniform(0, 255, (batch_size, config.input_size, config.input_size, 3)), tf.float32
+        )
+        class_targets = tf.constant(rng.integers(0, 3, (batch_size, len(anchors))), tf.int32)
+        box_targets = tf.constant(rng.normal(0, 1, (batch_size, len(anchors), 4)), tf.float32)
+        for _ in range(values["steps"]):
+            float(step((images, class_targets, box_targets))[0])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_mib": round(peak, 1)}))

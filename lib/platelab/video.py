@@ -1,0 +1,734 @@
+"""Annotating videos with a detector: boxes, labels, scores and, optionally, track ids.
+
+:func:`annotate_video` runs three stages at once, joined by small queues::
+
+    decode thread   ffmpeg -i VIDEO -> raw BGR frames (pipe)
+    main thread     preprocess -> infer -> postprocess -> track -> draw
+    encode thread   raw BGR frames (pipe) -> ffmpeg libx264, yuv420p, mp4
+
+so decoding and encoding (in ffmpeg processes) overlap with the model, and times
+each stage (the :class:`VideoResult`'s ``timings``). The output is written to a
+temporary name beside the target and renamed into place when complete; audio is
+not copied. A video that ends early or is corrupt half-way gives an output of the
+frames decoded and a ``warning`` saying where it stopped.
+
+With ``track=True`` an :class:`IouTracker` links detections from frame to frame
+(per class, greedy IoU matching) and the frames show each confirmed track's id and
+the running count of unique vehicles and plates.
+
+ffmpeg is the imageio-ffmpeg binary (:func:`platelab.ffmpeg.ffmpeg_exe`).
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import os
+import queue
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from platelab import LABELS, visualize
+from platelab.ffmpeg import FFmpegError, ffmpeg_exe
+from platelab.probe import MediaError, probe
+
+logger = logging.getLogger(__name__)
+
+CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".m4v": "mp4", ".mkv": "matroska"}
+"""Output suffixes and their ffmpeg muxers (H.264 in each)."""
+STAGES = ("decode", "preprocess", "infer", "postprocess", "track", "draw", "encode")
+QUEUED_FRAMES = 8
+DEFAULT_CRF = 23
+DEFAULT_PRESET = "veryfast"
+COUNT_COLOR_BGR = (255, 255, 255)
+_END = object()
+
+
+@dataclasses.dataclass
+class VideoResult:
+    """What :func:`annotate_video` did.
+
+    Attributes:
+        input: the input video
+        output: the annotated video written
+        frames: frames read, annotated and written
+        expected_frames: frames the input should have (from its header)
+        width: frame width in pixels
+        height: frame height in pixels
+        fps: the input's (and output's) frame rate
+        seconds: wall time of the whole run
+        timings: seconds spent in each stage (:data:`STAGES`); the stages overlap, so
+            they add up to more than ``seconds``
+        detections: detections drawn, per label, over all frames
+        tracks: with tracking, unique confirmed tracks per label (None otherwise)
+        warning: why the output has fewer frames than expected (None when complete)
+        stopped_at_frame: the frame index at which the input stopped early (or None)
+        stopped_at_time: the same in seconds
+    """
+
+    input: str
+    output: str
+    frames: int
+    expected_frames: int
+    width: int
+    height: int
+    fps: float
+    seconds: float
+    timings: dict
+    detections: dict
+    tracks: dict | None = None
+    warning: str | None = None
+    stopped_at_frame: int | None = None
+    stopped_at_time: float | None = None
+
+    @property
+    def processing_fps(self):
+        """Frames annotated per second of wall time."""
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def summary(self):
+        """One line: frames, speed, stage times and counts."""
+        parts = ", ".join(f"{stage} {self.timings.get(stage, 0.0):.1f}" for stage in STAGES)
+        text = (
+            f"annotated {self.frames} frames ({self.width}x{self.height}) to {self.output} in "
+            f"{self.seconds:.1f} s ({self.processing_fps:.1f} fps; seconds per stage: {parts})"
+        )
+        counts = self.tracks if self.tracks is not None else self.detections
+        what = "unique tracks" if self.tracks is not None else "detections"
+        if counts:
+            text += f"; {what}: " + ", ".join(f"{label} {count}" for label, count in counts.items())
+        return text
+
+
+class IouTracker:
+    """A simple multi-object tracker: per-class greedy IoU matching between frames.
+
+    Each frame's detections are matched, class by class, to the live tracks of that
+    class: the pair with the highest IoU first, then the next among the unmatched,
+    down to ``iou_threshold``. A matched track takes the detection's box; an unmatched
+    detection starts a new track; a track unmatched for more than ``max_age``
+    consecutive frames ends (a box that comes back later gets a new id). A track is
+    *confirmed* once matched in ``min_hits`` frames; only then does it get an id
+    (ids count from 1, across classes) and count in :attr:`counts`, so one-frame false
+    detections neither take ids nor inflate the counts.
+
+    Args:
+        iou_threshold: lowest IoU that links a detection to a track
+        max_age: frames a track survives without a match
+        min_hits: matched frames (the first included) before a track is confirmed
+    """
+
+    def __init__(self, iou_threshold=0.3, max_age=15, min_hits=3):
+        if not 0.0 <= iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+        if max_age < 0 or min_hits < 1:
+            raise ValueError(f"max_age must be >= 0 and min_hits >= 1, got {max_age}, {min_hits}")
+        self.iou_threshold = float(iou_threshold)
+        self.max_age = int(max_age)
+        self.min_hits = int(min_hits)
+        self.tracks = []
+        self.counts = Counter()
+        self._next_id = 1
+
+    def update(self, boxes, labels):
+        """Links one frame's detections to the tracks.
+
+        Args:
+            boxes: ``(n, 4)`` boxes ``[xmin, ymin, xmax, ymax]`` (any consistent units)
+            labels: n labels
+
+        Returns:
+            n track ids (int), in the detections' order; None for a detection whose
+            track is not confirmed yet
+        """
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        labels = list(labels)
+        if len(labels) != len(boxes):
+            raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
+        assigned = [None] * len(boxes)
+        matched_tracks = set()
+        for label in dict.fromkeys(labels):
+            detections = [index for index, value in enumerate(labels) if value == label]
+            candidates = [track for track in self.tracks if track["label"] == label]
+            pairs = []
+            if candidates:
+                overlap = _iou_matrix(
+                    np.stack([track["box"] for track in candidates]), boxes[detections]
+                )
+                rows, columns = np.nonzero(overlap >= self.iou_threshold)
+                order = np.argsort(-overlap[rows, columns], kind="stable")
+                pairs = [(rows[k], columns[k]) for k in order]
+            used_tracks, used_detections = set(), set()
+            for row, column in pairs:
+                if row in used_tracks or column in used_detections:
+                    continue
+                used_tracks.add(row)
+                used_detections.add(column)
+                track = candidates[row]
+                track.update(box=boxes[detections[column]], hits=track["hits"] + 1, missed=0)
+                matched_tracks.add(id(track))
+                assigned[detections[column]] = track
+            for column, index in enumerate(detections):
+                if column in used_detections:
+                    continue
+                track = {"label": label, "box": boxes[index], "hits": 1, "missed": 0, "id": None}
+                self.tracks.append(track)
+                matched_tracks.add(id(track))
+                assigned[index] = track
+        for track in self.tracks:
+            if id(track) not in matched_tracks:
+                track["missed"] += 1
+        self.tracks = [track for track in self.tracks if track["missed"] <= self.max_age]
+        for track in assigned:
+            if track["id"] is None and track["hits"] >= self.min_hits:
+                track["id"] = self._next_id
+                self._next_id += 1
+                self.counts[track["label"]] += 1
+        return [track["id"] for track in assigned]
+
+
+def annotate_video(
+    predictor,
+    input_path,
+    output_path,
+    threshold=None,
+    track=False,
+    progress=True,
+    tracker=None,
+    crf=DEFAULT_CRF,
+    preset=DEFAULT_PRESET,
+):
+    """Draws a detector's boxes on every frame of a video.
+
+    Args:
+        predictor: a :class:`platelab.export.Predictor` (or anything with
+            ``predict(images, score_threshold)``), or a path for
+            :func:`platelab.export.load_predictor`
+        input_path: the video to annotate
+        output_path: the annotated video to write (``.mp4``, ``.mov``, ``.m4v`` or
+            ``.mkv``; H.264, yuv420p); its folder must exist
+        threshold: lowest score drawn (default: the predictor's operating threshold)
+        track: link detections over frames and draw track ids and unique counts
+        progress: show a progress bar
+        tracker: the :class:`IouTracker` to use with ``track`` (default: a new one)
+        crf: libx264 quality (lower is better and bigger)
+        preset: libx264 speed preset
+
+    Returns:
+        a :class:`VideoResult`
+
+    Raises:
+        ValueError: the output's folder is missing, the output is the input, or an
+            unsupported output suffix
+        platelab.probe.MediaError: the input is missing or not a readable video, or
+            no frame of it could be decoded
+        platelab.ffmpeg.FFmpegError: the encoder failed (the message is ffmpeg's)
+    """
+    started = time.perf_counter()
+    input_path, output_path = Path(input_path), Path(output_path)
+    muxer = _check_output(input_path, output_path)
+    if isinstance(predictor, (str, os.PathLike)):
+        from platelab.export import load_predictor
+
+        predictor = load_predictor(predictor)
+    info = probe(input_path)
+    width, height = int(info["display_width"]), int(info["display_height"])
+    fps = float(info.get("fps") or info.get("avg_fps") or 25.0)
+    expected = int(info["frame_count"])
+    if info.get("truncated") and info.get("duration"):
+        expected = max(expected, int(round(info["duration"] * fps)))
+    if track and tracker is None:
+        tracker = IouTracker()
+    threshold = getattr(predictor, "score_threshold", 0.3) if threshold is None else threshold
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{output_path.stem}.", suffix=f".tmp{output_path.suffix}", dir=output_path.parent
+    )
+    os.close(handle)
+    temporary = Path(temporary)
+    pipeline = _Pipeline(input_path, info, temporary, muxer, fps, crf, preset)
+    timings = dict.fromkeys(STAGES, 0.0)
+    detections = Counter()
+    frames = 0
+    bar = tqdm(total=expected, desc=input_path.name, unit="frame", disable=not progress)
+    try:
+        pipeline.start()
+        for frame in pipeline.frames():
+            objects = _detect(predictor, frame, threshold, timings)
+            if tracker is not None:
+                clock = time.perf_counter()
+                ids = tracker.update(
+                    [item["bbox"] for item in objects], [o["label"] for o in objects]
+                )
+                timings["track"] += time.perf_counter() - clock
+                for item, track_id in zip(objects, ids, strict=True):
+                    item["track_id"] = track_id
+            clock = time.perf_counter()
+            canvas = draw_frame(frame, objects, tracker.counts if tracker is not None else None)
+            timings["draw"] += time.perf_counter() - clock
+            detections.update(item["label"] for item in objects)
+            pipeline.write(canvas)
+            frames += 1
+            bar.update(1)
+        if frames == 0:
+            raise MediaError(input_path, f"no frame could be decoded ({pipeline.last_message()})")
+        pipeline.finish()
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, output_path)
+    except BaseException:
+        pipeline.close()
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    finally:
+        bar.close()
+    timings["decode"] = pipeline.decode_seconds
+    timings["encode"] = pipeline.encode_seconds
+    result = VideoResult(
+        input=str(input_path),
+        output=str(output_path),
+        frames=frames,
+        expected_frames=expected,
+        width=width,
+        height=height,
+        fps=fps,
+        seconds=time.perf_counter() - started,
+        timings={stage: round(value, 3) for stage, value in timings.items()},
+        detections=dict(detections.most_common()),
+        tracks=dict(tracker.counts.most_common()) if tracker is not None else None,
+    )
+    problem = pipeline.problem()
+    if frames < expected or problem:
+        result.stopped_at_frame = frames if frames < expected else None
+        result.stopped_at_time = round(frames / fps, 3) if frames < expected else None
+        where = (
+            f"the video stopped at frame {frames} ({frames / fps:.2f} s) of {expected} "
+            f"({expected / fps:.2f} s)"
+            if frames < expected
+            else "the decoder reported errors"
+        )
+        reason = f": {problem}" if problem else ""
+        result.warning = (
+            f"{input_path}: {where}{reason}; the output holds the {frames} frames decoded"
+        )
+        logger.warning("%s", result.warning)
+    logger.info("%s", result.summary())
+    return result
+
+
+def draw_frame(frame_bgr, objects, counts=None):
+    """Draws detections (and track ids, and running counts) on a copy of a frame.
+
+    Args:
+        frame_bgr: ``(H, W, 3)`` uint8 BGR frame
+        objects: dicts with ``label``, ``bbox`` (pixels), ``score`` and optionally
+            ``track_id``
+        counts: label -> unique tracks so far, written in the top-left corner (None:
+            nothing written)
+
+    Returns:
+        the annotated copy
+    """
+    tracked = any("track_id" in item for item in objects)
+    canvas = visualize.draw_objects(frame_bgr, objects, show_labels=not tracked)
+    scale = max(0.35, min(canvas.shape[:2]) / 1400)
+    if tracked:
+        for item in objects:
+            x0, y0, _x1, y1 = (int(round(value)) for value in item["bbox"])
+            text = item["label"].replace("license_plate", "plate")
+            if item.get("track_id") is not None:
+                text += f" #{item['track_id']}"
+            text += f" {item['score']:.2f}"
+            color = visualize.LABEL_COLORS_BGR.get(item["label"], visualize.DEFAULT_COLOR_BGR)
+            visualize.draw_label(canvas, text, x0, y0, y1, color, scale)
+    if counts is not None:
+        text = "  ".join(
+            f"{label.replace('license_plate', 'plates').replace('vehicle', 'vehicles')}: {count}"
+            for label, count in sorted(counts.items(), key=_label_order)
+        )
+        visualize.draw_label(canvas, text or "no tracks yet", 0, 0, 0, COUNT_COLOR_BGR, scale * 1.2)
+    return canvas
+
+
+def contact_sheet(video, count=6, columns=3, caption=None):
+    """Shows evenly spaced frames of an (annotated) video, for reports.
+
+    Args:
+        video: a :class:`VideoResult` or a video path
+        count: frames shown
+        columns: frames per row
+        caption: the line under the grid (default: what to look for)
+
+    Returns:
+        the matplotlib Figure
+    """
+    path = Path(video.output if isinstance(video, VideoResult) else video)
+    total = video.frames if isinstance(video, VideoResult) else int(probe(path)["frame_count"])
+    fps = video.fps if isinstance(video, VideoResult) else None
+    chosen = np.unique(np.linspace(0, max(total - 1, 0), max(1, min(count, total))).round())
+    images, titles = [], []
+    for index in chosen.astype(int):
+        try:
+            images.append(visualize.read_video_frame(path, int(index)))
+        except ValueError:
+            continue
+        titles.append(f"frame {index}" + (f" · t = {index / fps:.2f} s" if fps else ""))
+    return visualize.image_grid(
+        images,
+        titles,
+        columns=columns,
+        caption=caption
+        or "Evenly spaced annotated frames: every vehicle and plate should carry one box.",
+    )
+
+
+def add_video_arguments(parser):
+    """Adds the ``platelab video`` arguments to an argparse (sub)parser and sets its handler.
+
+    Usage: ``add_video_arguments(commands.add_parser("video", help=...))``; the parsed
+    namespace's ``handler`` is :func:`run_video_command`.
+    """
+    parser.description = (
+        "Annotate a video with a detector's boxes, labels and scores (and track ids with "
+        "--track); writes H.264 MP4."
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="MODEL",
+        help="an export folder (platelab export), a .tflite/.onnx file in one, or a training "
+        "run folder",
+    )
+    parser.add_argument("--input", required=True, metavar="VIDEO", help="the video to annotate")
+    parser.add_argument("--output", required=True, metavar="VIDEO", help="the video to write")
+    parser.add_argument("--threshold", type=float, help="lowest score drawn (default: the model's)")
+    parser.add_argument(
+        "--track", action="store_true", help="draw track ids and count unique objects"
+    )
+    parser.add_argument(
+        "--max-age",
+        type=int,
+        default=15,
+        metavar="FRAMES",
+        help="with --track: frames a track survives unseen (15)",
+    )
+    parser.add_argument("--threads", type=int, help="CPU threads for the model")
+    parser.set_defaults(handler=run_video_command)
+    return parser
+
+
+def run_video_command(args):
+    """Runs ``platelab video`` from parsed arguments; prints a summary line.
+
+    Returns:
+        the exit status: 0 (also when the input stopped early: a warning says where)
+
+    Raises:
+        ValueError: bad arguments or input (the CLI prints it as one line)
+    """
+    from platelab.export import load_predictor
+
+    _check_output(Path(args.input), Path(args.output))
+    predictor = load_predictor(args.model, threads=args.threads)
+    tracker = IouTracker(max_age=args.max_age) if args.track else None
+    result = annotate_video(
+        predictor,
+        args.input,
+        args.output,
+        threshold=args.threshold,
+        track=args.track,
+        tracker=tracker,
+    )
+    print(result.summary())
+    if result.warning:
+        print(f"platelab: warning: {result.warning}", file=sys.stderr)
+    return 0
+
+
+def main_video(argv=None):
+    """``python -m platelab.video``: the ``platelab video`` command on its own."""
+    parser = add_video_arguments(argparse.ArgumentParser(prog="platelab video"))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+class _Pipeline:
+    """The decoding and encoding ffmpeg processes and the threads feeding them."""
+
+    def __init__(self, input_path, info, output_path, muxer, fps, crf, preset):
+        self.input_path = input_path
+        self.info = info
+        self.output_path = output_path
+        self.muxer = muxer
+        self.fps = fps
+        self.crf = crf
+        self.preset = preset
+        self.width = int(info["display_width"])
+        self.height = int(info["display_height"])
+        self.decoded = queue.Queue(maxsize=QUEUED_FRAMES)
+        self.annotated = queue.Queue(maxsize=QUEUED_FRAMES)
+        self.closing = threading.Event()
+        self.decoder = self.encoder = None
+        self.threads = []
+        self.decode_messages = deque(maxlen=6)
+        self.encode_messages = deque(maxlen=6)
+        self.decode_seconds = 0.0
+        self.encode_seconds = 0.0
+        self.partial_bytes = 0
+        self.encode_error = None
+
+    def start(self):
+        rate = Fraction(self.fps).limit_denominator(100000)
+        decode = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+        decode += ["-i", str(self.input_path), "-map", f"0:{self.info['stream_index']}"]
+        decode += ["-an", "-sn", "-dn", "-fps_mode", "passthrough"]
+        decode += ["-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]
+        encode = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
+        encode += ["-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{self.width}x{self.height}"]
+        encode += ["-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0"]
+        if self.width % 2 or self.height % 2:  # yuv420p needs even sides
+            encode += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
+        encode += ["-an", "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf)]
+        encode += ["-pix_fmt", "yuv420p"]
+        if self.muxer in ("mp4", "mov"):
+            encode += ["-movflags", "+faststart"]
+        encode += ["-f", self.muxer, str(self.output_path)]
+        logger.debug("decode: %s", subprocess.list2cmdline(decode))
+        logger.debug("encode: %s", subprocess.list2cmdline(encode))
+        self.decoder = subprocess.Popen(
+            decode, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            self.encoder = subprocess.Popen(
+                encode, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        except BaseException:
+            self.decoder.kill()
+            self.decoder.wait()
+            raise
+        for target, arguments in (
+            (self._read_frames, ()),
+            (self._write_frames, ()),
+            (self._read_messages, (self.decoder.stderr, self.decode_messages)),
+            (self._read_messages, (self.encoder.stderr, self.encode_messages)),
+        ):
+            thread = threading.Thread(target=target, args=arguments, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def frames(self):
+        """Yields decoded BGR frames (writable arrays) until the input ends."""
+        while True:
+            try:
+                frame = self.decoded.get(timeout=0.5)
+            except queue.Empty:
+                self._raise_encode_error()
+                continue
+            if frame is _END:
+                return
+            yield frame
+
+    def write(self, frame):
+        """Queues an annotated frame for the encoder."""
+        while True:
+            self._raise_encode_error()
+            try:
+                self.annotated.put(frame, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self):
+        """Ends the encoding, waits for both processes; raises FFmpegError if encoding failed."""
+        self.write(_END)
+        for thread in self.threads:
+            thread.join()
+        self.decoder.wait()
+        clock = time.perf_counter()
+        returncode = self.encoder.wait()
+        self.encode_seconds += time.perf_counter() - clock
+        self._raise_encode_error()
+        if returncode != 0:
+            message = self.encode_messages[-1] if self.encode_messages else f"exit {returncode}"
+            raise FFmpegError(f"encoding {self.output_path.name} failed: {message}")
+
+    def close(self):
+        """Stops everything after a failure."""
+        self.closing.set()
+        for process in (self.decoder, self.encoder):
+            if process is not None and process.poll() is None:
+                process.kill()
+        for pending in (self.decoded, self.annotated):
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    pending.get_nowait()
+        with contextlib.suppress(queue.Full):
+            self.annotated.put_nowait(_END)  # wakes the encoder thread
+        for thread in self.threads:
+            thread.join(timeout=10)
+        for process in (self.decoder, self.encoder):
+            if process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=10)
+
+    def problem(self):
+        """What went wrong while decoding (None when nothing did)."""
+        if self.partial_bytes:
+            return f"the last frame was cut short ({self.partial_bytes} bytes)"
+        if self.decoder is not None and self.decoder.returncode:
+            return self.last_message()
+        return self.decode_messages[-1] if self.decode_messages else None
+
+    def last_message(self):
+        return self.decode_messages[-1] if self.decode_messages else "no message from ffmpeg"
+
+    def _raise_encode_error(self):
+        if self.encode_error is not None:
+            message = self.encode_messages[-1] if self.encode_messages else self.encode_error
+            raise FFmpegError(f"encoding {self.output_path.name} failed: {message}")
+
+    def _read_frames(self):
+        size = self.width * self.height * 3
+        stream = self.decoder.stdout
+        try:
+            while not self.closing.is_set():
+                frame = np.empty((self.height, self.width, 3), np.uint8)
+                clock = time.perf_counter()
+                got = _read_into(stream, memoryview(frame).cast("B"))
+                self.decode_seconds += time.perf_counter() - clock
+                if got < size:
+                    self.partial_bytes = got
+                    break
+                self._put(self.decoded, frame)
+        except (OSError, ValueError) as error:
+            if not self.closing.is_set():
+                self.decode_messages.append(f"reading frames from ffmpeg failed: {error}")
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
+            self._put(self.decoded, _END)
+
+    def _write_frames(self):
+        stream = self.encoder.stdin
+        try:
+            while True:
+                frame = self.annotated.get()
+                if frame is _END:
+                    break
+                clock = time.perf_counter()
+                stream.write(memoryview(np.ascontiguousarray(frame)).cast("B"))
+                self.encode_seconds += time.perf_counter() - clock
+        except (OSError, ValueError) as error:
+            if not self.closing.is_set():
+                self.encode_error = str(error)
+        finally:
+            clock = time.perf_counter()
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
+            self.encode_seconds += time.perf_counter() - clock
+
+    def _put(self, target, item):
+        while not self.closing.is_set():
+            try:
+                target.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    @staticmethod
+    def _read_messages(stream, messages):
+        with contextlib.suppress(OSError, ValueError):
+            for raw in stream:
+                text = re.sub(r"^(\[[^\]]*\]\s*)+", "", raw.decode("utf-8", "replace").strip())
+                if text:
+                    messages.append(" ".join(text.split()))
+
+
+def _detect(predictor, frame_bgr, threshold, timings):
+    """Runs the predictor on one BGR frame (stage by stage when it can), timing each stage."""
+    height, width = frame_bgr.shape[:2]
+    rgb = frame_bgr[:, :, ::-1]
+    if hasattr(predictor, "infer"):
+        clock = time.perf_counter()
+        batch = predictor.preprocess([rgb])
+        now = time.perf_counter()
+        timings["preprocess"] += now - clock
+        raw = predictor.infer(batch, threshold)
+        clock = time.perf_counter()
+        timings["infer"] += clock - now
+        result = predictor.postprocess(raw, [(width, height)], threshold)[0]
+        timings["postprocess"] += time.perf_counter() - clock
+    else:
+        clock = time.perf_counter()
+        result = predictor.predict([np.ascontiguousarray(rgb)], score_threshold=threshold)[0]
+        timings["infer"] += time.perf_counter() - clock
+    return [
+        {"label": label, "bbox": [float(value) for value in box], "score": float(score)}
+        for box, score, label in zip(
+            np.asarray(result["boxes"]).reshape(-1, 4),
+            np.asarray(result["scores"]),
+            result["labels"],
+            strict=True,
+        )
+    ]
+
+
+def _check_output(input_path, output_path):
+    """Checks the output path; returns its muxer. Raises ValueError (one line) when unusable."""
+    if output_path.suffix.lower() not in CONTAINERS:
+        raise ValueError(
+            f"{output_path}: unsupported output type {output_path.suffix or '(none)'}: use "
+            + ", ".join(CONTAINERS)
+        )
+    if not output_path.parent.is_dir():
+        raise ValueError(
+            f"{output_path}: the output folder {output_path.parent} does not exist (create it first)"
+        )
+    if output_path.is_dir():
+        raise ValueError(f"{output_path}: is a folder; give the output video's file name")
+    with contextlib.suppress(OSError):
+        if input_path.exists() and output_path.exists() and input_path.samefile(output_path):
+            raise ValueError(f"{output_path}: the output would overwrite the input")
+    return CONTAINERS[output_path.suffix.lower()]
+
+
+def _label_order(item):
+    label = item[0]
+    return (LABELS.index(label) if label in LABELS else len(LABELS), label)
+
+
+def _read_into(stream, view):
+    """Fills ``view`` from a stream; returns the bytes read (fewer only at the end)."""
+    total = 0
+    while total < len(view):
+        got = stream.readinto(view[total:])
+        if not got:
+            break
+        total += got
+    return total
+
+
+def _iou_matrix(first, second):
+    """IoU of every box in ``first`` (M, 4) with every box in ``second`` (N, 4), xyxy."""
+    x0 = np.maximum(first[:, None, 0], second[None, :, 0])
+    y0 = np.maximum(first[:, None, 1], second[None, :, 1])
+    x1 = np.minimum(first[:, None, 2], second[None, :, 2])
+    y1 = np.minimum(first[:, None, 3], second[None, :, 3])
+    intersection = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_first = (first[:, 2] - first[:, 0]) * (first[:, 3] - first[:, 1])
+    area_second = (second[:, 2] - second[:, 0]) * (second[:, 3] - second[:, 1])
+    union = area_first[:, None] + area_second[None, :] - intersection
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, intersection / union, 0.0)

@@ -1,0 +1,238 @@
+"""Training (platelab.train): data, loss, augmentation, the loop, resume, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from train_helpers import LABELS, TINY_TRAINING, make_dataset
+
+from platelab import detector, train
+from platelab import model as model_lib
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("dataset") / "dataset")
+
+
+def test_batch_indices_cover_every_image_once_per_epoch():
+    count, batch = 10, 4
+    drawn = np.concatenate([train.batch_indices(step, batch, count, seed=5) for step in range(5)])
+    assert sorted(drawn[:10]) == list(range(10))  # epoch 0
+    assert sorted(drawn[10:20]) == list(range(10))  # epoch 1
+    assert not np.array_equal(drawn[:10], drawn[10:20])  # reshuffled
+    again = np.concatenate([train.batch_indices(step, batch, count, seed=5) for step in range(5)])
+    assert np.array_equal(drawn, again)  # a pure function of (step, seed)
+    other = np.concatenate([train.batch_indices(step, batch, count, seed=6) for step in range(5)])
+    assert not np.array_equal(drawn, other)
+
+
+def test_loss_rewards_the_right_answer_and_mines_hard_negatives():
+    tf = model_lib._import_tensorflow()
+    anchors = 50
+    class_targets = np.zeros((1, anchors), np.int32)
+    class_targets[0, :2] = [1, 2]
+    class_targets[0, 2] = train.IGNORE
+    box_targets = np.zeros((1, anchors, 4), np.float32)
+    box_targets[0, :2] = 0.5
+    right = np.full((1, anchors, 3), [8.0, -8.0, -8.0], np.float32)
+    right[0, 0] = [-8, 8, -8]
+    right[0, 1] = [-8, -8, 8]
+    wrong = np.zeros((1, anchors, 3), np.float32)
+    good = train.detection_loss(class_targets, box_targets, right, box_targets)
+    bad = train.detection_loss(class_targets, box_targets, wrong, np.zeros_like(box_targets))
+    assert float(good[0]) < 1e-3 and float(good[1]) == pytest.approx(0.0)
+    # Two positives and eight mined negatives, each log(3), over 2 positives.
+    assert float(bad[0]) == pytest.approx(10 * np.log(3) / 2, rel=1e-4)
+    assert float(bad[1]) == pytest.approx(2 * 4 * 0.5 * 0.25 / 2, rel=1e-4)
+    # An ignored anchor adds nothing however wrong it is.
+    ignored_wrong = right.copy()
+    ignored_wrong[0, 2] = [-9, 9, -9]
+    assert float(
+        train.detection_loss(class_targets, box_targets, ignored_wrong, box_targets)[0]
+    ) == (pytest.approx(float(good[0]), abs=1e-6))
+    assert tf.is_tensor(good[0])
+
+
+def test_difficult_boxes_are_ignored_not_negative():
+    spec = model_lib.default_anchor_spec(96, (8, 16))
+    anchors = model_lib.generate_anchors(spec, 96)
+    boxes = np.array([[0.1, 0.1, 0.4, 0.4], [0.6, 0.6, 0.9, 0.75]], np.float32)
+    classes = np.array([1, 2], np.int32)
+    targets, _ = train.encode_with_ignore(boxes, classes, np.array([False, True]), anchors, 0.5)
+    targets = np.asarray(targets)
+    assert (targets == 1).sum() >= 1
+    assert (targets == 2).sum() == 0
+    assert (targets == train.IGNORE).sum() >= 1
+
+
+def test_augmentation_keeps_boxes_on_their_objects():
+    tf = model_lib._import_tensorflow()
+    size = 96
+    image = np.zeros((144, 144, 3), np.float32)
+    image[36:72, 20:100] = 255.0  # one white box
+    boxes = np.array([[20 / 144, 36 / 144, 100 / 144, 72 / 144]], np.float32)
+    for seed in range(12):
+        out, out_boxes, out_classes, _ = train.augment(
+            tf.constant(image),
+            tf.constant(boxes),
+            tf.constant([1]),
+            tf.constant([False]),
+            tf.constant([seed, 7], tf.int64),
+            size,
+        )
+        out = np.asarray(out)
+        assert out.shape == (size, size, 3)
+        if int(out_classes[0]) == 0:
+            continue  # its centre left the crop
+        x0, y0, x1, y1 = (np.asarray(out_boxes[0]) * size).round().astype(int)
+        inside = out[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].mean()
+        outside = np.delete(out, np.s_[max(0, y0 - 2) : y1 + 2], axis=0).mean()
+        assert inside > 120 > outside + 40, (seed, inside, outside)
+
+
+def test_load_split_skips_corrupt_images_and_counts_unknown_labels(tmp_path):
+    folder = make_dataset(tmp_path / "data", counts=(6, 2, 2), corrupt=2, extra_label="bicycle")
+    data = train.load_split(folder, "train", LABELS, 64)
+    assert len(data) == 4 and len(data.skipped) == 2
+    assert "cannot be decoded" in data.skipped[0] and "train.tfrecord" in data.skipped[0]
+    assert data.images.shape == (4, 64, 64, 3) and data.images.dtype == np.uint8
+    clean = make_dataset(tmp_path / "clean", counts=(6, 2, 2), extra_label="bicycle")
+    assert train.load_split(clean, "train", LABELS, 64).unknown_labels == {"bicycle": 1}
+
+
+@pytest.mark.slow
+def test_training_run_folder_and_learning(dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    config = dict(TINY_TRAINING, steps=40, eval_every=20, log_every=10, checkpoint_every=20)
+    lines = []
+    state = train.train(dataset, run_dir, config, progress=False, echo=lines.append)
+    assert state["status"] == "finished" and state["step"] == 40
+    for name in (
+        "config.json",
+        "labels.txt",
+        "best.keras",
+        "last.keras",
+        "metrics.csv",
+        "state.json",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").iterdir())
+    rows = train.read_metrics(run_dir)
+    assert [row["step"] for row in rows] == [10, 20, 30, 40]
+    assert rows[0]["loss"] > rows[-1]["loss"]  # it learns
+    evaluated = [row for row in rows if row["mAP"] is not None]
+    assert [row["step"] for row in evaluated] == [20, 40]
+    assert all(row["val_loss"] is not None for row in evaluated)
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header == train.metrics_columns(LABELS)
+
+    loaded = detector.load(run_dir)
+    assert loaded.labels == LABELS and loaded.input_size == 96
+    from train_helpers import scene
+
+    image, _ = scene(np.random.default_rng(9))
+    result = loaded.predict([image[:, :, ::-1].copy()], score_threshold=0.0)[0]
+    assert result["boxes"].shape[1] == 4 and len(result["labels"]) == len(result["scores"])
+    assert np.all(result["boxes"][:, 2] <= image.shape[1] + 1e-3)
+
+    # Rerunning a finished run does nothing more.
+    again = train.train(dataset, run_dir, config, progress=False, echo=lines.append)
+    assert again["step"] == 40 and len(train.read_metrics(run_dir)) == 4
+
+
+def _train_command(dataset, run_dir, config):
+    code = (
+        "import json, sys; from platelab import train; "
+        f"train.train({str(dataset)!r}, {str(run_dir)!r}, json.loads(sys.argv[1]), progress=False, echo=print)"
+    )
+    return [sys.executable, "-c", code, json.dumps(config)]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reaches_the_same_result(dataset, tmp_path):
+    config = dict(TINY_TRAINING, steps=24, eval_every=8, log_every=4, checkpoint_every=4)
+    env = dict(os.environ, TF_DETERMINISTIC_OPS="1")
+    straight = tmp_path / "straight"
+    subprocess.run(
+        _train_command(dataset, straight, config), check=True, env=env, capture_output=True
+    )
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        _train_command(dataset, killed, config), env=env, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        state = detector.read_state(killed) if (killed / "state.json").exists() else {}
+        if state.get("step", 0) >= 12:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert detector.read_state(killed)["status"] == "running"
+    with pytest.raises(detector.ModelError, match="unfinished"):
+        detector.load(killed)
+    done = subprocess.run(
+        _train_command(dataset, killed, config), check=True, env=env, capture_output=True, text=True
+    )
+    assert "resumed from" in done.stdout
+    first, second = train.read_metrics(straight), train.read_metrics(killed)
+    assert [row["step"] for row in first] == [row["step"] for row in second]
+    for a, b in zip(first, second, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=0.02, abs=1e-3), (a["step"], a, b)
+        if a["val_loss"] is not None:
+            assert b["val_loss"] == pytest.approx(a["val_loss"], rel=0.02)
+    assert detector.read_state(killed)["status"] == "finished"
+
+
+def test_bad_input_is_refused_with_a_clear_message(tmp_path, dataset):
+    empty_val = make_dataset(tmp_path / "noval", counts=(4, 0, 2))
+    with pytest.raises(train.TrainingError, match="val split is empty"):
+        train.train(empty_val, tmp_path / "r1", TINY_TRAINING, progress=False)
+    with pytest.raises(train.TrainingError, match="no such dataset"):
+        train.train(tmp_path / "missing", tmp_path / "r2", TINY_TRAINING, progress=False)
+    with pytest.raises(train.TrainingError, match="unknown training parameter"):
+        train.train(dataset, tmp_path / "r3", dict(TINY_TRAINING, colour="red"), progress=False)
+    with pytest.raises(train.TrainingError, match="no such weights file or run folder"):
+        train.train(dataset, tmp_path / "r4", dict(TINY_TRAINING, init="/nope.h5"), progress=False)
+
+
+@pytest.mark.slow
+def test_resume_and_init_refuse_another_configuration(dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    config = dict(TINY_TRAINING, steps=4, eval_every=4, log_every=2, checkpoint_every=4)
+    train.train(dataset, run_dir, config, progress=False)
+    with pytest.raises(train.TrainingError, match=r"another configuration \(input_size: 96 != 128"):
+        train.train(dataset, run_dir, dict(config, input_size=128), progress=False)
+    with pytest.raises(train.TrainingError, match="width 0.35, this run 0.5"):
+        train.train(
+            dataset, tmp_path / "other", dict(config, width=0.5, init=str(run_dir)), progress=False
+        )
+    # Same backbone, another input size: weights carry over.
+    lines = []
+    state = train.train(
+        dataset,
+        tmp_path / "fine",
+        dict(config, input_size=128, init=str(run_dir)),
+        progress=False,
+        echo=lines.append,
+    )
+    assert state["status"] == "finished"
+    assert any(line.startswith("init: ") and "layers from" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    config = dict(TINY_TRAINING, steps=30, learning_rate=1e9, warmup_steps=1, checkpoint_every=2)
+    lines = []
+    state = train.train(dataset, run_dir, config, progress=False, echo=lines.append)
+    assert state["status"] == "nan_stopped"
+    assert any("loss became NaN" in line for line in lines)
+    assert json.loads((run_dir / "state.json").read_text())["status"] == "nan_stopped"
