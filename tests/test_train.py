@@ -236,3 +236,47 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
     assert state["status"] == "nan_stopped"
     assert any("loss became NaN" in line for line in lines)
     assert json.loads((run_dir / "state.json").read_text())["status"] == "nan_stopped"
+
+
+def _free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for item in sockets:
+        item.bind(("127.0.0.1", 0))
+    ports = [item.getsockname()[1] for item in sockets]
+    for item in sockets:
+        item.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_training_on_two_local_cpu_workers(dataset, tmp_path):
+    """MultiWorkerMirroredStrategy from TF_CONFIG: two CPU workers on localhost, one run."""
+    config = dict(TINY_TRAINING, steps=4, eval_every=4, log_every=2, checkpoint_every=4)
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    run_dir = tmp_path / "run"
+    processes = []
+    for index in range(2):
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            ),
+        )
+        processes.append(
+            subprocess.Popen(
+                _train_command(dataset, run_dir, config),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [process.communicate(timeout=600)[0] for process in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+    state = detector.read_state(run_dir)
+    assert state["status"] == "finished" and state["step"] == 4
+    assert [row["step"] for row in train.read_metrics(run_dir)] == [2, 4]
+    assert "replicas 2" in outputs[0]

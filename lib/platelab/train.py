@@ -662,6 +662,8 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
     if not dataset_dir.is_dir():
         raise TrainingError(f"{dataset_dir}: no such dataset folder")
     labels = read_labels(dataset_dir)
+    # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
+    strategy = make_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
 
     cache_size = cache_size_for(config)
@@ -710,8 +712,11 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
         atomic_write_json(run_dir / detector.CONFIG_FILENAME, run_config)
         atomic_write_text(run_dir / "labels.txt", "".join(label + "\n" for label in labels))
 
-    strategy = make_strategy(config.strategy)
     chief = _is_chief(strategy)
+    echo(
+        f"strategy {type(strategy).__name__}: replicas {strategy.num_replicas_in_sync}"
+        + ("" if chief else " (this worker is not the chief: it writes no run files)")
+    )
     anchors = model_lib.generate_anchors(anchor_spec, config.input_size)
     with strategy.scope():
         net = _build_model(config, anchor_spec, len(labels), resuming, echo)
