@@ -389,24 +389,16 @@ def to_fiftyone(evaluation, name, overwrite=True, iou_threshold=0.5):
             continue
         width, height = gt["width"], gt["height"]
 
-        def detection(label, box, **extra):
-            x0, y0, x1, y1 = box
-            return fo.Detection(
-                label=label,
-                bounding_box=[x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height],
-                **extra,
-            )
-
         sample = fo.Sample(filepath=str(path))
         sample["ground_truth"] = fo.Detections(
             detections=[
-                detection(label, box, iscrowd=bool(ignore))
+                _detection(fo, label, box, width, height, iscrowd=bool(ignore))
                 for box, label, ignore in zip(gt["boxes"], gt["labels"], gt["ignore"], strict=True)
             ]
         )
         sample["predictions"] = fo.Detections(
             detections=[
-                detection(item["label"], item["bbox"], confidence=item["score"])
+                _detection(fo, item["label"], item["bbox"], width, height, confidence=item["score"])
                 for item in by_image.get(gt["image"], [])
                 if item["score"] >= evaluation.score_threshold
             ]
@@ -433,6 +425,15 @@ def to_fiftyone(evaluation, name, overwrite=True, iou_threshold=0.5):
     )
     dataset.save_view("missed_plates", missed)
     return dataset
+
+
+def _detection(fo, label, box, width, height, **extra):
+    x0, y0, x1, y1 = box
+    return fo.Detection(
+        label=label,
+        bounding_box=[x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height],
+        **extra,
+    )
 
 
 def _original_path(evaluation, name):

@@ -577,19 +577,26 @@ def resize_image(image, size):
     Returns:
         ``(size, size, C)`` float32
     """
+    if image.ndim == 3 and image.strides[2] < 0:  # a channel-reversed view (BGR as RGB)
+        return resize_image(image[:, :, ::-1], size)[:, :, ::-1]
     height, width = image.shape[:2]
     rows_low, rows_high, row_weight = _resize_weights(height, size)
     cols_low, cols_high, col_weight = _resize_weights(width, size)
-    top = image[rows_low]
-    bottom = image[rows_high]
-    top_left = top[:, cols_low].astype(np.float32)
-    top_right = top[:, cols_high].astype(np.float32)
-    bottom_left = bottom[:, cols_low].astype(np.float32)
-    bottom_right = bottom[:, cols_high].astype(np.float32)
     col_weight = col_weight[None, :, None]
-    upper = top_left + (top_right - top_left) * col_weight
-    lower = bottom_left + (bottom_right - bottom_left) * col_weight
-    return upper + (lower - upper) * row_weight[:, None, None]
+    rows = []
+    for row_index in (rows_low, rows_high):
+        band = np.take(image, row_index, axis=0)
+        left = np.take(band, cols_low, axis=1).astype(np.float32)
+        right = np.take(band, cols_high, axis=1).astype(np.float32)
+        right -= left
+        right *= col_weight
+        left += right
+        rows.append(left)
+    upper, lower = rows
+    lower -= upper
+    lower *= row_weight[:, None, None]
+    upper += lower
+    return upper
 
 
 def decode_numpy(deltas, anchors):
