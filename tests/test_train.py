@@ -9,10 +9,10 @@ import time
 
 import numpy as np
 import pytest
-from train_helpers import LABELS, TINY_TRAINING, make_dataset
 
 from platelab import detector, train
 from platelab import model as model_lib
+from train_helpers import LABELS, TINY_TRAINING, make_dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,206 @@
+"""Video annotation: the IoU tracker, the decode/infer/encode pipeline, broken inputs."""
+
+import argparse
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+import model_helpers
+from platelab import export, video
+from platelab.ffmpeg import ffmpeg_exe
+from platelab.probe import MediaError, probe
+
+
+class MovingBoxes:
+    """A stand-in predictor: one vehicle and its plate moving 4 px right per frame."""
+
+    score_threshold = 0.3
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, images, score_threshold=None):
+        results = []
+        for _image in images:
+            x = 10 + 4 * self.calls
+            self.calls += 1
+            results.append(
+                {
+                    "boxes": np.array([[x, 20, x + 40, 50], [x + 12, 42, x + 28, 48]], np.float32),
+                    "scores": np.array([0.9, 0.8], np.float32),
+                    "classes": np.array([1, 2]),
+                    "labels": ["vehicle", "license_plate"],
+                }
+            )
+        return results
+
+
+def _make_video(path, frames=30, size="160x120", faststart=True):
+    command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"]
+    command += ["-i", f"testsrc2=size={size}:rate=30:duration={frames / 30:g}"]
+    command += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    command += ["-movflags", "+faststart"] if faststart else []
+    subprocess.run([*command, str(path)], check=True)
+    return path
+
+
+def _truncate(path, fraction=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
+# ---------------------------------------------------------------------------- tracker
+
+
+def test_tracker_keeps_the_id_of_a_moving_box():
+    tracker = video.IouTracker(iou_threshold=0.3, max_age=2, min_hits=1)
+    ids = []
+    for step in range(10):
+        x = 10 + 5 * step
+        ids.append(tracker.update([[x, 10, x + 40, 30]], ["vehicle"])[0])
+    assert ids == [1] * 10
+    assert tracker.counts == {"vehicle": 1}
+
+
+def test_tracker_gives_a_new_id_after_max_age():
+    tracker = video.IouTracker(max_age=2, min_hits=1)
+    box = [[10, 10, 50, 30]]
+    assert tracker.update(box, ["vehicle"]) == [1]
+    for _ in range(2):  # unseen for max_age frames: the track survives
+        assert tracker.update([], []) == []
+    assert tracker.update(box, ["vehicle"]) == [1]
+    for _ in range(3):  # unseen for more than max_age frames: the track ends
+        tracker.update([], [])
+    assert tracker.update(box, ["vehicle"]) == [2]
+    assert tracker.counts == {"vehicle": 2}
+
+
+def test_tracker_counts_per_class_and_waits_for_min_hits():
+    tracker = video.IouTracker(min_hits=3)
+    boxes = [[0, 0, 40, 20], [10, 12, 22, 18], [100, 100, 140, 120]]
+    labels = ["vehicle", "license_plate", "vehicle"]
+    assert tracker.update(boxes, labels) == [None, None, None]
+    assert tracker.update(boxes, labels) == [None, None, None]
+    assert tracker.update(boxes, labels) == [1, 2, 3]
+    # A one-frame false detection never gets an id nor a count.
+    assert tracker.update([*boxes, [60, 60, 70, 70]], [*labels, "license_plate"])[3] is None
+    assert tracker.counts == {"vehicle": 2, "license_plate": 1}
+    # The same box under another class is another object.
+    tracker = video.IouTracker(min_hits=1)
+    assert tracker.update([[0, 0, 10, 10], [0, 0, 10, 10]], ["vehicle", "license_plate"]) == [1, 2]
+    with pytest.raises(ValueError, match="2 boxes but 1 labels"):
+        tracker.update([[0, 0, 1, 1], [1, 1, 2, 2]], ["vehicle"])
+
+
+def test_tracker_matches_greedily_by_iou():
+    tracker = video.IouTracker(iou_threshold=0.1, min_hits=1)
+    assert tracker.update([[0, 0, 10, 10], [8, 0, 18, 10]], ["vehicle"] * 2) == [1, 2]
+    # Both detections overlap track 1; the better overlap wins it, the other takes track 2.
+    assert tracker.update([[7, 0, 17, 10], [1, 0, 11, 10]], ["vehicle"] * 2) == [2, 1]
+
+
+# ---------------------------------------------------------------------------- pipeline
+
+
+def test_annotated_video_has_every_frame_as_h264(tmp_path):
+    source = _make_video(tmp_path / "in.mp4", frames=30)
+    result = video.annotate_video(
+        MovingBoxes(), source, tmp_path / "out.mp4", track=True, progress=False
+    )
+    info = probe(tmp_path / "out.mp4")
+    assert (info["codec"], info["pixel_format"]) == ("h264", "yuv420p")
+    assert info["frame_count"] == result.frames == result.expected_frames == 30
+    assert (info["display_width"], info["display_height"]) == (160, 120)
+    assert result.warning is None and result.stopped_at_frame is None
+    assert set(result.timings) == set(video.STAGES)
+    # min_hits 3: both objects confirmed, one unique vehicle and one unique plate
+    assert result.tracks == {"vehicle": 1, "license_plate": 1}
+    assert result.detections == {"vehicle": 30, "license_plate": 30}
+    assert "30 frames" in result.summary() and "unique tracks" in result.summary()
+    # Boxes are drawn: the annotated frame differs from the source where the vehicle is.
+    first = cv2.VideoCapture(str(tmp_path / "out.mp4")).read()[1]
+    plain = cv2.VideoCapture(str(source)).read()[1]
+    assert np.abs(first.astype(int) - plain.astype(int))[20:50, 10:50].max() > 100
+    assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
+
+    figure = video.contact_sheet(result, count=4, columns=2)
+    assert len([axis for axis in figure.axes if axis.images]) == 4
+
+
+def test_truncated_video_keeps_what_was_decoded(tmp_path):
+    source = _truncate(_make_video(tmp_path / "in.mp4", frames=60, size="320x240"))
+    result = video.annotate_video(MovingBoxes(), source, tmp_path / "out.mp4", progress=False)
+    assert 0 < result.frames < 60
+    assert result.expected_frames == 60
+    assert result.stopped_at_frame == result.frames
+    assert result.stopped_at_time == pytest.approx(result.frames / 30, abs=1e-3)
+    assert f"stopped at frame {result.frames}" in result.warning
+    assert probe(tmp_path / "out.mp4")["frame_count"] == result.frames
+
+
+def test_unreadable_video_is_a_media_error(tmp_path):
+    source = _truncate(_make_video(tmp_path / "in.mp4", faststart=False))  # no moov atom
+    with pytest.raises(MediaError, match="in.mp4"):
+        video.annotate_video(MovingBoxes(), source, tmp_path / "out.mp4", progress=False)
+    with pytest.raises(MediaError):
+        video.annotate_video(MovingBoxes(), tmp_path / "missing.mp4", tmp_path / "out.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_output_in_a_missing_folder_is_a_one_line_error(tmp_path):
+    source = _make_video(tmp_path / "in.mp4", frames=3)
+    target = tmp_path / "missing" / "out.mp4"
+    with pytest.raises(ValueError, match="output folder .*missing does not exist") as raised:
+        video.annotate_video(MovingBoxes(), source, target, progress=False)
+    assert "\n" not in str(raised.value)
+    with pytest.raises(ValueError, match="unsupported output type .avi"):
+        video.annotate_video(MovingBoxes(), source, tmp_path / "out.avi", progress=False)
+    with pytest.raises(ValueError, match="overwrite the input"):
+        video.annotate_video(MovingBoxes(), source, source, progress=False)
+
+    # The command checks the output before loading any model.
+    parser = video.add_video_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(
+        ["--model", str(tmp_path / "no-model"), "--input", str(source), "--output", str(target)]
+    )
+    with pytest.raises(ValueError, match="does not exist"):
+        args.handler(args)
+
+
+@pytest.mark.slow
+def test_trained_model_counts_one_vehicle_and_one_plate(tmp_path, trained_run, capsys):
+    """A synthetic vehicle crossing the frame: detected, tracked and counted once."""
+    rng = np.random.default_rng(3)
+    background = rng.integers(0, 60, (192, 256, 3)).astype(np.uint8)
+    command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo"]
+    command += ["-pix_fmt", "rgb24", "-s", "256x192", "-framerate", "15", "-i", "pipe:0"]
+    command += ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "12", "-pix_fmt", "yuv420p"]
+    frames = []
+    for step in range(24):
+        frame = background.copy()
+        x = 20 + 5 * step
+        cv2.rectangle(frame, (x, 60), (x + 109, 113), (60, 120, 230), -1)
+        cv2.rectangle(frame, (x + 37, 100), (x + 72, 109), (250, 250, 250), -1)
+        frames.append(frame.tobytes())
+    subprocess.run([*command, str(tmp_path / "in.mp4")], input=b"".join(frames), check=True)
+    parser = video.add_video_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(
+        ["--model", str(trained_run), "--input", str(tmp_path / "in.mp4")]
+        + ["--output", str(tmp_path / "out.mp4"), "--track", "--threshold", "0.5"]
+    )
+    assert args.handler(args) == 0
+    line = capsys.readouterr().out
+    assert "annotated 24 frames" in line
+    assert "unique tracks: vehicle 1, license_plate 1" in line
+    predictor = export.load_predictor(trained_run)
+    result = video.annotate_video(predictor, tmp_path / "in.mp4", tmp_path / "again.mp4")
+    assert result.detections["vehicle"] >= 20
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    return model_helpers.trained_run_folder(tmp_path_factory.mktemp("trained") / "run")
