@@ -577,7 +577,8 @@ def test_expand_grid(tmp_path, base_params):
         "sweep-input_size_416-width_1.0-augment_true",
     ]
     name, params = combinations[2]
-    assert params["06_train"] == {"input_size": 416, "steps": 100, "width": 0.5}
+    # Each combination trains into a run folder of its own, named after it.
+    assert params["06_train"] == {"input_size": 416, "steps": 100, "width": 0.5, "run_name": name}
     assert "06" not in params  # '06' names the base's 06_train section
     assert params["common"] == {"workspace": "sweepws", "seed": 3, "augment": True}
     assert params["description"].startswith("base for the sweep; sweep sweep: 06.input_size=416")

@@ -1065,6 +1065,11 @@ def expand_grid(grid_document, base_dir=None):
         for (section, parameter), value in zip(parsed, values, strict=True):
             target = _matching_section(document, section)
             document.setdefault(target, {})[parameter] = value
+        # Each combination trains into a run folder of its own (else the runs would try
+        # to resume one another's), unless the grid names the run folder itself.
+        train_section = _matching_section(document, "06_train")
+        if train_section in document and "run_name" not in document[train_section]:
+            document[train_section]["run_name"] = name
         combinations.append((name, document))
     return combinations
 
