@@ -280,3 +280,28 @@ def test_multi_worker_training_on_two_local_cpu_workers(dataset, tmp_path):
     assert state["status"] == "finished" and state["step"] == 4
     assert [row["step"] for row in train.read_metrics(run_dir)] == [2, 4]
     assert "replicas 2" in outputs[0]
+
+
+@pytest.mark.slow
+def test_time_limit_stops_evaluated_and_saved(dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    lines = []
+    state = train.train(
+        dataset,
+        run_dir,
+        dict(TINY_TRAINING, steps=500, max_minutes=0.0005),
+        progress=False,
+        echo=lines.append,
+    )
+    assert state["status"] == "time_limited" and state["step"] < 500
+    rows = train.read_metrics(run_dir)
+    assert rows[-1]["step"] == state["step"] and rows[-1]["mAP"] is not None
+    assert (run_dir / "best.keras").is_file()
+    assert any(line.startswith("time limit: stopped at step") for line in lines)
+    # Rerunning does not train on.
+    assert (
+        train.train(
+            dataset, run_dir, dict(TINY_TRAINING, steps=500, max_minutes=0.0005), progress=False
+        )["step"]
+        == state["step"]
+    )

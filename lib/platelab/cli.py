@@ -173,7 +173,7 @@ def _train(args):
         f"{args.out}: {state['status']} at step {state['step']}; best mAP "
         f"{state['best_map']:.4f} at step {state['best_step']}"
     )
-    return 0 if state["status"] in ("finished", "early_stopped") else 1
+    return 0 if state["status"] in ("finished", "early_stopped", "time_limited") else 1
 
 
 def _predict(args):

@@ -6,7 +6,7 @@ A training run (see :mod:`platelab.train`) leaves in its folder::
                      score_threshold, nms_iou, max_detections) and the training parameters
     best.keras       the best model by validation mAP (``keras.models.load_model``)
     last.keras       the model at the last step
-    state.json       where the run stands: status ("running", "finished", "early_stopped",
+    state.json       where the run stands: status ("running", "finished", "early_stopped", "time_limited",
                      "nan_stopped"), step, best_step, best_map
 
 :func:`load` reads one; :meth:`Detector.predict` turns RGB ``uint8`` images of any

@@ -112,6 +112,9 @@ class TrainConfig:
         max_detections: detections per image
         strategy: ``auto`` (MultiWorkerMirrored with TF_CONFIG, Mirrored with several
             GPUs, else one device), ``default``, ``mirrored`` or ``multi_worker``
+        max_minutes: stop (evaluated and saved, status ``time_limited``) once training
+            has run this long in all; 0 for no limit. Keeps a profile within its time
+            budget on a slow machine, at the price of a machine-dependent last step.
     """
 
     input_size: int = 320
@@ -137,6 +140,7 @@ class TrainConfig:
     nms_iou: float = 0.5
     max_detections: int = 100
     strategy: str = "auto"
+    max_minutes: float = 0.0
 
     @classmethod
     def from_dict(cls, values):
@@ -814,7 +818,21 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
                 }
                 row["loss"] = row["class_loss"] + row["box_loss"]
                 window = {"class_loss": [], "box_loss": []}
-            evaluate_now = step % config.eval_every == 0 or step == config.steps
+            out_of_time = bool(
+                config.max_minutes
+                and elapsed_before + time.perf_counter() - began >= 60 * config.max_minutes
+            )
+            if out_of_time and row is None:
+                row = {
+                    "step": step,
+                    "epoch": round(step * global_batch / len(train_data), 3),
+                    "lr": float(schedule(step)),
+                    "class_loss": float(np.mean(window["class_loss"])),
+                    "box_loss": float(np.mean(window["box_loss"])),
+                }
+                row["loss"] = row["class_loss"] + row["box_loss"]
+                window = {"class_loss": [], "box_loss": []}
+            evaluate_now = step % config.eval_every == 0 or step == config.steps or out_of_time
             if evaluate_now:
                 row = row or {
                     "step": step,
@@ -861,6 +879,13 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
                     f"early stop at step {step}: validation mAP has not improved for "
                     f"{step - int(best_step.numpy())} steps (best {float(best_map.numpy()):.4f} "
                     f"at step {int(best_step.numpy())})"
+                )
+                break
+            if out_of_time:
+                status = "time_limited"
+                echo(
+                    f"time limit: stopped at step {step} of {config.steps} after "
+                    f"{config.max_minutes:g} minutes (max_minutes)"
                 )
                 break
             if stop_after is not None and steps_this_call >= stop_after:
@@ -1194,7 +1219,7 @@ def _check_resume(run_dir, run_config):
 
 def _finished_early(run_dir):
     state = detector.read_state(run_dir)
-    return state.get("status") in ("early_stopped", "finished", "nan_stopped")
+    return state.get("status") in ("early_stopped", "finished", "nan_stopped", "time_limited")
 
 
 def _is_chief(strategy):
