@@ -50,6 +50,7 @@ import functools
 import hashlib
 import json
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -87,14 +88,14 @@ INTENDED_USE = (
     "without human review, or for footage unlike the training data."
 )
 LIMITATIONS = (
-    "Trained on the dataset named below only: synthetic or few real cameras generalise poorly "
-    "to new vantage points, weather, night or motion blur.",
+    "Knows only its training data (see Training data): synthetic footage or a few real cameras "
+    "generalise poorly to new vantage points, weather, night or motion blur.",
     "Plates only a few pixels high at the model's input size are rarely found: resize the "
     "input or crop before detection for far-away vehicles.",
     "The whole frame is squeezed to a square input (aspect not kept), so very wide frames "
     "shrink objects horizontally.",
-    "Scores are not calibrated probabilities; the operating threshold was chosen on the "
-    "validation split.",
+    "Scores are not calibrated probabilities; the operating threshold is the run's "
+    "score_threshold: check precision and recall at it on data from the target cameras.",
 )
 
 
@@ -659,6 +660,33 @@ def postprocess_numpy(
     return boxes, candidate_scores[kept].astype(np.float32), class_index[kept].astype(np.int64) + 1
 
 
+def detection_gaps(first, second):
+    """How far two detection lists of the same classes are apart, whatever their order.
+
+    Args:
+        first, second: :meth:`Predictor.predict` results for one image, with the same
+            multiset of classes
+
+    Returns:
+        ``(score_gap, box_gap)``: the largest difference between the sorted scores of a
+        class, and the largest coordinate distance (pixels) from a box to the nearest
+        box of its class in the other list
+    """
+    score_gap = box_gap = 0.0
+    for class_id in np.unique(first["classes"]):
+        ours = first["classes"] == class_id
+        theirs = second["classes"] == class_id
+        score_gap = max(
+            score_gap,
+            float(
+                np.max(np.abs(np.sort(first["scores"][ours]) - np.sort(second["scores"][theirs])))
+            ),
+        )
+        distances = np.abs(first["boxes"][ours][:, None, :] - second["boxes"][theirs][None, :, :])
+        box_gap = max(box_gap, float(np.max(np.min(distances.max(axis=2), axis=1))))
+    return score_gap, box_gap
+
+
 def load_representative(source, input_size, count=REPRESENTATIVE_COUNT, progress=False):
     """Reads int8 calibration images, resized to the model input.
 
@@ -1204,33 +1232,6 @@ def _verify(keras_detector, staging, card, calibration):
     return result
 
 
-def detection_gaps(first, second):
-    """How far two detection lists of the same classes are apart, whatever their order.
-
-    Args:
-        first, second: :meth:`Predictor.predict` results for one image, with the same
-            multiset of classes
-
-    Returns:
-        ``(score_gap, box_gap)``: the largest difference between the sorted scores of a
-        class, and the largest coordinate distance (pixels) from a box to the nearest
-        box of its class in the other list
-    """
-    score_gap = box_gap = 0.0
-    for class_id in np.unique(first["classes"]):
-        ours = first["classes"] == class_id
-        theirs = second["classes"] == class_id
-        score_gap = max(
-            score_gap,
-            float(
-                np.max(np.abs(np.sort(first["scores"][ours]) - np.sort(second["scores"][theirs])))
-            ),
-        )
-        distances = np.abs(first["boxes"][ours][:, None, :] - second["boxes"][theirs][None, :, :])
-        box_gap = max(box_gap, float(np.max(np.min(distances.max(axis=2), axis=1))))
-    return score_gap, box_gap
-
-
 def _write_card(staging, card):
     (staging / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (staging / CARD_MARKDOWN).write_text(_card_markdown(card), encoding="utf-8")
@@ -1303,8 +1304,17 @@ def _card_markdown(card):
             "## Export check",
             "",
             f"On {check['images']} images ({', '.join(check['backends'])}): "
-            f"{'the same' if check['same_detections'] else 'NOT the same'} detections as the "
-            f"Keras model at score 0.05; largest differences: {figures}.",
+            + (
+                "the same detections as the Keras model at score 0.05"
+                if check["same_detections"]
+                else "some detections at score 0.05 differ from the Keras model's"
+                + (
+                    f" (expected with {export_facts['quantize']} quantisation)"
+                    if export_facts["quantize"] != "none"
+                    else ""
+                )
+            )
+            + f"; largest differences: {figures}.",
         ]
     lines += ["", "## Intended use", "", card["intended_use"], "", "## Known limits", ""]
     lines += [f"- {item}" for item in card["limitations"]]
@@ -1320,7 +1330,7 @@ def _metrics_markdown(metrics, labels):
     lines = []
     for name, block in blocks:
         lines += [
-            f"{name} (score threshold {_number(block.get('score_threshold'))}):",
+            f"{name} (operating point at score {block.get('score_threshold', 'n/a')}):",
             "",
             "| class | AP50 | AP | precision | recall | F1 | ground truth |",
             "| --- | --- | --- | --- | --- | --- | --- |",
@@ -1447,3 +1457,7 @@ def _tflite_interpreter_class():
     tf = model_lib._import_tensorflow()
     warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
     return tf.lite.Interpreter
+
+
+if __name__ == "__main__":
+    sys.exit(main_export())

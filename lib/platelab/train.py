@@ -756,12 +756,12 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
         "best_map": float(best_map.numpy()),
         "steps": config.steps,
     }
-    if chief:
-        atomic_write_json(run_dir / detector.STATE_FILENAME, state)
     if start_step >= config.steps or _finished_early(run_dir):
-        state = detector.read_state(run_dir)
+        state = detector.read_state(run_dir) or dict(state, status="finished")
         echo(f"{run_dir}: already {state.get('status', 'finished')} at step {state.get('step')}")
         return state
+    if chief:
+        atomic_write_json(run_dir / detector.STATE_FILENAME, state)
 
     global_batch = config.batch_size
     dataset = make_train_dataset(train_data, anchors, config, start_step, global_batch)

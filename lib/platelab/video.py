@@ -732,3 +732,7 @@ def _iou_matrix(first, second):
     union = area_first[:, None] + area_second[None, :] - intersection
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union > 0, intersection / union, 0.0)
+
+
+if __name__ == "__main__":
+    sys.exit(main_video())
