@@ -351,6 +351,16 @@ def _build_parser():
         commands.add_parser("evaluate", help="COCO metrics of predictions or a model on VOC data")
     )
 
+    from platelab import export as export_module
+    from platelab import video as video_module
+
+    export_module.add_export_arguments(
+        commands.add_parser("export", help="export a trained model (SavedModel, TFLite, ONNX)")
+    )
+    video_module.add_video_arguments(
+        commands.add_parser("video", help="draw a model's detections on a video (stage 08)")
+    )
+
     from platelab import analyze as analyze_module
 
     analyze_module.add_sweep_arguments(

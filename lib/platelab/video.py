@@ -736,3 +736,62 @@ def _iou_matrix(first, second):
 
 if __name__ == "__main__":
     sys.exit(main_video())
+
+
+def player(predictor, video_path, threshold=None, track_frames=None):
+    """An ipywidgets player for JupyterLab: a frame slider and a confidence slider.
+
+    Each frame is read from ``video_path`` and run through ``predictor`` on demand;
+    detections at or above the confidence slider are drawn.
+
+    Args:
+        predictor: anything with ``predict(images_rgb, score_threshold)`` (a
+            :class:`platelab.export.Predictor` or :class:`platelab.detector.Detector`)
+        video_path: the (novel) video
+        threshold: the confidence slider's start (default: the predictor's threshold)
+        track_frames: frames offered by the slider (default: all)
+
+    Returns:
+        the widget (a ``VBox``); display it in a notebook
+    """
+    import cv2
+    import ipywidgets as widgets
+
+    total = int(probe(video_path)["frame_count"]) if track_frames is None else int(track_frames)
+    start = float(threshold if threshold is not None else getattr(predictor, "score_threshold", 0.5))
+    frame_slider = widgets.IntSlider(0, 0, max(total - 1, 0), description="frame", continuous_update=False)
+    confidence = widgets.FloatSlider(
+        start, min=0.05, max=0.95, step=0.05, description="confidence", continuous_update=False
+    )
+    picture = widgets.Image(format="jpeg")
+    status = widgets.Label()
+    cache = {}
+
+    def show(*_):
+        index = frame_slider.value
+        if index not in cache:
+            frame = visualize.read_video_frame(video_path, index)
+            result = predictor.predict([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)], score_threshold=0.05)[0]
+            cache.clear()
+            cache[index] = (frame, result)
+        frame, result = cache[index]
+        keep = result["scores"] >= confidence.value
+        objects = [
+            {"label": label, "bbox": box.tolist(), "score": float(score)}
+            for box, score, label, kept in zip(
+                result["boxes"], result["scores"], result["labels"], keep, strict=True
+            )
+            if kept
+        ]
+        picture.value = cv2.imencode(".jpg", draw_frame(frame, objects))[1].tobytes()
+        counts = {}
+        for item in objects:
+            counts[item["label"]] = counts.get(item["label"], 0) + 1
+        status.value = f"frame {index}: " + (
+            ", ".join(f"{count} {label}" for label, count in counts.items()) or "no detection"
+        ) + f" at confidence >= {confidence.value:.2f}"
+
+    frame_slider.observe(show, names="value")
+    confidence.observe(show, names="value")
+    show()
+    return widgets.VBox([widgets.HBox([frame_slider, confidence]), picture, status])
