@@ -758,8 +758,12 @@ def player(predictor, video_path, threshold=None, track_frames=None):
     import ipywidgets as widgets
 
     total = int(probe(video_path)["frame_count"]) if track_frames is None else int(track_frames)
-    start = float(threshold if threshold is not None else getattr(predictor, "score_threshold", 0.5))
-    frame_slider = widgets.IntSlider(0, 0, max(total - 1, 0), description="frame", continuous_update=False)
+    start = float(
+        threshold if threshold is not None else getattr(predictor, "score_threshold", 0.5)
+    )
+    frame_slider = widgets.IntSlider(
+        0, 0, max(total - 1, 0), description="frame", continuous_update=False
+    )
     confidence = widgets.FloatSlider(
         start, min=0.05, max=0.95, step=0.05, description="confidence", continuous_update=False
     )
@@ -771,7 +775,9 @@ def player(predictor, video_path, threshold=None, track_frames=None):
         index = frame_slider.value
         if index not in cache:
             frame = visualize.read_video_frame(video_path, index)
-            result = predictor.predict([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)], score_threshold=0.05)[0]
+            result = predictor.predict(
+                [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)], score_threshold=0.05
+            )[0]
             cache.clear()
             cache[index] = (frame, result)
         frame, result = cache[index]
@@ -787,9 +793,11 @@ def player(predictor, video_path, threshold=None, track_frames=None):
         counts = {}
         for item in objects:
             counts[item["label"]] = counts.get(item["label"], 0) + 1
-        status.value = f"frame {index}: " + (
-            ", ".join(f"{count} {label}" for label, count in counts.items()) or "no detection"
-        ) + f" at confidence >= {confidence.value:.2f}"
+        status.value = (
+            f"frame {index}: "
+            + (", ".join(f"{count} {label}" for label, count in counts.items()) or "no detection")
+            + f" at confidence >= {confidence.value:.2f}"
+        )
 
     frame_slider.observe(show, names="value")
     confidence.observe(show, names="value")
