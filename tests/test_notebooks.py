@@ -119,6 +119,21 @@ def test_smoke_chain(tmp_path):
         assert stage.name in index
         assert read_json(run_dir / stage.name / "metrics.json")["key_figures"]
 
+    # A batch rerun of the review once a model exists: its predictions give mistakenness.
+    params.write_text(params.read_text().replace("04_review:\n", "04_review:\n  model: latest\n"))
+    rerun = runner.run_chain(
+        params_file=params,
+        stages="04",
+        reports_dir=tmp_path / "reports",
+        run_id="review-again",
+        echo=print,
+    )
+    assert rerun["status"] == "ok", rerun["stages"]
+    review_report = (
+        tmp_path / "reports" / "review-again" / "04_review" / "report.html"
+    ).read_text()
+    assert "predicted boxes stored from" in review_report
+
 
 @pytest.mark.slow
 def test_stage_00_reproduces_byte_for_byte(tmp_path):
