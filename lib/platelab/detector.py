@@ -55,7 +55,7 @@ class Detector:
         self._forward = None
 
     def preprocess(self, images):
-        """Resizes RGB images to the model input.
+        """Resizes RGB images to the model input (:func:`platelab.model.resize_image`).
 
         Args:
             images: a list of ``(H, W, 3)`` ``uint8`` RGB arrays (sizes may differ)
@@ -63,11 +63,7 @@ class Detector:
         Returns:
             ``(batch, input_size, input_size, 3)`` float32 pixels 0-255
         """
-        tf = model_lib._import_tensorflow()
-        size = (self.input_size, self.input_size)
-        return tf.stack(
-            [tf.image.resize(tf.convert_to_tensor(image), size) for image in images]
-        ).numpy()
+        return np.stack([model_lib.resize_image(image, self.input_size) for image in images])
 
     def raw_outputs(self, batch):
         """The model's ``class_logits`` and ``box_deltas`` for a preprocessed batch (NumPy)."""

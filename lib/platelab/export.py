@@ -37,9 +37,9 @@ training split.
 
 **Running an export.** :func:`load_predictor` opens any of them (or a run folder or
 ``.keras`` file) as a :class:`Predictor`, whose :meth:`Predictor.predict` returns what
-:meth:`platelab.detector.Detector.predict` does. Every predictor resizes images exactly
-as ``tf.image.resize`` does (:func:`resize_image`), so the formats differ only by their
-arithmetic.
+:meth:`platelab.detector.Detector.predict` does. Every predictor resizes images as
+training did (:func:`platelab.model.resize_image`: area averaging when shrinking), so
+the formats differ only by their arithmetic.
 """
 
 import argparse
@@ -565,39 +565,16 @@ class OnnxPredictor(Predictor):
 
 
 def resize_image(image, size):
-    """Resizes an image to ``size x size`` exactly as ``tf.image.resize`` (bilinear) does.
-
-    Half-pixel centres, no antialiasing, float32 arithmetic: the preprocessing the
-    model was trained with. Only the source rows and columns the interpolation reads
-    are converted to float, so a 1080p frame costs a few milliseconds.
+    """Resizes an image to ``size x size`` as training did (:func:`platelab.model.resize_image`).
 
     Args:
-        image: ``(H, W, C)`` array (any dtype, any strides)
+        image: ``(H, W, C)`` uint8 array (any strides)
         size: the output side in pixels
 
     Returns:
         ``(size, size, C)`` float32
     """
-    if image.ndim == 3 and image.strides[2] < 0:  # a channel-reversed view (BGR as RGB)
-        return resize_image(image[:, :, ::-1], size)[:, :, ::-1]
-    height, width = image.shape[:2]
-    rows_low, rows_high, row_weight = _resize_weights(height, size)
-    cols_low, cols_high, col_weight = _resize_weights(width, size)
-    col_weight = col_weight[None, :, None]
-    rows = []
-    for row_index in (rows_low, rows_high):
-        band = np.take(image, row_index, axis=0)
-        left = np.take(band, cols_low, axis=1).astype(np.float32)
-        right = np.take(band, cols_high, axis=1).astype(np.float32)
-        right -= left
-        right *= col_weight
-        left += right
-        rows.append(left)
-    upper, lower = rows
-    lower -= upper
-    lower *= row_weight[:, None, None]
-    upper += lower
-    return upper
+    return model_lib.resize_image(image, size)
 
 
 def decode_numpy(deltas, anchors):
@@ -945,7 +922,7 @@ def _detection_module(tf, keras_detector):
 
         @tf.function(input_signature=[images_spec, threshold_spec])
         def detect(self, images, score_threshold):
-            pixels = tf.image.resize(images, (size, size))
+            pixels = model_lib.resize_images_tf(images, size)
             outputs = self.network(pixels, training=False)
             scores = tf.nn.softmax(outputs["class_logits"], axis=-1)[..., 1:]
             boxes = model_lib.decode_predictions(outputs["box_deltas"], self.anchors)
@@ -1120,8 +1097,9 @@ def _model_card(keras_detector, config, state, run_folder, model_file, fmt, quan
         },
         "preprocessing": (
             "RGB uint8 image; the whole image resized to "
-            f"{keras_detector.input_size}x{keras_detector.input_size} (bilinear, half-pixel "
-            "centres, no antialiasing, aspect ratio not kept: tf.image.resize), float32 "
+            f"{keras_detector.input_size}x{keras_detector.input_size}, aspect ratio not kept: "
+            "area averaging when shrinking (cv2.INTER_AREA, rounded), bilinear when enlarging "
+            "(platelab.model.resize_image), float32 "
             "pixels 0-255 (uint8 for int8 TFLite); the network rescales to [-1, 1] itself"
         ),
         "postprocessing": (
@@ -1415,19 +1393,6 @@ def _iou(box, boxes):
 
 
 @functools.lru_cache(maxsize=64)
-def _resize_weights(in_size, out_size):
-    """Source indices and weights of TensorFlow's half-pixel bilinear resize along one axis."""
-    scale = np.float32(in_size / out_size)
-    source = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
-    floor = np.floor(source)
-    low = np.maximum(floor, 0).astype(np.intp)
-    high = np.minimum(np.ceil(source), in_size - 1).astype(np.intp)
-    weight = (source - floor).astype(np.float32)
-    for array in (low, high, weight):
-        array.setflags(write=False)
-    return low, high, weight
-
-
 def _scale(width, height):
     return np.array([width, height, width, height], dtype=np.float32)
 

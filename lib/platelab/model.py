@@ -418,6 +418,52 @@ def postprocess(
     return output
 
 
+def resize_image(image, size):
+    """The model's preprocessing: an image resized to ``size`` x ``size`` (aspect not kept).
+
+    Shrinking (the usual case: frames are larger than the input) averages the source
+    pixels each output pixel covers (``cv2.INTER_AREA``, rounded to whole grey
+    levels): small plates stay visible instead of aliasing away. Enlarging along
+    either side is bilinear (``cv2.INTER_LINEAR``). Training, evaluation, every
+    export's predictor and the SavedModel's in-graph resize (:func:`resize_images_tf`)
+    use this.
+
+    Args:
+        image: ``(H, W, C)`` uint8 array (RGB or BGR; any strides)
+        size: the output side in pixels
+
+    Returns:
+        ``(size, size, C)`` float32 with whole values 0-255
+    """
+    import cv2
+
+    image = np.ascontiguousarray(image)
+    height, width = image.shape[:2]
+    shrink = height >= size and width >= size
+    method = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (size, size), interpolation=method)
+    if resized.ndim == 2:
+        resized = resized[:, :, None]
+    return resized.astype(np.float32)
+
+
+def resize_images_tf(images, size):
+    """:func:`resize_image` inside a TensorFlow graph, for a batch of same-sized images.
+
+    TensorFlow's ``area`` resize, rounded, equals ``cv2.INTER_AREA`` when shrinking (up
+    to rounding ties); enlarging is TensorFlow's bilinear resize.
+    """
+    tf = _import_tensorflow()
+    shape = tf.shape(images)
+    shrink = tf.logical_and(shape[1] >= size, shape[2] >= size)
+    images = tf.cast(images, tf.float32)
+    return tf.cond(
+        shrink,
+        lambda: tf.round(tf.image.resize(images, (size, size), method="area")),
+        lambda: tf.image.resize(images, (size, size), method="bilinear"),
+    )
+
+
 def _import_tensorflow():
     from platelab.tfrecords import import_tensorflow
 

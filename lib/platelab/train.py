@@ -112,6 +112,8 @@ class TrainConfig:
         max_detections: detections per image
         strategy: ``auto`` (MultiWorkerMirrored with TF_CONFIG, Mirrored with several
             GPUs, else one device), ``default``, ``mirrored`` or ``multi_worker``
+        bn_momentum: momentum of every batch-norm layer's moving statistics (Keras's
+            MobileNetV2 uses 0.999, too slow for short fine-tuning runs)
         max_minutes: stop (evaluated and saved, status ``time_limited``) once training
             has run this long in all; 0 for no limit. Keeps a profile within its time
             budget on a slow machine, at the price of a machine-dependent last step.
@@ -141,6 +143,7 @@ class TrainConfig:
     max_detections: int = 100
     strategy: str = "auto"
     max_minutes: float = 0.0
+    bn_momentum: float = 0.9
 
     @classmethod
     def from_dict(cls, values):
@@ -302,8 +305,8 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
         if array is None:
             return None, f"{path.name}: record {name}: image cannot be decoded (skipped)"
         height, width = array.shape[:2]
-        resized = cv2.resize(array, (size, size), interpolation=cv2.INTER_AREA)
-        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+        resized = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+        resized = model_lib.resize_image(resized, size).astype(np.uint8)
         boxes = np.stack(
             [values(f"image/object/bbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax")],
             axis=-1,
@@ -1146,6 +1149,13 @@ def _build_model(config, anchor_spec, num_classes, resuming, echo):
         net = build(None)
     if init == "auto" and not resuming:
         init = "imagenet" if weights == "imagenet" else "none (auto: no ImageNet weights)"
+    # Keras's MobileNetV2 keeps batch-norm statistics with momentum 0.999: after a few
+    # hundred steps they still mostly hold their initial values (or ImageNet's), and the
+    # model in inference mode sees other activations than in training. 0.9 follows
+    # the data within tens of steps.
+    for layer in _all_layers(net):
+        if hasattr(layer, "momentum") and "BatchNormalization" in type(layer).__name__:
+            layer.momentum = config.bn_momentum
     if init_run is not None:
         _init_from_run(net, init_run, config, echo)
     elif not resuming:
