@@ -1209,7 +1209,20 @@ def _check_resume(run_dir, run_config):
     except detector.ModelError as error:
         raise TrainingError(f"cannot resume: {error}") from None
     differences = detector.config_mismatch(existing, run_config)
-    training_keys = ("batch_size", "seed", "steps", "learning_rate", "warmup_steps", "augment")
+    # Anything that changes what the run computes must match; how often it logs,
+    # evaluates, saves or stops may change between a run and its resumption.
+    free_keys = {
+        "log_every",
+        "eval_every",
+        "checkpoint_every",
+        "patience_steps",
+        "max_minutes",
+        "strategy",
+        "init",
+    }
+    training_keys = sorted(
+        (set(run_config["training"]) | set(existing.get("training", {}))) - free_keys
+    )
     for key in training_keys:
         mine = run_config["training"].get(key)
         theirs = existing.get("training", {}).get(key)
