@@ -579,7 +579,12 @@ def encode_with_ignore(boxes, classes, difficult, anchors, match_iou):
     easy = tf.where(difficult, 0, classes)
     hard = tf.where(difficult, classes, 0)
     class_targets, box_targets = model_lib.encode_targets(boxes, easy, anchors, match_iou)
-    hard_targets, _ = model_lib.encode_targets(boxes, hard, anchors, match_iou)
+    # The second matching only where the image has a difficult box (most have none).
+    hard_targets = tf.cond(
+        tf.reduce_any(hard > 0),
+        lambda: model_lib.encode_targets(boxes, hard, anchors, match_iou)[0],
+        lambda: tf.zeros_like(class_targets),
+    )
     ignored = (hard_targets > 0) & (class_targets == 0)
     class_targets = tf.where(ignored, IGNORE, class_targets)
     return class_targets, box_targets
