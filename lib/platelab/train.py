@@ -1226,7 +1226,9 @@ def _check_resume(run_dir, run_config):
         "init",
     }
     training_keys = sorted(
-        (set(run_config["training"]) | set(existing.get("training", {}))) - free_keys
+        (set(run_config["training"]) | set(existing.get("training", {})))
+        - free_keys
+        - set(detector.MODEL_CONFIG_KEYS)
     )
     for key in training_keys:
         mine = run_config["training"].get(key)
