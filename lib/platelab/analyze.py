@@ -48,6 +48,7 @@ import yaml
 from platelab import config, paths, visualize
 from platelab.atomic import atomic_write_json, atomic_write_text
 from platelab.config import ConfigError
+from platelab.train import BASE_COLUMNS, PER_CLASS_METRICS  # metrics.csv's columns
 
 logger = logging.getLogger(__name__)
 
@@ -55,26 +56,7 @@ METRICS_CSV = "metrics.csv"
 CONFIG_JSON = "config.json"
 STATE_JSON = "state.json"
 SUMMARY_JSON = "metrics.json"
-BASE_COLUMNS = (
-    "step",
-    "epoch",
-    "elapsed_s",
-    "lr",
-    "loss",
-    "class_loss",
-    "box_loss",
-    "val_loss",
-    "val_class_loss",
-    "val_box_loss",
-    "mAP",
-    "AP50",
-    "AP75",
-    "precision",
-    "recall",
-    "F1",
-)
-"""The columns every ``metrics.csv`` has; per-class ``<metric>/<label>`` columns follow."""
-PER_CLASS_METRICS = ("AP50", "AP", "precision", "recall")
+
 KEY_CONFIG = ("input_size", "width", "init", "batch_size")
 """The configuration values :func:`compare_runs` shows for each run."""
 MIN_EVALUATIONS = 5

@@ -815,22 +815,12 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
                 break
             window["class_loss"].append(class_loss)
             window["box_loss"].append(box_loss)
-            row = None
-            if step % config.log_every == 0 or step == config.steps:
-                row = {
-                    "step": step,
-                    "epoch": round(step * global_batch / len(train_data), 3),
-                    "lr": float(schedule(step)),
-                    "class_loss": float(np.mean(window["class_loss"])),
-                    "box_loss": float(np.mean(window["box_loss"])),
-                }
-                row["loss"] = row["class_loss"] + row["box_loss"]
-                window = {"class_loss": [], "box_loss": []}
             out_of_time = bool(
                 config.max_minutes
                 and elapsed_before + time.perf_counter() - began >= 60 * config.max_minutes
             )
-            if out_of_time and row is None:
+            row = None
+            if step % config.log_every == 0 or step == config.steps or out_of_time:
                 row = {
                     "step": step,
                     "epoch": round(step * global_batch / len(train_data), 3),
