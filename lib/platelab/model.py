@@ -437,6 +437,10 @@ def resize_image(image, size):
     """
     import cv2
 
+    if image.ndim == 3 and image.strides[2] < 0:
+        # A channel-reversed view (BGR seen as RGB): resizing works channel by channel,
+        # so resize the contiguous frame and reverse the small result (no 6 MB copy).
+        return resize_image(image[:, :, ::-1], size)[:, :, ::-1]
     image = np.ascontiguousarray(image)
     height, width = image.shape[:2]
     shrink = height >= size and width >= size
