@@ -4,10 +4,10 @@ Usage::
 
     python benchmarks/bench_review_quality.py --seeds 101,102,103 [--rate 0.05] [--cache DIR]
 
-For each seed, the chain's stages 00-03 at the default profile's sizes
-(``params/default.yaml``: 6 videos of 10 s at 960x540 and 10 fps, frames
-sampled at 2 fps, curated with threshold 3, tasks of 20 images, the
-simulated annotator injecting mistakes at a per-object rate of 0.05), all
+For each seed, the chain's stages 00-03 at the sizes this script sets (6 videos
+of 10 s at 960x540 and 10 fps, frames sampled at 2 fps, curated with threshold 3,
+tasks of 20 images, the simulated annotator injecting mistakes at a per-object
+rate of ``--rate``), all
 with that one seed as the profile's ``common.seed`` would give them; then
 stage 04's loading and ranking. Prints, per seed, the injected mistakes
 found in the top 10 % of images (a mistake counts as found when its image is
