@@ -384,6 +384,20 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
     return data
 
 
+def anchor_boxes(data):
+    """The box sizes anchors are fitted to: ``(M, 2)`` widths and heights (fractions).
+
+    Difficult boxes (plates a few pixels high) are left out where others exist: training
+    ignores them, so an anchor shape spent on them would be wasted.
+    """
+    chosen = (data.classes > 0) & ~data.difficult
+    if not chosen.any():
+        chosen = data.classes > 0
+    boxes = data.boxes[chosen]
+    wh = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1)
+    return wh[(wh[:, 0] > 0) & (wh[:, 1] > 0)]
+
+
 def cache_size_for(config):
     """Side of the square training images kept in memory: 1.5x the input with augmentation
     (crops zoom in without losing detail), else the input size."""
@@ -688,9 +702,7 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
             f"{dataset_dir}: the val split is empty: validation loss, mAP and early stop need it "
             "(merge with a val fraction that gives it at least one group)"
         )
-    train_boxes = train_data.boxes[train_data.classes > 0]
-    wh = np.stack([train_boxes[:, 2] - train_boxes[:, 0], train_boxes[:, 3] - train_boxes[:, 1]], 1)
-    wh = wh[(wh[:, 0] > 0) & (wh[:, 1] > 0)]
+    wh = anchor_boxes(train_data)
     if len(wh) == 0:
         raise TrainingError(f"{dataset_dir}: the train split has no boxes")
     anchor_spec = model_lib.anchors_from_boxes(
