@@ -46,7 +46,9 @@ def test_resize_in_numpy_and_in_the_graph_agree():
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
-    for height, width, size in [(300, 500, 128), (540, 960, 320), (128, 128, 128), (90, 100, 160)]:
+    cases = [(300, 500, 128), (540, 960, 320), (128, 128, 128), (90, 100, 160), (1080, 1920, 320)]
+    cases += [(720, 1280, 320), (1081, 1920, 320), (2160, 3840, 512)]  # halved first (or not: odd)
+    for height, width, size in cases:
         image = cv2.GaussianBlur(
             rng.integers(0, 256, (height, width, 3)).astype(np.uint8), (5, 5), 2
         )

@@ -423,10 +423,15 @@ def resize_image(image, size):
 
     Shrinking (the usual case: frames are larger than the input) averages the source
     pixels each output pixel covers (``cv2.INTER_AREA``, rounded to whole grey
-    levels): small plates stay visible instead of aliasing away. Enlarging along
-    either side is bilinear (``cv2.INTER_LINEAR``). Training, evaluation, every
-    export's predictor and the SavedModel's in-graph resize (:func:`resize_images_tf`)
-    use this.
+    levels): small plates stay visible instead of aliasing away. An image at least
+    twice the input on both sides, with even sides and no whole scale factor, is
+    first halved by averaging 2x2 blocks, repeatedly (OpenCV's whole-factor path: a
+    1080p frame to 320 takes about 3 ms instead of 8). Every source pixel still
+    counts; only pixels straddling an output pixel's edge are weighted slightly
+    differently than in one area resize.
+    Enlarging along either side is bilinear (``cv2.INTER_LINEAR``). Training,
+    evaluation, every export's predictor and the SavedModel's in-graph resize
+    (:func:`resize_images_tf`) use this.
 
     Args:
         image: ``(H, W, C)`` uint8 array (RGB or BGR; any strides)
@@ -443,6 +448,9 @@ def resize_image(image, size):
         return resize_image(image[:, :, ::-1], size)[:, :, ::-1]
     image = np.ascontiguousarray(image)
     height, width = image.shape[:2]
+    while _halvable(height, width, size):
+        height, width = height // 2, width // 2
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
     shrink = height >= size and width >= size
     method = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
     resized = cv2.resize(image, (size, size), interpolation=method)
@@ -454,18 +462,44 @@ def resize_image(image, size):
 def resize_images_tf(images, size):
     """:func:`resize_image` inside a TensorFlow graph, for a batch of same-sized images.
 
-    TensorFlow's ``area`` resize, rounded, equals ``cv2.INTER_AREA`` when shrinking (up
-    to rounding ties); enlarging is TensorFlow's bilinear resize.
+    The same halving of large images (2x2 block means); then TensorFlow's ``area``
+    resize, rounded, equals ``cv2.INTER_AREA`` when shrinking (up to rounding ties);
+    enlarging is TensorFlow's bilinear resize.
     """
     tf = _import_tensorflow()
+    images = tf.cast(images, tf.float32)
+
+    def halvable(images):
+        shape = tf.shape(images)
+        return _halvable(shape[1], shape[2], size)
+
+    def halve(images):  # 2x2 block means, rounded half up like cv2's uint8 result
+        return (tf.floor(tf.nn.avg_pool2d(images, 2, 2, "VALID") + 0.5),)
+
+    (images,) = tf.while_loop(
+        halvable,
+        halve,
+        (images,),
+        shape_invariants=(tf.TensorShape([None, None, None, images.shape[-1]]),),
+    )
     shape = tf.shape(images)
     shrink = tf.logical_and(shape[1] >= size, shape[2] >= size)
-    images = tf.cast(images, tf.float32)
     return tf.cond(
         shrink,
         lambda: tf.round(tf.image.resize(images, (size, size), method="area")),
         lambda: tf.image.resize(images, (size, size), method="bilinear"),
     )
+
+
+def _halvable(height, width, size):
+    """Whether :func:`resize_image` first halves an image of ``height`` x ``width``.
+
+    Only where the area resize to ``size`` is fractional: a whole factor is OpenCV's
+    fast path already (and halving first would then change the result).
+    """
+    large = (height >= 2 * size) & (width >= 2 * size)
+    even = (height % 2 == 0) & (width % 2 == 0)
+    return large & even & ((height % size != 0) | (width % size != 0))
 
 
 def _import_tensorflow():

@@ -325,6 +325,21 @@ def annotate_video(
     return result
 
 
+def model_threads():
+    """CPU threads for the model while a video is annotated: all cores but one.
+
+    The decoding and encoding ffmpeg processes need about one core at 1080p; a model
+    that takes both of 2 cores makes them wait (measured with
+    ``benchmarks/bench_deploy.py`` at 1080p30 on 2 cores: 36.9 FPS end to end with
+    1 model thread, 32.6 FPS with 2).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 def draw_frame(frame_bgr, objects, counts=None):
     """Draws detections (and track ids, and running counts) on a copy of a frame.
 
@@ -421,7 +436,9 @@ def add_video_arguments(parser):
         metavar="FRAMES",
         help="with --track: frames a track survives unseen (15)",
     )
-    parser.add_argument("--threads", type=int, help="CPU threads for the model")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads for the model (default: all cores but one)"
+    )
     parser.set_defaults(handler=run_video_command)
     return parser
 
@@ -438,7 +455,7 @@ def run_video_command(args):
     from platelab.export import load_predictor
 
     _check_output(Path(args.input), Path(args.output))
-    predictor = load_predictor(args.model, threads=args.threads)
+    predictor = load_predictor(args.model, threads=args.threads or model_threads())
     tracker = IouTracker(max_age=args.max_age) if args.track else None
     result = annotate_video(
         predictor,
