@@ -2,23 +2,34 @@
 
 Usage::
 
-    python benchmarks/bench_review_quality.py --seeds 101,102,103 [--rate 0.05] [--cache DIR]
+    python benchmarks/bench_review_quality.py [--seeds 301,...,308] [--rate 0.0025]
+        [--injections 6] [--cache DIR]
 
-For each seed, the chain's stages 00-03 at the sizes this script sets (6 videos
-of 10 s at 960x540 and 10 fps, frames sampled at 2 fps, curated with threshold 3,
-tasks of 20 images, the simulated annotator injecting mistakes at a per-object
-rate of ``--rate``), all
-with that one seed as the profile's ``common.seed`` would give them; then
-stage 04's loading and ranking. Prints, per seed, the injected mistakes
-found in the top 10 % of images (a mistake counts as found when its image is
-in the top), per kind, and the share of images holding a mistake (the
-ceiling: with mistakes in more than 10 % of the images, 100 % cannot be
-reached); then the mean and minimum over the seeds.
+Issue 4's goal: the top 10 % of the images by the ranking hold at least 80 %
+of the injected mistakes (a mistake counts as found when its image is in the
+top 10 %). For each seed, the chain's stages 00-03 at the default profile's
+sizes (``params/default.yaml``: 6 videos of 10 s at 960x540 and 10 fps,
+frames sampled at 2 fps, curated with threshold 3, tasks of 20 images), then
+``--injections`` independent injections of mistakes by the simulated
+annotator (injection k of seed s draws with seed s + 10000 k; k = 0 is what
+the profile's ``common.seed`` would give), each loaded and ranked as stage 04
+does. Prints per seed the mistakes found in the top 10 %, pooled over the
+injections, per kind, and the ceiling (the most any ranking could put there:
+with mistakes in more than 10 % of the images it is under 100 %); then the
+mean and minimum over the seeds.
 
-Stages 00-03 are cached per seed and rate under ``--cache`` (default
+The rate: the default profile's 0.05 per object puts mistakes in about 45 %
+of the images, where no ranking's top 10 % holds more than about half of
+them (the ceiling); 0.0025 puts them in about 5 %, so the measure is the
+ranking's. The ranking was developed on seeds 1-8 (held-out rounds on
+101-108 and 201-208 were looked at only as totals, then development went on
+on seeds 1-8); the default seeds 301-308 are held out (tests/test_review.py
+checks the goal on seed 301).
+
+Stages 00-03 are cached per seed under ``--cache`` (default
 ``$TMPDIR/platelab-review-quality``), so reruns time the ranking alone.
-``--dump FILE`` pickles the loaded images and mistakes per seed for
-development.
+``--dump FILE`` pickles the loaded images and mistakes per (seed, injection)
+for development.
 """
 
 import argparse
@@ -139,10 +150,10 @@ def best_possible(mistakes, reviewed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="101,102,103,104,105,106,107,108")
-    parser.add_argument("--rate", type=float, default=0.05, help="per-object mistake rate")
+    parser.add_argument("--seeds", default="301,302,303,304,305,306,307,308")
+    parser.add_argument("--rate", type=float, default=0.0025, help="per-object mistake rate")
     parser.add_argument(
-        "--injections", type=int, default=1, help="independent injections per seed, pooled"
+        "--injections", type=int, default=6, help="independent injections per seed, pooled"
     )
     parser.add_argument("--fraction", type=float, default=0.1, help="share of images reviewed")
     parser.add_argument(

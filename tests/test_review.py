@@ -351,9 +351,116 @@ def test_app_shows_the_dataset_in_headless_chromium(batches, tmp_path):
 # --------------------------------------------------------------------------- likely mistakes
 
 
+REVIEW_GOAL = 0.8
+"""Issue 4: the top 10 % of images by the ranking hold at least this share of the injected mistakes."""
+
+GOAL_SYNTH_SEED = 301
+"""The synthetic set of the review-quality test: one the ranking was not developed on.
+
+The ranking was developed on synthetic seeds 1-8 only;
+``benchmarks/bench_review_quality.py`` measures it on the held-out seeds
+301-308, this one among them."""
+GOAL_INJECTIONS = 3
+"""Independent injections into that set, pooled (seed 301 + 10000 k, as the benchmark draws them)."""
+GOAL_RATE = 0.0025
+"""Per-object mistake rate: mistakes in about 5 % of the images, so the top 10 % can hold them all.
+
+The default profile's 0.05 puts mistakes in about 45 % of the images: there
+no ranking's top 10 % can hold more than about half of them."""
+
+
+def _textured(rng, height, width, smooth=5):
+    noise = rng.integers(0, 255, (height, width, 3), np.uint8)
+    return cv2.GaussianBlur(noise, (0, 0), smooth)
+
+
+def _object(label, bbox, **extra):
+    return {
+        "label": label,
+        "original_label": label,
+        "known": True,
+        "bbox": [float(value) for value in bbox],
+        "raw_bbox": [float(value) for value in bbox],
+        "difficult": False,
+        "occluded": False,
+        "truncated": False,
+        "attributes": extra,
+    }
+
+
+def _video_frames(folder, written):
+    """Three frames of one video (0.5 s apart): a static textured street, a car driving right.
+
+    ``written(frame, car, plate)`` gives the boxes the annotator wrote for a frame.
+    """
+    rng = np.random.default_rng(7)
+    background = _textured(rng, 120, 200)
+    car = _textured(rng, 30, 48, smooth=1)
+    car[22:28, 17:31] = 235  # the plate: a bright rectangle
+    car[24:26, 19:29:3] = 20  # with dark characters
+    images = []
+    for frame in range(3):
+        pixels = background.copy()
+        x0, y0 = 40 + 12 * frame, 50
+        pixels[y0 : y0 + 30, x0 : x0 + 48] = car
+        path = folder / f"video_a_t{500 * frame:06d}.png"
+        cv2.imwrite(str(path), pixels)
+        image = review.ReviewImage(
+            batch="batch",
+            name=path.stem,
+            image_path=path,
+            width=200,
+            height=120,
+            source_id="video_a",
+            time=0.5 * frame,
+        )
+        car_box = [x0, y0, x0 + 48, y0 + 30]
+        plate_box = [x0 + 17, y0 + 22, x0 + 31, y0 + 28]
+        image.objects = written(frame, car_box, plate_box)
+        images.append(image)
+    return images
+
+
+@pytest.mark.parametrize("mistake", ["missing", "shifted", "wrong_label"])
+def test_neighbouring_frames_reveal_a_mistake_in_the_middle_frame(tmp_path, mistake):
+    def written(frame, car, plate):
+        objects = [_object("vehicle", car), _object("license_plate", plate, text="AB 123")]
+        if frame == 1 and mistake == "missing":
+            del objects[0]
+        if frame == 1 and mistake == "shifted":
+            objects[0]["bbox"] = [car[0] + 19, car[1] - 12, car[2] + 19, car[3] - 12]
+        if frame == 1 and mistake == "wrong_label":
+            objects[0]["label"] = "license_plate"
+        return objects
+
+    images = _video_frames(tmp_path, written)
+    ranking = review.rank_images(images)
+    assert ranking[0]["key"] == images[1].key, [item["key"] for item in ranking]
+    expected = {"missing": "track_gap", "shifted": "track_jump", "wrong_label": "label_outlier"}
+    evidence = [item for item in ranking[0]["evidence"] if item["kind"] == expected[mistake]]
+    assert len(evidence) == 1, ranking[0]["evidence"]
+    evidence = evidence[0]
+    assert evidence["strength"] >= 0.5 and "both neighbouring frames" in evidence["message"]
+    if mistake != "missing":
+        assert evidence["object"] == 0
+    assert all(item["score"] < 0.3 for item in ranking[1:]), ranking  # the neighbours look clean
+
+
+def test_a_clean_video_gives_no_track_evidence(tmp_path):
+    images = _video_frames(
+        tmp_path,
+        lambda frame, car, plate: [_object("vehicle", car), _object("license_plate", plate)],
+    )
+    assert all(item["score"] == 0 for item in review.rank_images(images))
+
+
 @pytest.fixture(scope="module")
 def synthetic_tasks(tmp_path_factory):
-    """The real chain on synthetic video: stages 00-02 and stage 03's task batches."""
+    """Stages 00-03 at the default profile's sizes (params/default.yaml) on synthetic seed 301.
+
+    6 videos of 10 s at 960x540 and 10 fps, frames sampled at 2 fps, curated
+    with threshold 3, tasks of 20 images.
+    """
     root = tmp_path_factory.mktemp("review-workspace")
     synthetic = root / "raw" / "synthetic"
     synth.synthesize(
@@ -361,16 +468,17 @@ def synthetic_tasks(tmp_path_factory):
         videos=6,
         seconds=10.0,
         fps=10.0,
-        size=(480, 270),
-        seed=11,
+        size=(960, 540),
+        seed=GOAL_SYNTH_SEED,
         workers=1,
         progress=False,
     )
     frames_dir = root / "interim" / "frames"
     frames.sample([synthetic / "videos"], frames_dir, fps=2.0, progress=False, workers=1)
-    curate.curate([frames_dir], root / "interim" / "curated", progress=False, workers=1)
+    curated = root / "interim" / "curated"
+    curate.curate([frames_dir], curated, threshold=3, drop_empty=False, progress=False, workers=1)
     tasks = root / "interim" / "cvat" / "tasks"
-    cvat.export_tasks(root / "interim" / "curated", tasks, batch_size=40, progress=False)
+    cvat.export_tasks(curated, tasks, batch_size=20, progress=False)
     return root, tasks
 
 
@@ -384,34 +492,41 @@ def test_duplicates_and_plates_outside_vehicles_rank_first(batches):
 
 @pytest.mark.slow
 def test_ranking_finds_injected_mistakes(synthetic_tasks):
-    """Review quality: the top 10 % of images by the model-free ranking hold >= 80 % of the mistakes.
+    """Review quality (issue 4): the top 10 % of images by the model-free ranking hold >= 80 % of the mistakes.
 
-    Five independent injections (mistakes in 5-9 % of the images) into the
-    same 120 frames of six synthetic videos; measured 40/48 (83 %) when
-    written. On other synthetic sets (synth seeds 23 and 37) the same ranking
-    measured 75-79 %, so the margin is thin.
+    A mistake counts as found when its image is in the top 10 %. Measured on
+    a synthetic set the ranking was not developed on (:data:`GOAL_SYNTH_SEED`),
+    :data:`GOAL_INJECTIONS` independent injections pooled (35 mistakes);
+    measured 28/35 = 80 % when written: the goal holds here, but only just.
+    On the held-out seeds 301-308 (six injections each) the ranking measured
+    82 % on average, 65-94 % per seed (``benchmarks/bench_review_quality.py``):
+    the goal is met on average, not on every seed.
     """
     root, tasks = synthetic_tasks
     found = total = 0
-    for seed in (1, 2, 3, 4, 5):  # five independent injections into the same 120 frames
+    shares = []
+    for injection in range(GOAL_INJECTIONS):
+        seed = GOAL_SYNTH_SEED + 10000 * injection
         exports = root / "interim" / "cvat" / f"exports_{seed}"
         document = cvat.simulate_annotator(
-            tasks, exports, inject_mistakes=0.005, seed=seed, progress=False
+            tasks, exports, inject_mistakes=GOAL_RATE, seed=seed, progress=False
         )
         images, problems, _ = review.load_images([exports], index=tasks, progress=False)
         assert len(images) >= 100
-        ranking = review.rank_images(images)
+        ranking = review.rank_images(images, seed=GOAL_SYNTH_SEED)
         quality = review.review_quality(ranking, document["mistakes"], fraction=0.1)
-        assert quality["unmatched"] == 0
-        share = quality["images_with_mistakes"] / quality["images"]
-        assert 0.03 <= share <= 0.12, f"seed {seed}: mistakes in {share:.0%} of images"
+        assert quality["unmatched"] == 0 and quality["mistakes"] > 0
+        shares.append(quality["images_with_mistakes"] / quality["images"])
         found += quality["found"]
         total += quality["mistakes"]
         print(
-            f"seed {seed}: {quality['found']}/{quality['mistakes']} in the top {quality['reviewed']}"
+            f"injection {seed}: {quality['found']}/{quality['mistakes']} in the top "
+            f"{quality['reviewed']} of {quality['images']} ({quality['by_kind']})"
         )
     print(f"review quality: {found}/{total} = {found / total:.0%}")
-    assert found / total >= 0.8
+    # Rare mistakes, as the goal presumes: a perfect ranking's top 10 % would hold (nearly) all.
+    assert 0.02 <= sum(shares) / len(shares) <= 0.12, shares
+    assert found / total >= REVIEW_GOAL
 
 
 @pytest.mark.shared
