@@ -3,12 +3,14 @@
 import json
 import shutil
 import socket
+import uuid
 import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from cvat_server import FakeCvatServer
 
 from platelab import LABELS, annotations, curate, cvat, frames, metadata, synth
 
@@ -547,10 +549,164 @@ def test_cvat_server_is_skipped_without_url_and_unreachable_in_one_line(tasks, t
     assert not (tmp_path / "downloads").exists()
 
 
+@pytest.mark.fiftyone
+@pytest.mark.slow
+def test_cvat_server_round_trip_through_fiftyone(workspace, tmp_path):
+    """Upload, annotate in "CVAT" (the stand-in of tests/cvat_server.py), download, import."""
+    from platelab.fiftyone_setup import import_fiftyone
+
+    fo = import_fiftyone()
+    kept = workspace["curated"]["kept"]
+    assert len(kept) >= 6  # three tasks of two images at least
+    predictions = [
+        {"image": kept[0]["path"], "label": "car", "score": 0.9, "bbox": [10, 12, 60, 40]},
+        {"image": kept[0]["path"], "label": "plate", "score": 0.8, "bbox": [20, 30, 28, 34]},
+        {"image": kept[2]["path"], "label": "vehicle", "score": 0.9, "bbox": [5, 6, 50, 45]},
+        {"image": kept[4]["path"], "label": "vehicle", "score": 0.9, "bbox": [40, 40, 90, 80]},
+        {"image": kept[4]["path"], "label": "vehicle", "score": 0.9, "bbox": [1, 2, 30, 20]},
+    ]
+    tasks_folder = tmp_path / "tasks"
+    index = cvat.export_tasks(
+        workspace["curated_dir"],
+        tasks_folder,
+        batch_size=2,
+        predictions=predictions,
+        progress=False,
+    )
+    task_names = [task["task"] for task in index["tasks"]]
+    by_path = {entry["path"]: entry for entry in index["images"]}
+    first, second, third, fifth = (by_path[kept[number]["path"]] for number in (0, 1, 2, 4))
+    assert [first["task"], second["task"], third["task"], fifth["task"]] == [
+        task_names[0],
+        task_names[0],
+        task_names[1],
+        task_names[2],
+    ]
+    name = f"platelab-test-cvat-{uuid.uuid4().hex[:8]}"
+    credentials = {"username": "annotator", "password": "s3cret"}
+    downloads = tmp_path / "downloads"
+    with FakeCvatServer(users={"annotator": "s3cret"}) as server:
+        try:
+            # First a wrong password: the failed upload must not count as uploaded later.
+            with pytest.raises(cvat.CvatError) as error:
+                cvat.upload_tasks(
+                    tasks_folder, server.url, dataset_name=name, username="annotator", password="no"
+                )
+            message = str(error.value)
+            assert message.startswith(f"{server.url}: uploading task_001 failed (")
+            assert "/api/auth/login" in message and "\n" not in message
+            assert server.task_names() == []
+
+            uploaded = cvat.upload_tasks(tasks_folder, server.url, dataset_name=name, **credentials)
+            assert uploaded == {"dataset": name, "uploaded": task_names, "already": []}
+            assert server.task_names() == task_names
+            for task in index["tasks"]:
+                held = server.task(task["task"])
+                entries = sorted(
+                    (entry for entry in index["images"] if entry["task"] == task["task"]),
+                    key=lambda entry: entry["position"],
+                )
+                assert [
+                    (frame["name"], frame["width"], frame["height"], frame["sha256"])
+                    for frame in held["frames"]
+                ] == [
+                    (entry["name"], entry["width"], entry["height"], entry["sha256"])
+                    for entry in entries
+                ]
+                assert held["jobs"] == [(0, len(entries) - 1)]  # one job per task
+                assert list(held["labels"]) == list(LABELS)
+                vehicle, plate = held["labels"]["vehicle"], held["labels"]["license_plate"]
+                assert vehicle["type"]["values"] == ["sedan", "truck", "bus"]
+                assert vehicle["type"]["default_value"] == "sedan"
+                assert plate["text"]["input_type"] == "text"
+                assert plate["difficult"]["input_type"] == "checkbox"
+                assert plate["difficult"]["default_value"] == "false"
+                assert "occluded" not in vehicle  # CVAT's own flag, not an attribute
+            held = server.task(first["task"])["shapes"]
+            assert sorted((shape["frame"], shape["label"], shape["points"]) for shape in held) == [
+                (first["name"], "license_plate", [20.0, 30.0, 28.0, 34.0]),
+                (first["name"], "vehicle", [10.0, 12.0, 60.0, 40.0]),
+            ]
+            assert [len(server.task(task)["shapes"]) for task in task_names[1:]] == [1, 2] + [0] * (
+                len(task_names) - 3
+            )
+
+            def correct_first_task(job):
+                plate, vehicle = sorted(job.shapes(first["name"]), key=lambda shape: shape.label)
+                vehicle.points = [12, 14, 70.5, 44]
+                vehicle.occluded = True
+                vehicle.attributes["type"] = "truck"
+                plate.attributes["text"] = "0042"
+                plate.attributes["difficult"] = True
+                job.draw(second["name"], "vehicle", [100, 50, 180, 120], truncated=True)
+
+            def correct_third_task(job):
+                big, small = sorted(job.shapes(fifth["name"]), key=lambda shape: -shape.points[2])
+                big.label = "license_plate"  # resets its attributes, as CVAT's editor does
+                big.attributes["text"] = "1E5"
+                job.delete(small)
+
+            server.edit_task(first["task"], correct_first_task)
+            server.edit_task(fifth["task"], correct_third_task)
+
+            written = cvat.download_annotations(
+                tasks_folder, server.url, downloads, dataset_name=name, **credentials
+            )
+            assert written == [downloads / f"{task}_voc" for task in task_names]
+            result = cvat.import_exports(downloads, work_dir=tmp_path / "work", progress=False)
+            assert [export.task for export in result.exports] == task_names
+            assert result.problems == []
+            found = {}
+            for export, record in result.records():
+                found[(export.task, record.name)] = sorted(
+                    (
+                        item["label"],
+                        item["bbox"],
+                        item["occluded"],
+                        item["difficult"],
+                        item["truncated"],
+                        item["attributes"],
+                    )
+                    for item in record.objects
+                )
+            expected = {(entry["task"], Path(entry["name"]).stem): [] for entry in index["images"]}
+            stem = {entry["name"]: Path(entry["name"]).stem for entry in index["images"]}
+            expected[(first["task"], stem[first["name"]])] = [
+                ("license_plate", [20.0, 30.0, 28.0, 34.0], False, True, False, {"text": "0042"}),
+                ("vehicle", [12.0, 14.0, 70.5, 44.0], True, False, False, {"type": "truck"}),
+            ]
+            expected[(second["task"], stem[second["name"]])] = [
+                ("vehicle", [100.0, 50.0, 180.0, 120.0], False, False, True, {"type": "sedan"}),
+            ]
+            expected[(third["task"], stem[third["name"]])] = [  # untouched
+                ("vehicle", [5.0, 6.0, 50.0, 45.0], False, False, False, {}),
+            ]
+            expected[(fifth["task"], stem[fifth["name"]])] = [
+                ("license_plate", [40.0, 40.0, 90.0, 80.0], False, False, False, {"text": "1E5"}),
+            ]
+            assert found == expected
+
+            again = cvat.upload_tasks(tasks_folder, server.url, dataset_name=name, **credentials)
+            assert again == {"dataset": name, "uploaded": [], "already": task_names}
+            assert server.task_names() == task_names  # nothing uploaded twice
+            assert fo.load_dataset(name).list_annotation_runs() == task_names
+            # FiftyOne called nothing the stand-in does not serve; only the bad login failed.
+            refused = [request for request in server.requests if request[2] >= 400]
+            assert refused == [("POST", "/api/auth/login", 400)]
+        finally:
+            if fo.dataset_exists(name):
+                fo.delete_dataset(name)
+
+
 def test_label_schema_for_fiftyone_matches_the_label_set():
     schema = cvat.fiftyone_label_schema()["ground_truth"]
     assert schema["type"] == "detections"
     assert [entry["classes"] for entry in schema["classes"]] == [[label] for label in LABELS]
     assert schema["classes"][0]["attributes"]["type"]["values"] == ["sedan", "truck", "bus"]
-    assert schema["classes"][1]["attributes"]["text"] == {"type": "text"}
-    assert schema["classes"][1]["attributes"]["difficult"] == {"type": "checkbox", "default": False}
+    # CVAT 2.5+ wants values on every attribute: [] for a text, [True, False] for a checkbox.
+    assert schema["classes"][1]["attributes"]["text"] == {"type": "text", "values": []}
+    assert schema["classes"][1]["attributes"]["difficult"] == {
+        "type": "checkbox",
+        "values": [True, False],
+        "default": False,
+    }

@@ -1145,7 +1145,11 @@ def gallery(result, count=6, seed=0):
 
 
 def fiftyone_label_schema():
-    """The label set as FiftyOne's CVAT label schema (per-class attributes)."""
+    """The label set as FiftyOne's CVAT label schema (per-class attributes).
+
+    Every attribute lists its values, as CVAT 2.5 and later require: the
+    choices of a select, ``[]`` for a text, ``[True, False]`` for a checkbox.
+    """
     classes = []
     for label in LABEL_SET:
         attributes = {}
@@ -1156,7 +1160,10 @@ def fiftyone_label_schema():
                 spec["values"] = list(attribute["values"])
                 spec["default"] = attribute["default_value"]
             elif kind == "checkbox":
+                spec["values"] = [True, False]
                 spec["default"] = False
+            else:
+                spec["values"] = []
             attributes[attribute["name"]] = spec
         classes.append({"classes": [label["name"]], "attributes": attributes})
     return {"ground_truth": {"type": "detections", "classes": classes}}
@@ -1197,7 +1204,9 @@ def upload_tasks(
     environment variables. The task images go into a persistent FiftyOne
     dataset (one sample per image, with its index entry as fields and any
     pre-annotations as ``ground_truth`` to correct); each task is one
-    annotation run keyed by its name, uploaded once.
+    annotation run keyed by its name, uploaded once (a failed upload is
+    forgotten, so the next call tries that task again). Text attributes come
+    back as typed (``coerce_text_attrs=False``: plate text stays text).
 
     Args:
         tasks_folder: the folder written by :func:`export_tasks`
@@ -1237,10 +1246,15 @@ def upload_tasks(
                 task_name=anno_key,
                 segment_size=max(len(view), 1),
                 occluded_attr="occluded",
+                coerce_text_attrs=False,  # plate text "0042" stays "0042", not the number 42
                 launch_editor=False,
                 **credentials,
             )
         except Exception as error:  # noqa: BLE001 - the backend raises requests', CVAT's and its own errors
+            # FiftyOne registers the run before it uploads: forget a failed one, so that
+            # the next call uploads the task instead of counting it as already uploaded.
+            if anno_key in dataset.list_annotation_runs():
+                dataset.delete_annotation_run(anno_key)
             raise CvatError(f"{url}: uploading {anno_key} failed ({_one_line(error)})") from None
         uploaded.append(anno_key)
     return {"dataset": dataset.name, "uploaded": uploaded, "already": already}
