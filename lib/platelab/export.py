@@ -12,9 +12,10 @@ size, anchor spec, thresholds, input and output tensors, plus training data, met
 intended use and limits) and ``MODEL_CARD.md`` (the same for people).
 
 **SavedModel**: a ``tf.Module`` whose signatures take a batch of same-sized RGB
-``uint8`` images of any size (``images``: ``(batch, H, W, 3)``), resize them (bilinear,
-as training did), run the network, decode the boxes against the anchors (a constant
-in the graph) and run per-class NMS (``tf.image.combined_non_max_suppression``).
+``uint8`` images of any size (``images``: ``(batch, H, W, 3)``), resize them as training
+did (:func:`platelab.model.resize_images_tf`: area averaging), run the network, decode
+the boxes against the anchors (a constant in the graph) and run per-class NMS
+(``tf.image.combined_non_max_suppression``).
 Outputs: ``boxes`` ``(batch, max_detections, 4)`` ``[xmin, ymin, xmax, ymax]``
 **normalised** to [0, 1] (multiply by the image's width and height for pixels),
 ``scores``, ``classes`` (1-based class ids; 0 past ``num_detections``) and

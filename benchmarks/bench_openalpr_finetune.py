@@ -1,0 +1,136 @@
+"""Real photos: fine-tuning on openalpr-br from a synthetic-pretrained run, against from scratch.
+
+Usage::
+
+    python benchmarks/bench_openalpr_finetune.py [--pretrained RUN_DIR] [--minutes 5]
+        [--shared ../shared/data/openalpr-br] [--split 0.7,0.15,0.15] [--seed 0]
+        [--work DIR]
+
+Issue 5's real-photo goal: pretrained on synthetic data (stage 06 of the default
+profile: ``data/default/models/ssd`` after ``make run``), fine-tuned on the two
+real CVAT exports of ``../shared/data/openalpr-br``, reported as license-plate
+recall at IoU 0.5 and AP50 on its held-out part. Steps:
+
+1. ``platelab merge`` of both exports (labels ``license plate`` and
+   ``license_plate`` normalised) with a group-safe split by photo (``--split``,
+   ``--seed``);
+2. ``platelab train`` twice with the same parameters and the same time budget
+   (``--minutes`` each): ``--init PRETRAINED`` and ``--init none``;
+3. ``platelab evaluate --split test`` of each; the set annotates plates only
+   (one per photo; vehicles and other plates are not annotated), so only
+   ``license_plate`` is scored.
+
+Prints both rows side by side (steps reached, test AP50, recall, precision at the
+operating threshold). The two trainings run one after the other, never at once.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from platelab import paths
+
+PLATELAB = [sys.executable, "-m", "platelab"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--pretrained",
+        default=str(paths.models_dir("default") / "ssd"),
+        help="synthetic-pretrained run folder (default: data/default/models/ssd)",
+    )
+    parser.add_argument(
+        "--shared",
+        default=str(paths.PROJECT_ROOT.parent / "shared" / "data" / "openalpr-br"),
+        help="folder holding br_task_1_voc.zip and br_task_2_voc.zip",
+    )
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget per run (5)")
+    parser.add_argument("--steps", type=int, default=600, help="training steps at most (600)")
+    parser.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test by photo")
+    parser.add_argument("--seed", type=int, default=0, help="split and training seed (0)")
+    parser.add_argument("--work", help="work folder (default: a temporary one)")
+    arguments = parser.parse_args(argv)
+    exports = sorted(Path(arguments.shared).glob("br_task_*_voc.zip"))
+    if len(exports) != 2:
+        sys.exit(f"SKIP: {arguments.shared}: the two openalpr-br exports are not there")
+    pretrained = Path(arguments.pretrained)
+    if not (pretrained / "config.json").is_file():
+        sys.exit(f"FAIL: {pretrained}: no training run there (run `make run` first)")
+    with tempfile.TemporaryDirectory(prefix="bench-openalpr-") as scratch:
+        work = Path(arguments.work or scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        dataset = work / "dataset"
+        _platelab(
+            "merge", *map(str, exports), "--out", str(dataset), "--split", arguments.split,
+            "--seed", str(arguments.seed), "--quiet",
+        )  # fmt: skip
+        counts = {
+            split: len((dataset / "ImageSets" / "Main" / f"{split}.txt").read_text().split())
+            for split in ("train", "val", "test")
+        }
+        print(f"openalpr-br split by photo (seed {arguments.seed}): {counts}")
+        params = work / "params.yaml"
+        params.write_text(yaml.safe_dump({"06_train": _train_parameters(pretrained, arguments)}))
+        rows = []
+        for name, init in (
+            ("fine-tuned from synthetic", str(pretrained)),
+            ("from scratch", "none"),
+        ):
+            run_dir = work / f"run-{init == 'none' and 'scratch' or 'finetune'}"
+            _platelab(
+                "train", "--data", str(dataset), "--out", str(run_dir), "--params", str(params),
+                "--init", init, "--seed", str(arguments.seed), "--quiet",
+            )  # fmt: skip
+            metrics_path = work / f"{run_dir.name}-test.json"
+            _platelab(
+                "evaluate", "--model", str(run_dir), "--data", str(dataset), "--split", "test",
+                "--classes", "license_plate", "--out", str(metrics_path),
+            )  # fmt: skip
+            plate = json.loads(metrics_path.read_text())["per_class"]["license_plate"]
+            state = json.loads((run_dir / "state.json").read_text())
+            rows.append((name, state, plate))
+    print()
+    print(f"license plates on the held-out photos ({counts['test']}), IoU 0.5:")
+    print(f"  {'init':<28} {'steps':>6} {'AP50':>7} {'recall':>7} {'precision':>9}")
+    for name, state, plate in rows:
+        print(
+            f"  {name:<28} {state.get('step', '?'):>6} {plate['AP50']:7.3f} "
+            f"{plate['recall']:7.3f} {plate['precision']:9.3f}"
+        )
+    return 0
+
+
+def _train_parameters(pretrained, arguments):
+    """The pretrained run's model shape, a short schedule and the time budget."""
+    config = json.loads((pretrained / "config.json").read_text())
+    config = config.get("config", config)
+    return {
+        "input_size": config["input_size"],
+        "width": config["width"],
+        "batch_size": 16,
+        "steps": arguments.steps,
+        "max_minutes": arguments.minutes,
+        "learning_rate": 0.001,
+        "warmup_steps": 30,
+        "log_every": 20,
+        "eval_every": 50,
+        "checkpoint_every": 50,
+    }
+
+
+def _platelab(*arguments):
+    result = subprocess.run([*PLATELAB, *arguments], capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        sys.exit(f"FAIL: platelab {arguments[0]}: " + " | ".join(tail))
+    return result.stdout
+
+
+if __name__ == "__main__":
+    sys.exit(main())
