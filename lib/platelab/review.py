@@ -1412,13 +1412,8 @@ def _appearance(images, read_image=None):
 
 def _neighbour_frames(images):
     """key -> the frames just before and after it in the same video (within the track gap)."""
-    by_source = defaultdict(list)
-    for image in images:
-        if image.source_id is not None and image.time is not None:
-            by_source[image.source_id].append(image)
     neighbours = {}
-    for members in by_source.values():
-        members.sort(key=lambda image: image.time)
+    for members in _frames_by_source(images):
         for position, image in enumerate(members):
             around = []
             for other_position in (position - 1, position + 1):
@@ -1430,19 +1425,23 @@ def _neighbour_frames(images):
     return neighbours
 
 
+def _frames_by_source(images):
+    """The images of each source video that know their time, in time order (a list per video)."""
+    by_source = defaultdict(list)
+    for image in images:
+        if image.source_id is not None and image.time is not None:
+            by_source[image.source_id].append(image)
+    return [sorted(members, key=lambda image: image.time) for members in by_source.values()]
+
+
 def _track_neighbours(images):
     """key -> the two frames of the same video the track evidence compares it with.
 
     The frames just before and after; at a video's ends or beside a gap
     longer than :data:`TRACK_MAX_GAP`, the two nearest on one side.
     """
-    by_source = defaultdict(list)
-    for image in images:
-        if image.source_id is not None and image.time is not None:
-            by_source[image.source_id].append(image)
     neighbours = {}
-    for members in by_source.values():
-        members.sort(key=lambda image: image.time)
+    for members in _frames_by_source(images):
         for position, image in enumerate(members):
             near = [
                 other
