@@ -42,6 +42,7 @@ import logging
 import math
 import os
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -1271,8 +1272,20 @@ def _task_id():
 
 
 def _forward_function(net):
-    tf = model_lib._import_tensorflow()
-    return tf.function(lambda images: net(images, training=False), reduce_retracing=True)
+    """The network's inference pass as one ``tf.function`` per network (traced once, not
+    at every evaluation: TensorFlow warns about retracing otherwise)."""
+    forward = _FORWARD_FUNCTIONS.get(net)
+    if forward is None:
+        tf = model_lib._import_tensorflow()
+        network = weakref.ref(net)  # a strong one here would keep the dict entry forever
+        forward = tf.function(
+            lambda images: network()(images, training=False), reduce_retracing=True
+        )
+        _FORWARD_FUNCTIONS[net] = forward
+    return forward
+
+
+_FORWARD_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
 def _metric_columns(labels):
