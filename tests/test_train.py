@@ -298,13 +298,18 @@ def test_time_limit_stops_evaluated_and_saved(dataset, tmp_path):
     assert rows[-1]["step"] == state["step"] and rows[-1]["mAP"] is not None
     assert (run_dir / "best.keras").is_file()
     assert any(line.startswith("time limit: stopped at step") for line in lines)
-    # Rerunning does not train on.
+    # Rerunning with the same limit does not train on; a raised limit continues the run.
     assert (
         train.train(
             dataset, run_dir, dict(TINY_TRAINING, steps=500, max_minutes=0.0005), progress=False
         )["step"]
         == state["step"]
     )
+    trained_minutes = rows[-1]["elapsed_s"] / 60
+    more = dict(TINY_TRAINING, steps=500, max_minutes=trained_minutes + 0.02)
+    continued = train.train(dataset, run_dir, more, progress=False)
+    assert continued["status"] == "time_limited" and state["step"] < continued["step"] < 500
+    assert [row["step"] for row in train.read_metrics(run_dir)][-1] == continued["step"]
 
 
 @pytest.mark.slow

@@ -780,7 +780,7 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
         "best_map": float(best_map.numpy()),
         "steps": config.steps,
     }
-    if start_step >= config.steps or _finished_early(run_dir):
+    if start_step >= config.steps or _finished_early(run_dir, config):
         state = detector.read_state(run_dir) or dict(state, status="finished")
         echo(f"{run_dir}: already {state.get('status', 'finished')} at step {state.get('step')}")
         return state
@@ -1253,9 +1253,18 @@ def _check_resume(run_dir, run_config):
     return True
 
 
-def _finished_early(run_dir):
+def _finished_early(run_dir, config):
+    """Whether the run in ``run_dir`` has ended for good under ``config``.
+
+    A time-limited run goes on when the limit is raised past the time it has trained
+    (or removed): the same command with a larger ``max_minutes`` continues it.
+    """
     state = detector.read_state(run_dir)
-    return state.get("status") in ("early_stopped", "finished", "nan_stopped", "time_limited")
+    status = state.get("status")
+    if status == "time_limited":
+        trained = _last_elapsed(run_dir / "metrics.csv")
+        return bool(config.max_minutes) and trained >= 60 * config.max_minutes
+    return status in ("early_stopped", "finished", "nan_stopped")
 
 
 def _is_chief(strategy):
