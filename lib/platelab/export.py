@@ -166,7 +166,7 @@ def export(
         run_dir if run_dir.is_file() else run_dir / f"{'best' if which == 'best' else 'last'}.keras"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out) as staging:
+    with atomic_dir(out) as staging, _quiet_tensorflow_info():
         if fmt == "saved_model":
             io_spec = _write_saved_model(keras_detector, staging)
         elif fmt == "tflite":
@@ -1410,6 +1410,18 @@ def _has_module(name):
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow_info():
+    """TensorFlow's INFO lines ("Assets written to: ...") kept out of logs and reports."""
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        tf_logger.setLevel(level)
 
 
 def _tflite_interpreter_class():
