@@ -1,8 +1,9 @@
 """Deployment speed: each export format's model alone, then a 1080p video end to end.
 
 Builds an SSDLite MobileNetV2 detector (random weights: speed does not depend on
-them; default input 320 and width 0.5, as the default profile trains), exports it to every format
-(:func:`platelab.export.export`: SavedModel, TFLite float32/float16/int8, ONNX) and
+them; default input 320 and width 0.5, as the default profile trains), exports it to
+every format (:func:`platelab.export.export`: SavedModel, TFLite float32/float16/int8,
+ONNX) and
 times, in one process, side by side:
 
 * **model alone**: one preprocessed image per call (batch 1), ``--threads`` CPU

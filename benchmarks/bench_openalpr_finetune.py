@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from platelab import paths
+from platelab import detector, paths
 
 PLATELAB = [sys.executable, "-m", "platelab"]
 
@@ -60,8 +60,10 @@ def main(argv=None):
     if len(exports) != 2:
         sys.exit(f"SKIP: {arguments.shared}: the two openalpr-br exports are not there")
     pretrained = Path(arguments.pretrained)
-    if not (pretrained / "config.json").is_file():
-        sys.exit(f"FAIL: {pretrained}: no training run there (run `make run` first)")
+    try:
+        pretrained_config = detector.read_config(pretrained)
+    except detector.ModelError as error:
+        sys.exit(f"FAIL: {error} (run `make run` first)")
     with tempfile.TemporaryDirectory(prefix="bench-openalpr-") as scratch:
         work = Path(arguments.work or scratch)
         work.mkdir(parents=True, exist_ok=True)
@@ -76,7 +78,9 @@ def main(argv=None):
         }
         print(f"openalpr-br split by photo (seed {arguments.seed}): {counts}")
         params = work / "params.yaml"
-        params.write_text(yaml.safe_dump({"06_train": _train_parameters(pretrained, arguments)}))
+        params.write_text(
+            yaml.safe_dump({"06_train": _train_parameters(pretrained_config, arguments)})
+        )
         rows = []
         for name, init in (
             ("fine-tuned from synthetic", str(pretrained)),
@@ -93,7 +97,7 @@ def main(argv=None):
                 "--classes", "license_plate", "--out", str(metrics_path),
             )  # fmt: skip
             plate = json.loads(metrics_path.read_text())["per_class"]["license_plate"]
-            state = json.loads((run_dir / "state.json").read_text())
+            state = detector.read_state(run_dir)
             rows.append((name, state, plate))
     print()
     print(f"license plates on the held-out photos ({counts['test']}), IoU 0.5:")
@@ -106,10 +110,8 @@ def main(argv=None):
     return 0
 
 
-def _train_parameters(pretrained, arguments):
+def _train_parameters(config, arguments):
     """The pretrained run's model shape, a short schedule and the time budget."""
-    config = json.loads((pretrained / "config.json").read_text())
-    config = config.get("config", config)
     return {
         "input_size": config["input_size"],
         "width": config["width"],

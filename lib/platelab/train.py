@@ -1537,18 +1537,21 @@ def _chroma_matrix(saturation, hue):
     instead of two RGB-HSV round trips (about 0.3 ms instead of 4.8 ms at 320 px).
     """
     tf = model_lib._import_tensorflow()
-    to_yiq = tf.constant(_RGB_TO_YIQ, tf.float32)
     saturation = tf.cast(saturation, tf.float32)
     angle = -2.0 * np.pi * tf.cast(hue, tf.float32)  # YIQ turns the other way round
     cos, sin = saturation * tf.cos(angle), saturation * tf.sin(angle)
     one, zero = tf.ones([]), tf.zeros([])
     chroma = tf.stack([[one, zero, zero], [zero, cos, -sin], [zero, sin, cos]])
     # Rows of RGB values: rgb @ to_yiq.T @ chroma.T @ inv(to_yiq).T
-    return tf.transpose(tf.linalg.inv(to_yiq) @ chroma @ to_yiq)
+    return tf.transpose(_YIQ_TO_RGB @ chroma @ _RGB_TO_YIQ)
 
 
-_RGB_TO_YIQ = [
-    [0.299, 0.587, 0.114],
-    [0.595716, -0.274453, -0.321263],
-    [0.211456, -0.522591, 0.311135],
-]
+_RGB_TO_YIQ = np.array(
+    [
+        [0.299, 0.587, 0.114],
+        [0.595716, -0.274453, -0.321263],
+        [0.211456, -0.522591, 0.311135],
+    ],
+    np.float32,
+)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
