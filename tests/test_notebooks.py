@@ -118,6 +118,20 @@ def test_smoke_chain(tmp_path):
         assert "data:image/png;base64" in report, f"{stage.name}: report has no figure"
         assert stage.name in index
         assert read_json(run_dir / stage.name / "metrics.json")["key_figures"]
+    # The goals are measured and reported: input throughput (06), held-out video (07).
+    training = read_json(run_dir / "06_train" / "metrics.json")
+    assert 0 < training["key_figures"]["input ratio"] < 5
+    assert training["details"]["throughput"]["steps"] == 2
+    analysis = read_json(run_dir / "07_analyze" / "metrics.json")
+    # 2 videos of 1 s at 5 fps, every 2nd frame (2 a second of 5): frames 0, 2, 4.
+    assert analysis["key_figures"]["held-out frames"] == 2 * 3
+    assert 0 <= analysis["key_figures"]["held-out AP50 vehicle"] <= 1
+    plates = analysis["key_figures"]["held-out AP50 license_plate"]
+    assert plates is None or 0 <= plates <= 1  # None: no plate big enough at 320x180
+    goal_names = [row["goal"] for row in analysis["details"]["goals"]]
+    assert "input pipeline throughput" in goal_names
+    assert "held-out AP50 license_plate (full profile)" in goal_names
+    assert "Goals" in (run_dir / "07_analyze" / "report.html").read_text()
 
     # A batch rerun of the review once a model exists: its predictions give mistakenness.
     params.write_text(params.read_text().replace("04_review:\n", "04_review:\n  model: latest\n"))

@@ -76,6 +76,8 @@ BASE_COLUMNS = (
 PER_CLASS_METRICS = ("AP50", "AP", "precision", "recall")
 CHECKPOINT_DIR = "checkpoints"
 IGNORE = -1
+THROUGHPUT_GOAL = 0.9
+"""Training images/s through the input pipeline over the bare train step's, at least."""
 
 
 class TrainingError(RuntimeError):
@@ -1495,6 +1497,83 @@ def measure_memory(batch_sizes, config=None, steps=2, timeout=300):
                 reason = "out of memory"
             rows.append({"batch_size": batch_size, "peak_mib": None, "status": reason})
     return rows
+
+
+def measure_input_throughput(data, config, steps=20, rounds=3, echo=None):
+    """Does the ``tf.data`` pipeline keep the train step fed? Images/s with and without it.
+
+    Builds the model of ``config`` (random weights) and the real training pipeline, then
+    times, alternating round by round in this one process (machines are shared and
+    noisy: both see the same conditions):
+
+    * **bare**: the train step on ``steps`` batches taken from the pipeline beforehand
+      and held as tensors (no input work at all);
+    * **real**: the same train step fed by the pipeline (index draw, augmentation,
+      target encoding, batching, prefetch) as :func:`train` runs it.
+
+    Args:
+        data: the training :class:`SplitData`, images at :func:`cache_size_for` ``config``
+        config: a :class:`TrainConfig` (input size, width, levels, batch size, augment)
+        steps: timed steps per round
+        rounds: alternating rounds; the best round of each is compared
+        echo: called with one line per round (e.g. ``print``)
+
+    Returns:
+        a dict: ``bare_images_per_s`` and ``real_images_per_s`` (best rounds), ``ratio``
+        (real / bare; the goal is at least :data:`THROUGHPUT_GOAL`), ``rounds`` (each
+        round's two figures), ``steps``, ``batch_size``
+
+    Raises:
+        TrainingError: the split is empty, or ``steps`` or ``rounds`` is below 1
+    """
+    if len(data) == 0:
+        raise TrainingError("the training split is empty: nothing to measure")
+    if steps < 1 or rounds < 1:
+        raise TrainingError(f"steps and rounds must be at least 1, got {steps} and {rounds}")
+    import time
+
+    tf = model_lib._import_tensorflow()
+    keras = model_lib._import_keras()
+    labels = data.labels_list or ("vehicle", "license_plate")
+    spec = model_lib.anchors_from_boxes(
+        anchor_boxes(data), config.input_size, config.levels, config.anchors_per_level
+    )
+    anchors = model_lib.generate_anchors(spec, config.input_size)
+    net = model_lib.build_ssd(
+        len(labels), config.input_size, config.width, spec, weights=None, levels=config.levels
+    )
+    optimizer = keras.optimizers.AdamW(1e-4)
+    optimizer.build(net.trainable_variables)
+    step = make_train_step(net, optimizer, tf.distribute.get_strategy(), config)
+    iterator = iter(make_train_dataset(data, anchors, config, 0, config.batch_size))
+    cached = [next(iterator) for _ in range(steps)]
+    for batch in cached[: min(3, steps)]:  # trace and warm up
+        step(batch)
+
+    def timed(batches):
+        begin = time.perf_counter()
+        for batch in batches:
+            float(step(batch)[0])
+        return time.perf_counter() - begin
+
+    images = steps * config.batch_size
+    measured = []
+    for index in range(rounds):
+        bare = images / timed(cached)
+        real = images / timed(next(iterator) for _ in range(steps))
+        measured.append({"bare_images_per_s": bare, "real_images_per_s": real})
+        if echo:
+            echo(f"round {index + 1}: bare {bare:6.1f} images/s, real {real:6.1f} images/s")
+    best_bare = max(row["bare_images_per_s"] for row in measured)
+    best_real = max(row["real_images_per_s"] for row in measured)
+    return {
+        "bare_images_per_s": best_bare,
+        "real_images_per_s": best_real,
+        "ratio": best_real / best_bare,
+        "rounds": measured,
+        "steps": steps,
+        "batch_size": config.batch_size,
+    }
 
 
 def _memory_probe(argument):

@@ -1,0 +1,304 @@
+"""The detector's quality goals, measured: held-out synthetic video and rising mAP.
+
+Stage 06's goals (the input pipeline's throughput is
+:func:`platelab.train.measure_input_throughput`):
+
+* **held-out synthetic video**: the run's best model on frames of videos rendered
+  with a generator seed that no training video used (:func:`evaluate_heldout_videos`),
+  scored by the evaluation engine. The goal, set for the ``full`` profile, is AP50 of
+  at least :data:`HELDOUT_AP50_GOALS` per class (:func:`goal_rows`);
+* **rising mAP**: the ``default`` profile's validation mAP should clearly rise within
+  its time budget (:func:`map_trend`).
+
+The held-out frames are sampled from the rendered videos at the collection stage's
+rate; their ground truth is the generator's, with difficult objects (plates under
+4 px high, mostly hidden objects) ignored as everywhere else.
+"""
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from platelab import LABELS, detector, evaluate, paths, synth
+
+logger = logging.getLogger(__name__)
+
+HELDOUT_AP50_GOALS = {"vehicle": 0.95, "license_plate": 0.90}
+"""AP50 per class on held-out synthetic video that a ``full``-profile model should reach."""
+
+GOAL_PROFILE = "full"
+"""The profile the held-out AP50 goals are set for."""
+
+RISING_CORRELATION = 0.8
+"""Rank correlation of validation mAP with step from which the curve counts as rising."""
+
+RISING_FACTOR = 2.0
+"""The best validation mAP must also be at least this many times the first."""
+
+
+@dataclasses.dataclass
+class HeldoutEvaluation:
+    """A model scored on frames of held-out synthetic videos.
+
+    Attributes:
+        ground_truth: the evaluation engine's per-frame dicts (pixels)
+        predictions: flat predictions (score >= the ``min_score`` asked for)
+        metrics: :func:`platelab.evaluate.evaluate_detections` at the operating threshold
+        videos: the held-out videos' manifest entries
+        frames: frames scored
+        seed: the generator seed of the held-out videos
+        score_threshold: the operating threshold
+    """
+
+    ground_truth: list
+    predictions: list
+    metrics: dict
+    videos: list
+    frames: int
+    seed: int
+    score_threshold: float
+
+
+def evaluate_heldout_videos(
+    run_dir,
+    out_dir,
+    *,
+    seed,
+    videos=6,
+    seconds=5.0,
+    fps=10.0,
+    size=(960, 540),
+    vantages=None,
+    sample_fps=2.0,
+    training_seed=None,
+    score_threshold=None,
+    min_score=0.05,
+    progress=True,
+):
+    """Scores a run's best model on frames of synthetic videos no training video came from.
+
+    The videos are rendered into ``out_dir`` (or reused when it already holds the same
+    set, see :func:`platelab.synth.synthesize_or_reuse`); every ``fps / sample_fps``-th
+    frame is decoded and scored against the generator's ground truth.
+
+    Args:
+        run_dir: a training run folder
+        out_dir: the folder for the held-out videos
+        seed: the generator seed of the held-out videos
+        videos: number of videos (the vantage points are cycled)
+        seconds: length of each video
+        fps: frame rate of the videos
+        size: ``(width, height)`` of the videos (the training videos' size)
+        vantages: vantage points (default: all)
+        sample_fps: frames scored per second of video
+        training_seed: the training videos' seed, refused as ``seed``
+        score_threshold: operating threshold (default: the run's)
+        min_score: lowest score kept for AP
+        progress: show progress bars
+
+    Returns:
+        a :class:`HeldoutEvaluation`
+
+    Raises:
+        ValueError: ``seed`` is the training seed, or a count or rate is not positive
+        platelab.detector.ModelError: no usable model in ``run_dir``
+    """
+    import cv2
+    from tqdm.auto import tqdm
+
+    if training_seed is not None and int(seed) == int(training_seed):
+        raise ValueError(
+            f"held-out seed {seed} is the training videos' seed: choose another generator seed"
+        )
+    if videos < 1 or seconds <= 0 or fps <= 0 or sample_fps <= 0:
+        raise ValueError(
+            "videos, seconds, fps and sample_fps must be positive, got "
+            f"{videos}, {seconds}, {fps}, {sample_fps}"
+        )
+    model = detector.load(run_dir, allow_unfinished=True)
+    out_dir = Path(out_dir)
+    manifest = synth.synthesize_or_reuse(
+        out_dir,
+        videos=int(videos),
+        seconds=float(seconds),
+        fps=float(fps),
+        size=tuple(int(value) for value in size),
+        seed=int(seed),
+        vantages=vantages,
+        progress=progress,
+    )
+    every = max(1, int(round(float(fps) / float(sample_fps))))
+    labels = [label for label in model.labels if label in LABELS]
+    ground_truth, predictions = [], []
+    for entry in tqdm(manifest["videos"], desc="held-out videos", disable=not progress):
+        truth = json.loads((out_dir / entry["ground_truth"]).read_text(encoding="utf-8"))
+        wanted = {frame["index"]: frame for frame in truth["frames"] if frame["index"] % every == 0}
+        names, images = [], []
+        capture = cv2.VideoCapture(str(out_dir / entry["video"]))
+        try:
+            index = 0
+            while wanted:
+                ok, frame_bgr = capture.read()
+                if not ok:
+                    break
+                frame = wanted.pop(index, None)
+                if frame is not None:
+                    name = f"{entry['source_id']}/{index:06d}"
+                    names.append(name)
+                    images.append(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
+                    ground_truth.append(_ground_truth_entry(name, frame, truth, labels))
+                index += 1
+        finally:
+            capture.release()
+        if wanted:
+            raise ValueError(
+                f"{out_dir / entry['video']}: {len(wanted)} frame(s) of its ground truth "
+                "could not be decoded"
+            )
+        for name, result in zip(
+            names, model.predict(images, score_threshold=min_score), strict=True
+        ):
+            for box, score, label in zip(
+                result["boxes"], result["scores"], result["labels"], strict=True
+            ):
+                if label in labels:
+                    predictions.append(
+                        {
+                            "image": name,
+                            "label": label,
+                            "score": float(score),
+                            "bbox": [float(value) for value in box],
+                        }
+                    )
+    threshold = model.score_threshold if score_threshold is None else float(score_threshold)
+    metrics = evaluate.evaluate_detections(
+        ground_truth, predictions, classes=labels, score_threshold=threshold
+    )
+    logger.info("held-out seed %s: %d frames scored", seed, len(ground_truth))
+    return HeldoutEvaluation(
+        ground_truth=ground_truth,
+        predictions=predictions,
+        metrics=metrics,
+        videos=list(manifest["videos"]),
+        frames=len(ground_truth),
+        seed=int(seed),
+        score_threshold=threshold,
+    )
+
+
+def training_video_parameters(workspace):
+    """The generator parameters of a workspace's training videos, from stage 00's manifest.
+
+    Args:
+        workspace: a workspace name (``data/<workspace>/``)
+
+    Returns:
+        the manifest's ``parameters`` dict (``seed``, ``size``, ``fps``, ...), or ``None``
+        where the workspace has no readable synthetic-video manifest (real footage)
+    """
+    path = paths.raw_dir(workspace) / "synthetic" / "manifest.json"
+    try:
+        parameters = json.loads(path.read_text(encoding="utf-8")).get("parameters")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return parameters if isinstance(parameters, dict) else None
+
+
+def goal_rows(metrics, goals=None):
+    """The held-out AP50 goals against what was measured, one row per class.
+
+    Args:
+        metrics: :func:`platelab.evaluate.evaluate_detections` output
+        goals: label -> AP50 goal (default :data:`HELDOUT_AP50_GOALS`)
+
+    Returns:
+        a list of dicts ``class``, ``AP50``, ``goal``, ``met`` (``None`` where the class
+        has no ground truth to score)
+    """
+    goals = HELDOUT_AP50_GOALS if goals is None else goals
+    rows = []
+    for label, goal in goals.items():
+        values = metrics.get("per_class", {}).get(label, {})
+        value = values.get("AP50")
+        scored = value is not None and not np.isnan(value) and values.get("num_gt", 0) > 0
+        rows.append(
+            {
+                "class": label,
+                "AP50": float(value) if scored else None,
+                "goal": goal,
+                "met": bool(value >= goal) if scored else None,
+            }
+        )
+    return rows
+
+
+def map_trend(steps, values):
+    """Does validation mAP clearly rise over a run?
+
+    Rising means both: the rank correlation of mAP with step is at least
+    :data:`RISING_CORRELATION` (a steady trend, not one lucky evaluation), and the
+    best mAP is at least :data:`RISING_FACTOR` times the first.
+
+    Args:
+        steps: the evaluation steps
+        values: validation mAP at those steps (NaN entries are left out)
+
+    Returns:
+        a dict ``evaluations``, ``first``, ``best``, ``last``, ``correlation`` (Spearman),
+        ``rising`` (``None`` with fewer than three evaluations)
+    """
+    steps = np.asarray(steps, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    kept = ~np.isnan(values)
+    steps, values = steps[kept], values[kept]
+    result = {
+        "evaluations": int(len(values)),
+        "first": float(values[0]) if len(values) else None,
+        "best": float(values.max()) if len(values) else None,
+        "last": float(values[-1]) if len(values) else None,
+        "correlation": None,
+        "rising": None,
+    }
+    if len(values) < 3:
+        return result
+    correlation = _spearman(steps, values)
+    result["correlation"] = correlation
+    result["rising"] = bool(
+        correlation >= RISING_CORRELATION
+        and values.max() >= RISING_FACTOR * values[0]
+        and values.max() > values[0]
+    )
+    return result
+
+
+def _ground_truth_entry(name, frame, truth, labels):
+    objects = [item for item in frame["objects"] if item["label"] in labels]
+    return {
+        "image": name,
+        "width": int(truth["width"]),
+        "height": int(truth["height"]),
+        "boxes": np.asarray([item["box"] for item in objects], np.float32).reshape(-1, 4),
+        "labels": [item["label"] for item in objects],
+        "ignore": [bool(item.get("difficult")) for item in objects],
+    }
+
+
+def _spearman(first, second):
+    """Spearman's rank correlation (average ranks for ties); 0 where one side is constant."""
+    ranks = [_average_ranks(values) for values in (first, second)]
+    if min(np.std(rank) for rank in ranks) == 0:
+        return 0.0
+    return float(np.corrcoef(ranks[0], ranks[1])[0, 1])
+
+
+def _average_ranks(values):
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), np.float64)
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    for value in np.unique(values):
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks

@@ -1,0 +1,179 @@
+"""Tests for platelab.goals: held-out synthetic evaluation, goal rows, the mAP trend."""
+
+import math
+
+import numpy as np
+import pytest
+
+import model_helpers
+from platelab import goals, synth
+
+HELDOUT = {"videos": 2, "seconds": 1.6, "fps": 5.0, "size": (192, 108), "sample_fps": 2.0}
+
+
+class ContentMatchingModel:
+    """Stands in for a detector: finds each image among the generator's own rendered
+    frames (before H.264) by content, and 'detects' that frame's true objects."""
+
+    def __init__(self, real_model, rendered, mistake=None):
+        self.labels = real_model.labels
+        self.score_threshold = real_model.score_threshold
+        self.rendered = rendered  # [(frame BGR, objects)]
+        self.mistake = mistake
+        self.calls = 0
+
+    def predict(self, images, score_threshold=None):
+        results = []
+        for image in images:
+            self.calls += 1
+            bgr = image[..., ::-1].astype(np.float32)
+            errors = [np.abs(bgr - frame).mean() for frame, _ in self.rendered]
+            _, objects = self.rendered[int(np.argmin(errors))]
+            objects = [item for item in objects if item["label"] in self.labels]
+            labels = [item["label"] for item in objects]
+            if self.mistake == "swap":
+                labels = [
+                    "vehicle" if label == "license_plate" else "license_plate" for label in labels
+                ]
+            results.append(
+                {
+                    "boxes": np.asarray([item["box"] for item in objects], np.float32).reshape(
+                        -1, 4
+                    ),
+                    "scores": np.linspace(0.99, 0.5, len(objects), dtype=np.float32),
+                    "labels": labels,
+                }
+            )
+        return results
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return model_helpers.make_run_folder(tmp_path_factory.mktemp("untrained") / "run")
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    frames = []
+    for spec in synth.video_specs(
+        HELDOUT["videos"], HELDOUT["seconds"], HELDOUT["fps"], HELDOUT["size"], seed=11
+    ):
+        frames += [
+            (frame.astype(np.float32), truth["objects"])
+            for frame, truth in synth.render_video(spec)
+        ]
+    return frames
+
+
+def _evaluate(run_dir, out_dir, **extra):
+    options = {key: value for key, value in HELDOUT.items()}
+    options.update(extra)
+    return goals.evaluate_heldout_videos(run_dir, out_dir, seed=11, progress=False, **options)
+
+
+def test_heldout_frames_get_their_own_ground_truth(run_dir, rendered, tmp_path, monkeypatch):
+    from platelab import detector
+
+    real_load = detector.load
+    models = []
+
+    def load(path, **options):
+        models.append(ContentMatchingModel(real_load(path, **options), rendered))
+        return models[-1]
+
+    monkeypatch.setattr(detector, "load", load)
+    result = _evaluate(run_dir, tmp_path / "heldout")
+    # 8 frames a video at 5 fps, every 2nd (2 a second of 5): frames 0, 2, 4, 6.
+    assert result.frames == 2 * 4 == models[0].calls
+    assert {video["vantage"] for video in result.videos} == set(synth.VANTAGES[:2])
+    per_class = result.metrics["per_class"]
+    scored = [label for label in ("vehicle", "license_plate") if per_class[label]["num_gt"] > 0]
+    assert "vehicle" in scored
+    for label in scored:
+        assert per_class[label]["AP50"] == pytest.approx(1.0)
+        assert per_class[label]["AP"] == pytest.approx(1.0)
+    # The moving scenes make every frame's truth its own: a frame scored against the
+    # truth of another would lose AP, and so do swapped labels.
+    names = [entry["image"] for entry in result.ground_truth]
+    assert len(set(names)) == len(names)
+
+    monkeypatch.setattr(
+        detector,
+        "load",
+        lambda path, **options: ContentMatchingModel(real_load(path), rendered, "swap"),
+    )
+    swapped = _evaluate(run_dir, tmp_path / "heldout")
+    assert swapped.metrics["per_class"]["vehicle"]["AP50"] < 0.5
+
+
+def test_heldout_with_a_real_model_and_reuse(run_dir, tmp_path):
+    out_dir = tmp_path / "heldout"
+    first = _evaluate(run_dir, out_dir)
+    manifest = out_dir / "manifest.json"
+    written = manifest.stat().st_mtime_ns
+    second = _evaluate(run_dir, out_dir)
+    assert manifest.stat().st_mtime_ns == written, (
+        "the same held-out set is reused, not rendered again"
+    )
+    assert first.metrics == second.metrics
+    assert set(first.metrics["per_class"]) == {"vehicle", "license_plate"}
+    for prediction in first.predictions:
+        x0, y0, x1, y1 = prediction["bbox"]
+        assert 0 <= x0 <= x1 <= 192 and 0 <= y0 <= y1 <= 108
+    rows = goals.goal_rows(first.metrics)
+    assert [row["class"] for row in rows] == ["vehicle", "license_plate"]
+
+
+def test_heldout_refuses_the_training_seed_and_bad_counts(run_dir, tmp_path):
+    with pytest.raises(ValueError, match="training videos' seed"):
+        _evaluate(run_dir, tmp_path / "heldout", training_seed=11)
+    with pytest.raises(ValueError, match="must be positive"):
+        _evaluate(run_dir, tmp_path / "heldout", sample_fps=0)
+    assert not (tmp_path / "heldout").exists()
+
+
+def test_goal_rows():
+    metrics = {
+        "per_class": {
+            "vehicle": {"AP50": 0.96, "num_gt": 10},
+            "license_plate": {"AP50": 0.89, "num_gt": 5},
+        }
+    }
+    rows = {row["class"]: row for row in goals.goal_rows(metrics)}
+    assert rows["vehicle"]["met"] is True and rows["vehicle"]["goal"] == 0.95
+    assert rows["license_plate"]["met"] is False and rows["license_plate"]["AP50"] == 0.89
+    metrics["per_class"]["license_plate"] = {"AP50": float("nan"), "num_gt": 0}
+    rows = {row["class"]: row for row in goals.goal_rows(metrics)}
+    assert rows["license_plate"]["met"] is None and rows["license_plate"]["AP50"] is None
+    rows = goals.goal_rows({"per_class": {}}, goals={"vehicle": 0.5})
+    assert rows == [{"class": "vehicle", "AP50": None, "goal": 0.5, "met": None}]
+
+
+def test_map_trend():
+    steps = [40, 80, 120, 160, 200, 240]
+    rising = goals.map_trend(steps, [0.001, 0.004, 0.003, 0.01, 0.02, 0.024])
+    assert rising["rising"] is True
+    assert rising["first"] == 0.001 and rising["best"] == 0.024 and rising["evaluations"] == 6
+    assert rising["correlation"] == pytest.approx(0.9428571, abs=1e-6)  # one swapped pair
+    # A single lucky evaluation is no trend.
+    assert goals.map_trend(steps, [0.01, 0.002, 0.03, 0.001, 0.002, 0.001])["rising"] is False
+    # Steady but tiny: the best must be at least twice the first.
+    assert goals.map_trend(steps, [0.10, 0.101, 0.102, 0.103, 0.104, 0.105])["rising"] is False
+    flat = goals.map_trend(steps, [0.0] * 6)
+    assert flat["correlation"] == 0.0 and flat["rising"] is False
+    # NaN rows (training-loss rows of metrics.csv) are left out; under three: undecided.
+    few = goals.map_trend([25, 40, 50, 80], [math.nan, 0.01, math.nan, 0.05])
+    assert few["evaluations"] == 2 and few["rising"] is None and few["correlation"] is None
+    assert goals.map_trend([], [])["first"] is None
+
+
+def test_spearman_matches_scipy_on_ties():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        first = rng.integers(0, 5, 12).astype(float)
+        second = rng.integers(0, 5, 12).astype(float)
+        if first.std() == 0 or second.std() == 0:
+            continue
+        expected = scipy_stats.spearmanr(first, second).statistic
+        assert goals._spearman(first, second) == pytest.approx(expected, abs=1e-12)
