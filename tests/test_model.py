@@ -130,7 +130,7 @@ def test_missing_weights_path_is_a_clear_error(tmp_path):
         model.build_ssd(input_size=160, width=0.35, weights=missing)
 
 
-def test_failed_imagenet_download_says_where_to_place_the_file(tmp_path, monkeypatch):
+def test_failed_imagenet_download_says_where_to_place_the_file(tmp_path, monkeypatch, capsys):
     import keras.src.backend.config as keras_config
     import keras.src.utils.file_utils as file_utils
 
@@ -146,6 +146,35 @@ def test_failed_imagenet_download_says_where_to_place_the_file(tmp_path, monkeyp
     assert "\n" not in message
     assert str(tmp_path / "models" / name) in message
     assert "network unreachable" in message
+    # Keras's "Downloading data from ..." is not left in the output before the message.
+    assert "Downloading data from" not in capsys.readouterr().out
+
+
+def test_imagenet_weights_placed_in_the_keras_cache_are_loaded(tmp_path, monkeypatch):
+    """The file the offline message names, placed there, is what the backbone loads."""
+    import h5py
+    import keras
+    import keras.src.backend.config as keras_config
+    import keras.src.utils.file_utils as file_utils
+    from keras.src.legacy.saving import legacy_h5_format
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("no download when the file is in the cache")
+
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))
+    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
+    keras.utils.set_random_seed(5)
+    source = keras.applications.MobileNetV2(
+        input_shape=(96, 96, 3), alpha=0.35, include_top=False, weights=None
+    )
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
+    (tmp_path / "models").mkdir()
+    with h5py.File(tmp_path / "models" / name, "w") as handle:  # Keras's ImageNet file layout
+        legacy_h5_format.save_weights_to_hdf5_group(handle, source)
+    net = model.build_ssd(input_size=96, width=0.35, weights="imagenet", levels=(8, 16, 32))
+    for layer_name in ("Conv1", "block_16_project"):
+        loaded = net.get_layer("backbone").get_layer(layer_name).get_weights()[0]
+        np.testing.assert_array_equal(loaded, source.get_layer(layer_name).get_weights()[0])
 
 
 def test_weights_path_loads_into_the_backbone(tmp_path):

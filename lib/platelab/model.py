@@ -22,9 +22,12 @@ TensorFlow and Keras are imported inside the functions that need them: importing
 them takes seconds.
 """
 
+import contextlib
+import io
 import logging
 import math
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -523,18 +526,24 @@ def _mobilenet_v2(keras, input_size, width, weights):
     """Keras's MobileNetV2 without its top; a failed ImageNet download becomes one clear error."""
     if weights == "imagenet" and width not in IMAGENET_WIDTHS:
         raise ValueError(f"ImageNet weights exist for widths {IMAGENET_WIDTHS}, not {width}")
+    # Keras prints "Downloading data from ..." (and a progress bar) to stdout: shown once
+    # the weights are here, not before a download that fails with the message below.
+    said = io.StringIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(said):
             # Without the top the ImageNet weights fit any input size; Keras warns anyway.
             warnings.filterwarnings("ignore", message=".*input_shape.*is undefined or non-square.*")
-            return keras.applications.MobileNetV2(
+            backbone = keras.applications.MobileNetV2(
                 input_shape=(input_size, input_size, 3),
                 alpha=width,
                 include_top=False,
                 weights=weights,
             )
+        sys.stdout.write(said.getvalue())
+        return backbone
     except Exception as error:
         if weights != "imagenet":
+            sys.stdout.write(said.getvalue())
             raise
         rows = input_size if input_size in (96, 128, 160, 192, 224) else 224
         name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(width)}_{rows}_no_top.h5"
