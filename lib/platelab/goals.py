@@ -287,18 +287,9 @@ def _ground_truth_entry(name, frame, truth, labels):
 
 
 def _spearman(first, second):
-    """Spearman's rank correlation (average ranks for ties); 0 where one side is constant."""
-    ranks = [_average_ranks(values) for values in (first, second)]
-    if min(np.std(rank) for rank in ranks) == 0:
+    """Spearman's rank correlation (pandas: average ranks for ties); 0 where one side is constant."""
+    import pandas as pd
+
+    if np.ptp(first) == 0 or np.ptp(second) == 0:
         return 0.0
-    return float(np.corrcoef(ranks[0], ranks[1])[0, 1])
-
-
-def _average_ranks(values):
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values), np.float64)
-    ranks[order] = np.arange(len(values), dtype=np.float64)
-    for value in np.unique(values):
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
+    return float(pd.Series(first).corr(pd.Series(second), method="spearman"))
