@@ -209,6 +209,31 @@ def config_mismatch(first, second, keys=MODEL_CONFIG_KEYS):
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def flat_predictions(names, results):
+    """:meth:`Detector.predict` results as one flat list, the evaluation engine's format.
+
+    Args:
+        names: one image name per result
+        results: :meth:`Detector.predict`'s per-image dicts
+
+    Returns:
+        a list of ``{"image", "label", "score", "bbox": [xmin, ymin, xmax, ymax]}``
+        (pixels, Python floats)
+    """
+    return [
+        {
+            "image": name,
+            "label": label,
+            "score": float(score),
+            "bbox": [float(value) for value in box],
+        }
+        for name, result in zip(names, results, strict=True)
+        for box, score, label in zip(
+            result["boxes"], result["scores"], result["labels"], strict=True
+        )
+    ]
+
+
 def predict_folder(predictor, images_dir, score_threshold=None, batch_size=8, progress=True):
     """Runs a detector over every image under a folder.
 
@@ -253,19 +278,14 @@ def predict_folder(predictor, images_dir, score_threshold=None, batch_size=8, pr
                 names.append(path.relative_to(images_dir).as_posix())
                 read.append(names[-1])
             if chunk:
-                for name, result in zip(
-                    names, predictor.predict(chunk, score_threshold=score_threshold), strict=True
-                ):
-                    for box, score, label in zip(
-                        result["boxes"], result["scores"], result["labels"], strict=True
-                    ):
-                        predictions.append(
-                            {
-                                "image": name,
-                                "label": label,
-                                "score": round(float(score), 6),
-                                "bbox": [round(float(value), 2) for value in box],
-                            }
-                        )
+                results = predictor.predict(chunk, score_threshold=score_threshold)
+                predictions += [
+                    dict(
+                        prediction,
+                        score=round(prediction["score"], 6),
+                        bbox=[round(value, 2) for value in prediction["bbox"]],
+                    )
+                    for prediction in flat_predictions(names, results)
+                ]
             bar.update(len(files[start : start + batch_size]))
     return predictions, skipped, read

@@ -158,21 +158,12 @@ def evaluate_heldout_videos(
                 f"{out_dir / entry['video']}: {len(wanted)} frame(s) of its ground truth "
                 "could not be decoded"
             )
-        for name, result in zip(
-            names, model.predict(images, score_threshold=min_score), strict=True
-        ):
-            for box, score, label in zip(
-                result["boxes"], result["scores"], result["labels"], strict=True
-            ):
-                if label in labels:
-                    predictions.append(
-                        {
-                            "image": name,
-                            "label": label,
-                            "score": float(score),
-                            "bbox": [float(value) for value in box],
-                        }
-                    )
+        results = model.predict(images, score_threshold=min_score)
+        predictions += [
+            prediction
+            for prediction in detector.flat_predictions(names, results)
+            if prediction["label"] in labels
+        ]
     threshold = model.score_threshold if score_threshold is None else float(score_threshold)
     metrics = evaluate.evaluate_detections(
         ground_truth, predictions, classes=labels, score_threshold=threshold
