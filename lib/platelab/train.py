@@ -1532,19 +1532,12 @@ def measure_input_throughput(data, config, steps=20, rounds=3, echo=None):
         raise TrainingError(f"steps and rounds must be at least 1, got {steps} and {rounds}")
     import time
 
-    tf = model_lib._import_tensorflow()
-    keras = model_lib._import_keras()
     labels = data.labels_list or ("vehicle", "license_plate")
     spec = model_lib.anchors_from_boxes(
         anchor_boxes(data), config.input_size, config.levels, config.anchors_per_level
     )
     anchors = model_lib.generate_anchors(spec, config.input_size)
-    net = model_lib.build_ssd(
-        len(labels), config.input_size, config.width, spec, weights=None, levels=config.levels
-    )
-    optimizer = keras.optimizers.AdamW(1e-4)
-    optimizer.build(net.trainable_variables)
-    step = make_train_step(net, optimizer, tf.distribute.get_strategy(), config)
+    step = _probe_train_step(config, spec, len(labels))
     iterator = iter(make_train_dataset(data, anchors, config, 0, config.batch_size))
     cached = [next(iterator) for _ in range(steps)]
     for batch in cached[: min(3, steps)]:  # trace and warm up
@@ -1582,20 +1575,18 @@ def _memory_probe(argument):
 
     values = json.loads(argument)
     tf = model_lib._import_tensorflow()
-    keras = model_lib._import_keras()
     config = TrainConfig(
         input_size=values["input_size"], width=values["width"], levels=tuple(values["levels"])
     )
     spec = model_lib.default_anchor_spec(config.input_size, config.levels)
-    net = model_lib.build_ssd(
-        2, config.input_size, config.width, spec, weights=None, levels=config.levels
-    )
     anchors = model_lib.generate_anchors(spec, config.input_size)
     batch_size = values["batch_size"]
-    if batch_size:
-        optimizer = keras.optimizers.AdamW(1e-4)
-        optimizer.build(net.trainable_variables)
-        step = make_train_step(net, optimizer, tf.distribute.get_strategy(), config)
+    if not batch_size:  # the baseline: the model alone
+        model_lib.build_ssd(
+            2, config.input_size, config.width, spec, weights=None, levels=config.levels
+        )
+    else:
+        step = _probe_train_step(config, spec, 2)
         rng = np.random.default_rng(0)
         images = tf.constant(
             rng.uniform(0, 255, (batch_size, config.input_size, config.input_size, 3)), tf.float32
@@ -1606,6 +1597,19 @@ def _memory_probe(argument):
             float(step((images, class_targets, box_targets))[0])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_mib": round(peak, 1)}))
+
+
+def _probe_train_step(config, anchor_spec, num_classes):
+    """A train step on a fresh model of ``config`` (random weights), for measurements."""
+    tf = model_lib._import_tensorflow()
+    keras = model_lib._import_keras()
+    net = model_lib.build_ssd(
+        num_classes, config.input_size, config.width, anchor_spec, weights=None,
+        levels=config.levels,
+    )  # fmt: skip
+    optimizer = keras.optimizers.AdamW(1e-4)
+    optimizer.build(net.trainable_variables)
+    return make_train_step(net, optimizer, tf.distribute.get_strategy(), config)
 
 
 def _chroma_matrix(saturation, hue):
