@@ -479,8 +479,10 @@ def test_import_exports_every_form_user_exports_and_bad_input(tmp_path):
         ("task_001_voc.zip", "zip", "task_001"),
         ("task_002_voc", "folder", "task_002"),
         ("task_003_voc.zip", "zip_two_folders", "task_003"),
+        ("task_009_voc.zip", "zip_two_folders", "task_009"),  # its unsafe member skipped
         ("my_export", "folder", None),
     ]
+    assert result.exports[3].batch.records == []
     assert result.exports[0].spellings == {"car": "vehicle", "license plate": "license_plate"}
     problems = "\n".join(result.problems)
     assert (
@@ -488,6 +490,10 @@ def test_import_exports_every_form_user_exports_and_bad_input(tmp_path):
     )
     assert f"{exports / 'notes.docx'}: not a .zip or a folder" in problems
     assert f"{unsafe}: member '../escape.txt' points outside the archive" in problems
+    assert [line for line in result.problems if line.startswith(str(unsafe))] == [
+        f"{unsafe}: member '../escape.txt' points outside the archive (parent path '..'); skipped",
+        f"{unsafe}/Annotations/a.xml: its image (a) is missing; skipped",
+    ]
     assert not list(tmp_path.rglob("escape.txt"))  # nothing written outside the scratch folder
     assert "label 'tree' is not a known spelling" in problems
     assert "exports.json" not in problems

@@ -1,10 +1,13 @@
 """Stage 05 (platelab.merge): merging annotation batches, splitting by group, writing the dataset."""
 
 import argparse
+import contextlib
 import hashlib
+import io
 import json
 import subprocess
 import sys
+import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -319,6 +322,113 @@ def test_find_batches_expands_a_folder_of_exports(tmp_path):
     batches, problems = merge.find_batches([exports, tmp_path / "missing"])
     assert [path.name for path in batches] == ["task_001_voc", "task_002_voc"]
     assert problems == [f"{tmp_path / 'missing'}: not found; skipped"]
+
+
+def _problem_lines(text):
+    prefix = "platelab: problem: "
+    return [line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix)]
+
+
+def _one_line_each(lines, expected, source):
+    """Each expected item is named by exactly one line, holding the given words; returns the rest."""
+    rest = list(lines)
+    for item, words in expected.items():
+        named = [
+            line for line in rest if f"{source}: {item} " in line or f"{source}/{item}:" in line
+        ]
+        assert len(named) == 1, (item, named)
+        assert all(word in named[0] for word in words), (item, named[0])
+        rest.remove(named[0])
+    return rest
+
+
+def test_hostile_archive_keeps_its_good_items_and_names_each_bad_one_once(tmp_path, monkeypatch):
+    from hostile_archive import build
+
+    from platelab import cli
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # extraction lands under tmp_path
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    archive = tmp_path / "in" / "task_7_voc.zip"
+    archive.parent.mkdir()
+    expected = build(archive, outside)
+    before = archive.read_bytes()
+    work = tmp_path / "work" / "deep"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        status = cli.main(["merge", str(archive), "--out", "dataset", "--no-tfrecords", "--quiet"])
+    assert status == 0, printed.getvalue()
+    document = merge.load_dataset(work / "dataset")
+    samples = {sample["name"]: sample for sample in document["samples"]}
+    assert sorted(samples) == expected["kept"]
+    assert {name: len(sample["objects"]) for name, sample in samples.items()} == expected["objects"]
+    assert (
+        sorted(path.stem for path in (work / "dataset" / "JPEGImages").iterdir())
+        == (expected["kept"])
+    )
+    lines = _problem_lines(printed.getvalue())
+    assert all("\n" not in line for line in lines)
+    rest = _one_line_each(lines, {**expected["skipped"], **expected["fixed"]}, archive)
+    assert rest == [
+        f"{archive}/{expected['unknown_label']}: unknown label 'tree' (not in the label map or "
+        "aliases); box dropped"
+    ]
+    assert archive.read_bytes() == before  # the input is unchanged
+    for escape in expected["escapes"]:
+        assert not escape.exists()
+    assert not list(tmp_path.rglob("escape_rel.txt")) and not list(tmp_path.rglob("*escape*"))
+    assert not list(scratch.iterdir())  # the extraction folder is gone
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "in",
+        "outside",
+        "scratch",
+        "work",
+    ]
+    assert sorted(path.name for path in outside.iterdir()) == ["secret.txt"]
+
+
+def test_links_pointing_outside_a_batch_folder_are_skipped(tmp_path, capsys):
+    outside = tmp_path / "outside"
+    _write_image(outside / "stolen.png", 50)
+    (outside / "stolen.xml").write_text(_xml("stolen.png", [PLATE]))
+    _write_image(outside / "pictures" / "far.png", 51)
+    exports = tmp_path / "exports"
+    folder = _batch(exports / "task_1", {"good": (1, [PLATE]), "negative": (2, None)})
+    (folder / "JPEGImages" / "stolen.png").symlink_to(outside / "stolen.png")
+    (folder / "Annotations" / "stolen.xml").symlink_to(outside / "stolen.xml")
+    (folder / "JPEGImages" / "sub").symlink_to(outside / "pictures", target_is_directory=True)
+    (folder / "Annotations" / "ghost.xml").write_text(_xml("../../outside/stolen.png", [PLATE]))
+    (folder / "JPEGImages" / "alias.png").symlink_to(folder / "JPEGImages" / "good.png")
+    (folder / "Annotations" / "alias.xml").write_text(_xml("alias.png", [CAR]))
+    (exports / "task_2").symlink_to(outside, target_is_directory=True)
+    before = _tree_digest(exports), _tree_digest(outside)
+    out = tmp_path / "dataset"
+    status = merge.run_merge_command(
+        _parse([str(exports), "--out", str(out), "--no-tfrecords", "--quiet"])
+    )
+    assert status == 0
+    document = merge.load_dataset(out)
+    # A link inside the batch is followed: 'alias' is the same image as 'good' (one sample).
+    assert sorted(sample["name"] for sample in document["samples"]) == ["good", "negative"]
+    assert document["counts"]["duplicate_images"] == 1
+    lines = _problem_lines(capsys.readouterr().err)
+    assert lines == [
+        f"{exports / 'task_2'}: a link to {outside}, outside {exports}; skipped",
+        f"{folder / 'JPEGImages' / 'stolen.png'}: a link to {outside / 'stolen.png'}, outside "
+        f"{folder}; skipped",
+        f"{folder / 'JPEGImages' / 'sub'}: a link to {outside / 'pictures'}, outside {folder}; "
+        "skipped",
+        f"{folder / 'Annotations' / 'stolen.xml'}: a link to {outside / 'stolen.xml'}, outside "
+        f"{folder}; skipped",
+        f"{folder / 'Annotations' / 'ghost.xml'}: its image (../../outside/stolen.png) is "
+        "missing; skipped",
+    ]
+    assert (_tree_digest(exports), _tree_digest(outside)) == before
 
 
 # ---------------------------------------------------------------- review and metadata

@@ -146,6 +146,44 @@ def test_load_images_reports_bad_input_and_keeps_going(batches, tmp_path):
     assert [image.image_path for image in again] == [image.image_path for image in images]
 
 
+def test_load_images_of_a_hostile_export_keeps_its_good_items(tmp_path):
+    from hostile_archive import build
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    archive = exports / "task_3_voc.zip"
+    expected = build(archive, outside)
+    (exports / "linked_voc").symlink_to(outside, target_is_directory=True)
+    before = archive.read_bytes()
+    images_dir = tmp_path / "review" / "images"
+    images, problems, spellings = review.load_images(
+        [exports], images_dir=images_dir, work_dir=tmp_path / "work", progress=False
+    )
+    assert sorted(image.name for image in images) == expected["kept"]
+    assert {image.name: len(image.objects) for image in images} == {
+        **expected["objects"],
+        "unknown_label": 2,  # the review keeps unknown labels, flagged
+    }
+    rest = list(problems)
+    for item, words in {**expected["skipped"], **expected["fixed"]}.items():
+        named = [
+            line for line in rest if f"{archive}: {item} " in line or f"{archive}/{item}:" in line
+        ]
+        assert len(named) == 1 and all(word in named[0] for word in words), (item, named)
+        rest.remove(named[0])
+    assert rest == [
+        f"{exports / 'linked_voc'}: a link to {outside}, outside {exports}; skipped",
+        f"{archive}: label 'tree' is not a known spelling of vehicle or license_plate",
+    ]
+    assert review.unknown_labels(spellings) == ["tree"]
+    assert archive.read_bytes() == before
+    assert not list(tmp_path.rglob("*escape*"))
+    assert sorted(path.name for path in outside.iterdir()) == ["secret.txt"]
+    assert sorted(path.name for path in images_dir.iterdir()) == ["task_3_voc"]
+
+
 def test_qa_checks_count_each_problem(batches, tmp_path):
     images, _, _ = review.load_images([batches / "batch_b.zip"], progress=False)
     table = review.run_qa_checks(images)

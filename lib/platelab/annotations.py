@@ -270,9 +270,19 @@ def parse_voc_xml(xml_path):
 def load_batch(source, work_dir=None, read_image_size=None):
     """Loads a CVAT "PASCAL VOC 1.1" export, zipped or not, or a zip of Annotations/ and JPEGImages/.
 
+    Each unusable item is skipped with one line in the batch's problems, and
+    the rest is loaded: a zip member that is unsafe (a ``..`` or absolute
+    path, a link, too large) or corrupt (see
+    :func:`platelab.archives.safe_extract`), a link inside a folder that
+    leads outside it, an XML file that is malformed or refused (entities),
+    an annotation whose image is missing. An image whose own XML or image
+    member was skipped is left out without a second line.
+
     Args:
-        source: a ``.zip`` or a folder
-        work_dir: where a zip is extracted (default: a new temporary folder)
+        source: a ``.zip`` or a folder (only read)
+        work_dir: where a zip is extracted (default: a new temporary folder);
+            a folder already extracted there is reused (its skipped members
+            were named when it was extracted)
         read_image_size: a function path -> (width, height) or None, used
             where the XML has no size and to check sizes (default: reads the
             image header with OpenCV)
@@ -282,47 +292,74 @@ def load_batch(source, work_dir=None, read_image_size=None):
 
     Raises:
         AnnotationError: if the source is missing or holds no VOC layout
-        archives.ArchiveError: for an unsafe or corrupt zip
+        archives.ArchiveError: for a zip that cannot be read at all
     """
     source = Path(source)
     if not source.exists():
         raise AnnotationError(f"{source}: not found")
     name = source.stem if source.is_file() else source.name
+    skipped = []
     if source.is_file():
         if source.suffix.lower() != ".zip":
             raise AnnotationError(f"{source}: expected a .zip or a folder")
         work_dir = Path(work_dir or tempfile.mkdtemp(prefix="platelab-batch-"))
         extracted = work_dir / _safe_name(name)
         if not extracted.exists():
-            archives.safe_extract(source, extracted)
+            archives.safe_extract(source, extracted, skipped=skipped)
         folder = extracted
     else:
         folder = source
-    root = _find_layout_root(folder)
+    problems = [item.message for item in skipped]
+    guard = _LinkGuard(folder, problems)
+    root = _find_layout_root(folder, guard)
     if root is None:
+        for message in problems:
+            logger.warning("%s", message)
         raise AnnotationError(f"{source}: no Annotations/ or JPEGImages/ folder (not a VOC export)")
     read_image_size = read_image_size or image_size
-    batch = Batch(name=name, root=root)
+    batch = Batch(name=name, root=root, problems=problems)
+    images_dir = root / "JPEGImages"
+    annotations_dir = root / "Annotations"
+    # Items already named once (a skipped member, a link, a refused XML): no second line.
+    named = set()
+    for item in skipped:
+        if item.path is not None:
+            named.add(_item_key(folder / item.path, images_dir, annotations_dir))
     labelmap = root / "labelmap.txt"
-    if labelmap.is_file():
+    if labelmap.is_file() and guard.allows(labelmap):
         batch.labels = _read_labelmap(labelmap)
 
     images = {}
-    images_dir = root / "JPEGImages"
-    if images_dir.is_dir():
+    if images_dir.is_dir() and guard.allows(images_dir):
         for path in sorted(images_dir.rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-                images.setdefault(path.relative_to(images_dir).with_suffix("").as_posix(), path)
-    subsets = _read_image_sets(root / "ImageSets" / "Main", batch)
+            if path.name.startswith("."):
+                continue
+            if not guard.allows(path):
+                named.add(_item_key(path, images_dir, annotations_dir))
+                continue
+            if not path.is_file():
+                continue
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                batch.problems.append(f"{path}: not an image file (by its extension); skipped")
+                continue
+            images.setdefault(path.relative_to(images_dir).with_suffix("").as_posix(), path)
+    image_sets = root / "ImageSets" / "Main"
+    subsets = _read_image_sets(image_sets, batch, guard) if guard.allows(image_sets) else {}
+    parsed_files = {}
+    if annotations_dir.is_dir() and guard.allows(annotations_dir):
+        for xml_path in sorted(annotations_dir.rglob("*.xml")):
+            key = _item_key(xml_path, images_dir, annotations_dir)
+            if not guard.allows(xml_path):
+                named.add(key)
+                continue
+            try:
+                parsed_files[key] = (xml_path, parse_voc_xml(xml_path))
+            except AnnotationError as error:
+                batch.problems.append(f"{error}; skipped")
+                named.add(key)
     records = {}
-    annotations_dir = root / "Annotations"
-    xml_files = sorted(annotations_dir.rglob("*.xml")) if annotations_dir.is_dir() else []
-    for xml_path in xml_files:
-        key = xml_path.relative_to(annotations_dir).with_suffix("").as_posix()
-        try:
-            parsed = parse_voc_xml(xml_path)
-        except AnnotationError as error:
-            batch.problems.append(str(error))
+    for key, (xml_path, parsed) in parsed_files.items():
+        if key in named:
             continue
         record = ImageRecord(name=key, xml_path=xml_path)
         record.problems.extend(parsed["problems"])
@@ -330,16 +367,18 @@ def load_batch(source, work_dir=None, read_image_size=None):
         record.width, record.height = parsed["width"], parsed["height"]
         record.image_path = images.get(key)
         if record.image_path is None and parsed["filename"]:
-            candidate = images_dir / parsed["filename"]
-            record.image_path = candidate if candidate.is_file() else None
+            candidate = _inside_path(images_dir, parsed["filename"])
+            if candidate is not None and candidate.is_file() and guard.allows(candidate):
+                record.image_path = candidate
         if record.image_path is None:
             batch.problems.append(
                 f"{xml_path}: its image ({parsed['filename'] or key}) is missing; skipped"
             )
+            named.add(key)
             continue
         records[key] = record
     for key, path in images.items():
-        if key in records:
+        if key in records or key in named:
             continue
         record = ImageRecord(name=key, image_path=path)
         if key not in subsets:
@@ -348,7 +387,7 @@ def load_batch(source, work_dir=None, read_image_size=None):
             )
         records[key] = record
     for key in subsets:
-        if key not in records and key not in images:
+        if key not in records and key not in images and key not in named:
             batch.problems.append(
                 f"{root / 'ImageSets' / 'Main'}: lists {key}, which has no image; skipped"
             )
@@ -375,7 +414,7 @@ def _check_record(record, read_image_size):
     actual = read_image_size(record.image_path)
     where = record.xml_path or record.image_path
     if actual is None:
-        record.problems.append(f"{record.image_path}: unreadable image")
+        record.problems.append(f"{record.image_path}: unreadable image; skipped")
         record.image_path = None
         return
     width, height = actual
@@ -418,18 +457,61 @@ def _check_record(record, read_image_size):
     record.objects = kept
 
 
-def _find_layout_root(folder):
+class _LinkGuard:
+    """Passes over links inside a batch folder that lead outside it, each named once."""
+
+    def __init__(self, base, problems):
+        self.base = Path(base)
+        self.real = self.base.resolve()
+        self.problems = problems
+        self.reported = set()
+
+    def allows(self, path):
+        """True when no link on the way from the batch folder to ``path`` leads outside it."""
+        current = self.base
+        for part in Path(path).relative_to(self.base).parts:
+            current = current / part
+            if current.is_symlink() and not current.resolve().is_relative_to(self.real):
+                if current not in self.reported:
+                    self.reported.add(current)
+                    self.problems.append(
+                        f"{current}: a link to {current.resolve()}, outside {self.base}; skipped"
+                    )
+                return False
+        return True
+
+
+def _item_key(path, images_dir, annotations_dir):
+    """The item (image stem, relative to its folder) a file under JPEGImages/ or Annotations/ stands for."""
+    for folder in (images_dir, annotations_dir):
+        if Path(path).is_relative_to(folder) and Path(path) != folder:
+            return Path(path).relative_to(folder).with_suffix("").as_posix()
+    return None
+
+
+def _inside_path(folder, name):
+    """``folder / name`` where ``name`` is a plain relative path, else None."""
+    relative = Path(name.replace("\\", "/"))
+    if relative.is_absolute() or relative.drive or ".." in relative.parts:
+        return None
+    return folder / relative
+
+
+def _find_layout_root(folder, guard):
     for candidate in [folder, *sorted(path for path in folder.rglob("*") if path.is_dir())]:
-        if (candidate / "Annotations").is_dir() or (candidate / "JPEGImages").is_dir():
+        has_layout = (candidate / "Annotations").is_dir() or (candidate / "JPEGImages").is_dir()
+        if has_layout and (candidate == folder or guard.allows(candidate)):
             return candidate
     return None
 
 
-def _read_image_sets(folder, batch):
+def _read_image_sets(folder, batch, guard):
     subsets = {}
     if not folder.is_dir():
         return subsets
     for path in sorted(folder.glob("*.txt")):
+        if not guard.allows(path):
+            continue
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:

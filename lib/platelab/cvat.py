@@ -651,7 +651,8 @@ def read_voc_annotations(source):
         :class:`platelab.annotations.ImageRecord`)
 
     Raises:
-        CvatError: for a missing source, an unsafe zip or a malformed XML file
+        CvatError: for a missing source, an unreadable zip or a malformed XML
+            file (unsafe members of a zip are skipped, each logged as a warning)
     """
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="platelab-voc-") as scratch:
@@ -978,8 +979,11 @@ def import_exports(sources=(), *, workspace=None, work_dir=None, aliases=None, p
 
     Each source may be a zip as CVAT exports it, the same unzipped, a zip of
     just ``Annotations/`` and ``JPEGImages/``, or a folder holding several of
-    these. Sources that are not VOC exports (and unsafe zips) become one-line
-    problems; the rest goes on. Inputs are only read.
+    these. Sources that are not VOC exports (and unreadable zips) become
+    one-line problems, as do the unsafe or broken members and items inside an
+    export (each named once; see :func:`platelab.annotations.load_batch`),
+    and links in a folder of exports that lead outside it; the rest goes on.
+    Inputs are only read.
 
     Args:
         sources: a path or a list of paths
@@ -1864,6 +1868,9 @@ def _export_candidates(source, problems):
     candidates = []
     for child in sorted(source.iterdir()):
         if child.name.startswith((".", "__MACOSX")):
+            continue
+        if child.is_symlink() and not child.resolve().is_relative_to(source.resolve()):
+            problems.append(f"{child}: a link to {child.resolve()}, outside {source}; skipped")
             continue
         if child.is_dir() or child.suffix.lower() == ".zip":
             candidates.append(child)

@@ -660,7 +660,10 @@ def find_batches(sources):
 
     A folder with ``Annotations/`` or ``JPEGImages/`` directly inside is one
     batch; any other folder stands for the zips and folders it holds (in name
-    order; side files such as ``exports.json`` are passed over).
+    order; side files such as ``exports.json`` are passed over, and a link
+    there that leads outside the folder is skipped with a message). Inside a
+    batch, links that lead outside it are skipped too (see
+    :func:`platelab.annotations.load_batch`).
 
     Args:
         sources: paths (str or Path), in order
@@ -683,12 +686,18 @@ def find_batches(sources):
         elif (source / "Annotations").is_dir() or (source / "JPEGImages").is_dir():
             batches.append(source)
         else:
-            found = [
-                child
-                for child in sorted(source.iterdir())
-                if not child.name.startswith((".", "__MACOSX"))
-                and (child.is_dir() or child.suffix.lower() == ".zip")
-            ]
+            found = []
+            for child in sorted(source.iterdir()):
+                if child.name.startswith((".", "__MACOSX")):
+                    continue
+                if not (child.is_dir() or child.suffix.lower() == ".zip"):
+                    continue
+                if child.is_symlink() and not child.resolve().is_relative_to(source.resolve()):
+                    problems.append(
+                        f"{child}: a link to {child.resolve()}, outside {source}; skipped"
+                    )
+                    continue
+                found.append(child)
             if not found:
                 problems.append(
                     f"{source}: holds no annotation batch (no VOC folder or zip); skipped"

@@ -259,6 +259,8 @@ def load_images(
         list(result.records()), desc="images", disable=not progress, leave=False
     ):
         batch_name = export.batch.name
+        if record.image_path is None and record.problems:
+            continue  # already named once by the import ("unreadable image; skipped")
         if record.image_path is None or not Path(record.image_path).is_file():
             problems.append(f"{export.source}: {record.name}: image missing or unreadable; skipped")
             continue
