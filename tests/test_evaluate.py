@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -659,7 +660,8 @@ def test_evaluate_command(tmp_path, capsys):
     )
     assert evaluate.run_evaluate_command(args, detector_loader=lambda path: FakeDetector()) == 0
     metrics = json.loads(out.read_text())
-    assert metrics["model"] == "runs/x" and metrics["num_pred"] == 2
+    # Recorded as given on the command line: relative to the current directory.
+    assert metrics["model"] == str(Path.cwd() / "runs" / "x") and metrics["num_pred"] == 2
     assert metrics["per_class"]["license_plate"]["tp"] == 1
     assert len(json.loads(saved.read_text())) == 2
 

@@ -1246,21 +1246,31 @@ def add_sweep_arguments(parser):
     """Adds the ``platelab sweep`` arguments to an argparse (sub)parser and sets its handler.
 
     Usage: ``add_sweep_arguments(commands.add_parser("sweep", help=...))``;
-    the parsed namespace's ``handler`` is :func:`run_sweep_command`.
+    the parsed namespace's ``handler`` is :func:`run_sweep_command`. Paths
+    are relative to the current directory.
     """
     parser.description = (
         "Run `platelab run` once per combination of a parameter grid (a YAML file with a "
         "base profile and a grid of section.parameter: [values]) and compare the runs."
     )
-    parser.add_argument("--params-grid", required=True, metavar="FILE", help="the grid file (YAML)")
+    parser.add_argument(
+        "--params-grid",
+        required=True,
+        type=paths.from_cwd,
+        metavar="FILE",
+        help="the grid file (YAML)",
+    )
     parser.add_argument("-j", "--jobs", type=_positive_int, default=1, help="runs at a time (1)")
     parser.add_argument(
-        "--reports", metavar="DIR", help="where the sweep folder goes (default: reports/)"
+        "--reports",
+        type=paths.from_cwd,
+        metavar="DIR",
+        help="where the sweep folder goes (default: reports/)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="list and check the combinations; run nothing"
     )
-    parser.add_argument("--notebooks", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--notebooks", type=paths.from_cwd, metavar="DIR", help=argparse.SUPPRESS)
     parser.set_defaults(handler=run_sweep_command)
     return parser
 

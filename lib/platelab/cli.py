@@ -1,7 +1,10 @@
 """The ``platelab`` command line.
 
 Every subcommand reports bad input as one line, ``platelab: error: ...``, and
-exits non-zero; ``--debug`` shows the traceback instead.
+exits non-zero; ``--debug`` shows the traceback instead. Every path argument
+is relative to the current directory, as a shell user means it
+(:func:`platelab.paths.from_cwd`); paths inside parameter files stay
+relative to the project root, as in the notebooks.
 """
 
 import argparse
@@ -10,6 +13,7 @@ import sys
 from pathlib import Path
 
 from platelab import __version__
+from platelab.paths import from_cwd
 
 logger = logging.getLogger(__name__)
 
@@ -142,11 +146,11 @@ def _doctor(args):
 
 
 def _train(args):
-    from platelab import config, paths, train
+    from platelab import config, train
 
     values = {}
     if args.profile or args.params:
-        params_path = Path(args.params) if args.params else config.profile_path(args.profile)
+        params_path = args.params if args.params else config.profile_path(args.profile)
         params = config.load_params(params_path)
         resolved = config.resolve_params(params, config.discover_stages())
         values = train.config_values(resolved.get("06_train", {}))
@@ -161,8 +165,8 @@ def _train(args):
     values.update({key: value for key, value in overrides.items() if value is not None})
     try:
         state = train.train(
-            paths.resolve(args.data),
-            paths.resolve(args.out),
+            args.data,
+            args.out,
             values,
             progress=not args.quiet,
             echo=print,
@@ -225,6 +229,32 @@ def _parse_size(text):
     return width, height
 
 
+def _input_path(text):
+    """A sample input: a path relative to the current directory, or a live URL as given."""
+    return text if "://" in text else from_cwd(text)
+
+
+def _init_value(text):
+    """``--init``: a keyword (imagenet, auto, none) as given, else a path from the current directory."""
+    if text == "imagenet" or text.lower() in ("auto", "none"):
+        return text
+    return str(from_cwd(text))
+
+
+def _paths_from_cwd(handler, *names):
+    """Wraps a command handler: the named arguments become paths from the current directory first."""
+
+    def run(args):
+        for name in names:
+            value = getattr(args, name, None)
+            if value is not None:
+                setattr(args, name, from_cwd(value))
+        return handler(args)
+
+    run.__wrapped__ = handler
+    return run
+
+
 def _positive(kind):
     def parse(text):
         try:
@@ -253,21 +283,25 @@ def _build_parser():
     )
     source = run.add_mutually_exclusive_group()
     source.add_argument("--profile", help="a profile in params/ (default: default)")
-    source.add_argument("--params", metavar="FILE", help="a parameter file (YAML) instead")
+    source.add_argument(
+        "--params", type=from_cwd, metavar="FILE", help="a parameter file (YAML) instead"
+    )
     run.add_argument("--stages", help="stages to run, e.g. 00,01 or 00-03 (default: all)")
     run.add_argument("--run-id", help="the report folder's name (default: time and profile)")
     run.add_argument("--show-code", action="store_true", help="keep code cells in HTML reports")
-    run.add_argument("--notebooks", metavar="DIR", help=argparse.SUPPRESS)
-    run.add_argument("--reports", metavar="DIR", help="where run folders go (default: reports/)")
+    run.add_argument("--notebooks", type=from_cwd, metavar="DIR", help=argparse.SUPPRESS)
+    run.add_argument(
+        "--reports", type=from_cwd, metavar="DIR", help="where run folders go (default: reports/)"
+    )
     run.add_argument("--kernel", help="Jupyter kernel name (default: the notebooks' python3)")
     run.set_defaults(handler=_run)
 
     stages = commands.add_parser("stages", help="list the stages and their parameters")
-    stages.add_argument("--notebooks", metavar="DIR", help=argparse.SUPPRESS)
+    stages.add_argument("--notebooks", type=from_cwd, metavar="DIR", help=argparse.SUPPRESS)
     stages.set_defaults(handler=_stages)
 
     synth = commands.add_parser("synth", help="render synthetic traffic videos with ground truth")
-    synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    synth.add_argument("--out", required=True, type=from_cwd, metavar="DIR", help="output folder")
     synth.add_argument("--videos", type=_positive(int), default=6, help="number of videos (6)")
     synth.add_argument("--seconds", type=_positive(float), default=10.0, help="length of each (10)")
     synth.add_argument("--fps", type=_positive(float), default=10.0, help="frame rate (10)")
@@ -280,9 +314,13 @@ def _build_parser():
         "sample", help="sample lossless frames from videos and photos (stage 01)"
     )
     sample.add_argument(
-        "inputs", nargs="+", metavar="VIDEO_OR_DIR", help="videos, photos, folders or globs"
+        "inputs",
+        nargs="+",
+        type=_input_path,
+        metavar="VIDEO_OR_DIR",
+        help="videos, photos, folders or globs",
     )
-    sample.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    sample.add_argument("--out", required=True, type=from_cwd, metavar="DIR", help="output folder")
     sample.add_argument("--fps", type=_positive(float), default=2.0, help="frames per second (2)")
     sample.add_argument(
         "--cut-static", action="store_true", help="also cut stretches with no motion"
@@ -293,9 +331,13 @@ def _build_parser():
 
     curate = commands.add_parser("curate", help="drop duplicate and empty frames (stage 02)")
     curate.add_argument(
-        "inputs", nargs="+", metavar="DIR", help="frame folders, photo folders or images"
+        "inputs",
+        nargs="+",
+        type=from_cwd,
+        metavar="DIR",
+        help="frame folders, photo folders or images",
     )
-    curate.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    curate.add_argument("--out", required=True, type=from_cwd, metavar="DIR", help="output folder")
     curate.add_argument(
         "--threshold", type=int, default=3, help="near-duplicate threshold in changed cells (3)"
     )
@@ -314,16 +356,26 @@ def _build_parser():
     )
 
     train = commands.add_parser("train", help="train the detector on a merged dataset (stage 06)")
-    train.add_argument("--data", required=True, metavar="DIR", help="merged dataset (stage 05)")
     train.add_argument(
-        "--out", required=True, metavar="RUN_DIR", help="the run folder (resumed if it exists)"
+        "--data", required=True, type=from_cwd, metavar="DIR", help="merged dataset (stage 05)"
+    )
+    train.add_argument(
+        "--out",
+        required=True,
+        type=from_cwd,
+        metavar="RUN_DIR",
+        help="the run folder (resumed if it exists)",
     )
     train_source = train.add_mutually_exclusive_group()
     train_source.add_argument(
         "--profile", help="take 06_train's parameters from params/<NAME>.yaml"
     )
-    train_source.add_argument("--params", metavar="FILE", help="a parameter file (YAML) instead")
-    train.add_argument("--init", help="imagenet, auto, none, a weights file or a run folder")
+    train_source.add_argument(
+        "--params", type=from_cwd, metavar="FILE", help="a parameter file (YAML) instead"
+    )
+    train.add_argument(
+        "--init", type=_init_value, help="imagenet, auto, none, a weights file or a run folder"
+    )
     train.add_argument("--steps", type=_positive(int), help="training steps")
     train.add_argument("--batch-size", type=_positive(int), help="images per step")
     train.add_argument("--width", type=_positive(float), help="MobileNetV2 width multiplier")
@@ -335,9 +387,15 @@ def _build_parser():
     train.set_defaults(handler=_train)
 
     predict = commands.add_parser("predict", help="run a trained model over a folder of images")
-    predict.add_argument("--model", required=True, metavar="RUN_DIR", help="a training run folder")
-    predict.add_argument("--images", required=True, metavar="DIR", help="a folder of images")
-    predict.add_argument("--out", required=True, metavar="FILE", help="predictions JSON to write")
+    predict.add_argument(
+        "--model", required=True, type=from_cwd, metavar="RUN_DIR", help="a training run folder"
+    )
+    predict.add_argument(
+        "--images", required=True, type=from_cwd, metavar="DIR", help="a folder of images"
+    )
+    predict.add_argument(
+        "--out", required=True, type=from_cwd, metavar="FILE", help="predictions JSON to write"
+    )
     predict.add_argument("--threshold", type=float, help="lowest score kept (default: the model's)")
     predict.add_argument(
         "--coco", action="store_true", help="write COCO results format (with image ids)"
@@ -354,11 +412,18 @@ def _build_parser():
     from platelab import export as export_module
     from platelab import video as video_module
 
-    export_module.add_export_arguments(
+    # These two modules declare their own arguments; their paths are made absolute here.
+    export_parser = export_module.add_export_arguments(
         commands.add_parser("export", help="export a trained model (SavedModel, TFLite, ONNX)")
     )
-    video_module.add_video_arguments(
+    export_parser.set_defaults(
+        handler=_paths_from_cwd(export_module.run_export_command, "model", "out", "representative")
+    )
+    video_parser = video_module.add_video_arguments(
         commands.add_parser("video", help="draw a model's detections on a video (stage 08)")
+    )
+    video_parser.set_defaults(
+        handler=_paths_from_cwd(video_module.run_video_command, "model", "input", "output")
     )
 
     from platelab import analyze as analyze_module

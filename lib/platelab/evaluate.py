@@ -71,6 +71,7 @@ import numpy as np
 
 from platelab import LABELS, annotations
 from platelab.atomic import atomic_write_json
+from platelab.paths import from_cwd
 
 logger = logging.getLogger(__name__)
 
@@ -590,7 +591,8 @@ def add_evaluate_arguments(parser):
     """Adds the ``platelab evaluate`` arguments to an argparse (sub)parser and sets its handler.
 
     Usage: ``add_evaluate_arguments(commands.add_parser("evaluate", help=...))``;
-    the parsed namespace's ``handler`` is :func:`run_evaluate_command`.
+    the parsed namespace's ``handler`` is :func:`run_evaluate_command`. Paths
+    are relative to the current directory.
     """
     parser.description = (
         "Score a detector's predictions (or a trained model) against VOC ground truth: "
@@ -599,20 +601,27 @@ def add_evaluate_arguments(parser):
     given = parser.add_mutually_exclusive_group(required=True)
     given.add_argument(
         "--predictions",
+        type=from_cwd,
         metavar="FILE",
         help="JSON list of {image, label, score, bbox [xmin, ymin, xmax, ymax] pixels}",
     )
     given.add_argument(
-        "--model", metavar="DIR", help="a training run folder: predict on the images first"
+        "--model",
+        type=from_cwd,
+        metavar="DIR",
+        help="a training run folder: predict on the images first",
     )
     parser.add_argument(
         "--data",
         nargs="+",
         required=True,
+        type=from_cwd,
         metavar="VOC",
         help="ground truth: VOC folders or zips (CVAT exports, a merged dataset)",
     )
-    parser.add_argument("--out", required=True, metavar="FILE", help="the metrics JSON to write")
+    parser.add_argument(
+        "--out", required=True, type=from_cwd, metavar="FILE", help="the metrics JSON to write"
+    )
     parser.add_argument("--split", help="only the images in ImageSets/Main/<split>.txt (e.g. test)")
     parser.add_argument(
         "--threshold",
@@ -626,6 +635,7 @@ def add_evaluate_arguments(parser):
     )
     parser.add_argument(
         "--aliases",
+        type=from_cwd,
         metavar="FILE",
         help="YAML: canonical label -> spellings (extends the defaults)",
     )
@@ -636,7 +646,10 @@ def add_evaluate_arguments(parser):
         help="with --model: the lowest score kept (0.01; AP needs the low-scoring ones)",
     )
     parser.add_argument(
-        "--save-predictions", metavar="FILE", help="with --model: also write the predictions"
+        "--save-predictions",
+        type=from_cwd,
+        metavar="FILE",
+        help="with --model: also write the predictions",
     )
     parser.set_defaults(handler=run_evaluate_command)
     return parser

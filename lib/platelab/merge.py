@@ -73,6 +73,7 @@ from tqdm.auto import tqdm
 
 from platelab import LABELS, annotations, archives, metadata, visualize
 from platelab.atomic import atomic_dir
+from platelab.paths import from_cwd
 from platelab.tfrecords import encode_example, import_tensorflow
 
 logger = logging.getLogger(__name__)
@@ -1007,7 +1008,8 @@ def add_merge_arguments(parser):
     """Adds the ``platelab merge`` arguments to an argparse (sub)parser and sets its handler.
 
     Usage: ``add_merge_arguments(commands.add_parser("merge", help=...))``;
-    the parsed namespace's ``handler`` is :func:`run_merge_command`.
+    the parsed namespace's ``handler`` is :func:`run_merge_command`. Paths
+    are relative to the current directory.
     """
     parser.description = (
         "Merge annotation batches (CVAT 'PASCAL VOC 1.1' zips or folders) into one dataset "
@@ -1016,14 +1018,20 @@ def add_merge_arguments(parser):
     parser.add_argument(
         "sources",
         nargs="+",
+        type=from_cwd,
         metavar="SRC",
         help="annotation batches, zip or folder; later ones win on duplicates",
     )
     parser.add_argument(
-        "--out", required=True, metavar="DIR", help="the dataset folder (replaced atomically)"
+        "--out",
+        required=True,
+        type=from_cwd,
+        metavar="DIR",
+        help="the dataset folder (replaced atomically)",
     )
     parser.add_argument(
         "--aliases",
+        type=from_cwd,
         metavar="FILE",
         help="YAML: canonical label -> spellings (extends the defaults)",
     )
@@ -1045,7 +1053,10 @@ def add_merge_arguments(parser):
         help="duplicate detection on file bytes or decoded pixels (bytes)",
     )
     parser.add_argument(
-        "--index", metavar="FILE", help="stage-03 task index (source, vantage per image)"
+        "--index",
+        type=from_cwd,
+        metavar="FILE",
+        help="stage-03 task index (source, vantage per image)",
     )
     parser.add_argument(
         "--review",

@@ -11,6 +11,10 @@ Every stage reads from earlier folders and writes to its own:
 ``PLATELAB_ROOT`` overrides the project root, ``PLATELAB_DATA_DIR`` and
 ``PLATELAB_REPORTS_DIR`` the two output trees (tests point them at temporary
 folders).
+
+Two rules for relative paths: a notebook parameter (or a parameter file's
+value) is relative to the project root (:func:`resolve`); a ``platelab``
+command-line argument is relative to the current directory (:func:`from_cwd`).
 """
 
 import os
@@ -25,11 +29,11 @@ FIFTYONE_DB_DIR = DATA_DIR / "fiftyone-db"
 
 
 def resolve(path):
-    """Resolves a path given in parameters.
+    """Resolves a path given in parameters (notebooks, parameter files).
 
     Relative paths are taken relative to the project root, so that a notebook
     means the same folder whether it runs in JupyterLab (cwd ``notebooks/``)
-    or under ``platelab run``.
+    or under ``platelab run``. Command-line paths use :func:`from_cwd` instead.
 
     Args:
         path: a str or Path
@@ -39,6 +43,25 @@ def resolve(path):
     """
     path = Path(path).expanduser()
     return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
+
+
+def from_cwd(path):
+    """Resolves a path given on the command line: relative to the current directory.
+
+    What a shell user means by ``platelab train --data mydata``: ``./mydata``,
+    wherever the project is. Used as the ``type`` of every ``platelab`` path
+    argument, so that nothing downstream (a notebook run from the project
+    root, :func:`resolve`) can take it for another folder. ``..`` and links
+    are left for the system to follow, as the shell would.
+
+    Args:
+        path: a str or Path (``~`` is expanded)
+
+    Returns:
+        an absolute Path
+    """
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else Path.cwd() / path
 
 
 def workspace_dir(workspace):
