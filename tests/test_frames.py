@@ -2,6 +2,7 @@
 
 import errno
 import hashlib
+import io
 import json
 import subprocess
 
@@ -159,9 +160,24 @@ def test_find_inputs_collects_files_folders_and_globs(media, tmp_path):
 
 @pytest.mark.parametrize(
     "name",
-    ["plain", "ntsc", "rotated", "vfr", "late", "tagged", "rotated-direct", "vfr-direct"],
+    [
+        "plain",
+        "ntsc",
+        "rotated",
+        "vfr",
+        "late",
+        "tagged",
+        "rotated-direct",
+        "vfr-direct",
+        "plain-opencv",
+        "rotated-opencv",
+    ],
 )
 def test_frames_are_pixel_identical_to_the_seed_command(media, tmp_path, name, monkeypatch):
+    if name.endswith("-opencv"):
+        # OpenCV's PNG encoder, the one used where isal is not installed
+        monkeypatch.setattr(frames, "isal_zlib", None)
+        name = name.removesuffix("-opencv")
     if name.endswith("-direct"):
         # RGB conversion in the decoding ffmpeg (the path for less common pixel formats)
         monkeypatch.setattr(probe, "SEPARATE_CONVERSION_FORMATS", frozenset())
@@ -189,6 +205,34 @@ def test_frames_are_pixel_identical_to_the_seed_command(media, tmp_path, name, m
     if name == "late":
         # the seed repeats the first picture over the 2 s without video; we keep it once
         assert source["kept"] == [[2.0, 5.0]] and times[0] == 2.0 and source["duplicates"] == 3
+
+
+def test_isal_and_opencv_pngs_hold_the_same_pixels_and_signatures(media, tmp_path, monkeypatch):
+    fast = frames.sample([media["plain"]], tmp_path / "isal", progress=False)
+    monkeypatch.setattr(frames, "isal_zlib", None)
+    slow = frames.sample([media["plain"]], tmp_path / "opencv", progress=False)
+    assert fast["frames"] and fast["frames"] == slow["frames"]
+    assert np.array_equal(
+        np.load(tmp_path / "isal" / frames.SIGNATURES_NAME),
+        np.load(tmp_path / "opencv" / frames.SIGNATURES_NAME),
+    )
+    for frame in fast["frames"]:
+        ours = cv2.imread(str(tmp_path / "isal" / frame["image"]), cv2.IMREAD_UNCHANGED)
+        theirs = cv2.imread(str(tmp_path / "opencv" / frame["image"]), cv2.IMREAD_UNCHANGED)
+        assert ours is not None and np.array_equal(ours, theirs), frame["image"]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 7, 3), (9, 4, 3), (240, 320, 3)])
+def test_png_writer_is_lossless(shape):
+    from PIL import Image
+
+    rgb = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    data = frames._png_bytes(rgb[:, ::-1][:, ::-1])  # strided input is fine too
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert decoded.dtype == np.uint8 and np.array_equal(decoded[:, :, ::-1], rgb)
+    with Image.open(io.BytesIO(data)) as image:  # Pillow checks every chunk's CRC
+        image.load()
+        assert image.mode == "RGB" and np.array_equal(np.asarray(image), rgb)
 
 
 def test_sampling_rate_and_frame_indices(media, tmp_path):

@@ -14,9 +14,10 @@ The entry point is :func:`sample`. For each video it runs ONE ffmpeg decode
 
 A sampled frame is held back until the analysis has seen a little past it
 (the minimum segment duration plus a few analysis frames), then either
-dropped (inside a cut segment) or PNG-encoded in a thread pool (OpenCV, zlib
-level 1: lossless, several times faster than ffmpeg's serial PNG encoder)
-while the decode goes on. Thumbnails, difference hashes and sharpness
+dropped (inside a cut segment) or PNG-encoded in a thread pool ('up' filter
+and ISA-L's deflate, or OpenCV at zlib level 1 where isal is not installed:
+lossless, many times faster than ffmpeg's serial PNG encoder) while the decode
+goes on. Thumbnails, difference hashes and sharpness
 (:mod:`platelab.signatures`) are computed from the in-memory frames, so
 curation need not decode the PNGs again. Photos are decoded with OpenCV
 (EXIF orientation applied) and normalised to 8-bit, 3-channel BGR.
@@ -41,8 +42,10 @@ import io
 import json
 import logging
 import os
+import struct
 import threading
 import time
+import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -76,6 +79,11 @@ from platelab.probe import (
     source_slug,
 )
 
+try:  # ISA-L's deflate: PNG frames about four times faster than zlib (OpenCV's encoder)
+    from isal import isal_zlib
+except ImportError:  # pragma: no cover - an install without isal: OpenCV's encoder
+    isal_zlib = None
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -102,7 +110,10 @@ PNG_PARAMETERS += [cv2.IMWRITE_PNG_STRATEGY_RLE]
 if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV 4.10 and later
     PNG_PARAMETERS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
 # Lossless PNG at a low zlib level with the 'up' filter: several times faster than
-# ffmpeg's PNG encoder at its defaults, and the files come out smaller.
+# ffmpeg's PNG encoder at its defaults, and the files come out smaller. The fallback
+# where isal is not installed; with it, _png_bytes writes the same 'up'-filtered PNG
+# about four times faster (1080p: 4 ms against 16 ms a frame, files 7 % larger).
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def find_inputs(patterns):
@@ -873,10 +884,17 @@ def _encode_frame(image, rgb_size, path, on_written=None):
     if rgb_size is not None:
         width, height = rgb_size
         rgb = np.frombuffer(image, np.uint8).reshape(height, width, 3)
-        image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", image, PNG_PARAMETERS)
-    if not ok:
-        raise _OutputFailure(errno.EIO, f"cannot encode {path.name} as PNG")
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        if isal_zlib is not None:
+            encoded = _png_bytes(rgb)
+        else:
+            encoded = _cv2_png(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), path)
+    else:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if isal_zlib is not None:
+            encoded = _png_bytes(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        else:
+            encoded = _cv2_png(image, path)
     try:
         _write_file(path, encoded)
     except OSError as error:
@@ -886,15 +904,55 @@ def _encode_frame(image, rgb_size, path, on_written=None):
         ) from None
     if on_written is not None:
         on_written()
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     signature = signatures.compute_signature(gray)
     return {
-        "width": int(image.shape[1]),
-        "height": int(image.shape[0]),
+        "width": int(gray.shape[1]),
+        "height": int(gray.shape[0]),
         "sharpness": round(signatures.sharpness(gray), 4),
         "dhash": f"{signatures.difference_hash(signature):016x}",
         "signature": signature,
     }
+
+
+def _png_bytes(rgb):
+    """Encodes an RGB uint8 image as a lossless 8-bit PNG with ISA-L's deflate.
+
+    Every row uses PNG's 'up' filter (the row above subtracted; the first row's
+    "above" is zeros), which suits camera frames, in one IDAT chunk.
+
+    Args:
+        rgb: an ``(H, W, 3)`` uint8 array (any strides)
+
+    Returns:
+        the PNG file's bytes
+    """
+    height, width = rgb.shape[:2]
+    rows = np.ascontiguousarray(rgb).reshape(height, width * 3)
+    filtered = np.empty((height, width * 3 + 1), np.uint8)
+    filtered[:, 0] = 2  # filter type 'up'
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"".join(
+        [
+            PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", isal_zlib.compress(filtered, 1)),
+            _png_chunk(b"IEND", b""),
+        ]
+    )
+
+
+def _png_chunk(kind, data):
+    crc = zlib.crc32(data, zlib.crc32(kind))
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def _cv2_png(image_bgr, path):
+    ok, encoded = cv2.imencode(".png", image_bgr, PNG_PARAMETERS)
+    if not ok:
+        raise _OutputFailure(errno.EIO, f"cannot encode {path.name} as PNG")
+    return encoded
 
 
 def _write_file(path, data):
