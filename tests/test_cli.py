@@ -76,3 +76,16 @@ def test_sample_reports_unusable_output_in_one_line(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("platelab: error:"), result.stderr
+
+
+def test_sample_of_a_folder_without_media_says_so(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "notes.txt").write_text("x")
+    result = _cli("sample", empty, "--out", tmp_path / "frames", "--quiet")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"platelab: error: {empty}: no video or image found in this folder"
+    ), result.stderr
+    assert "nothing to do" not in result.stdout + result.stderr
+    assert not (tmp_path / "frames" / "manifest.json").exists()

@@ -156,6 +156,11 @@ def test_find_inputs_collects_files_folders_and_globs(media, tmp_path):
         f"{tmp_path / '*.mkv'}: no files match",
         "rtsp://cam/1: a live source; record it first with record(url, seconds, path)",
     ]
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.txt").write_text("x")
+    assert frames.find_inputs([tmp_path / "empty", tmp_path / "a"])[2] == [
+        f"{tmp_path / 'empty'}: no video or image found in this folder"
+    ]
 
 
 @pytest.mark.parametrize(

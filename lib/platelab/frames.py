@@ -129,7 +129,8 @@ def find_inputs(patterns):
     Returns:
         ``(videos, photos, problems)``: two sorted lists of Paths and a list
         of one-line messages (missing paths, patterns matching nothing,
-        explicitly named files of an unsupported type, live URLs)
+        folders holding no video or photo, explicitly named files of an
+        unsupported type, live URLs)
     """
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [patterns]
@@ -137,20 +138,17 @@ def find_inputs(patterns):
     seen = set()
 
     def add(path, explicit):
-        key = os.path.realpath(path)
-        if key in seen:
-            return
+        """Lists a file; returns whether it is a video or a photo."""
         suffix = path.suffix.lower()
-        if suffix in VIDEO_EXTENSIONS:
-            videos.append(path)
-        elif suffix in PHOTO_EXTENSIONS:
-            photos.append(path)
-        elif explicit:
-            problems.append(f"{path}: unsupported file type ({suffix or 'no extension'})")
-            return
-        else:
-            return
-        seen.add(key)
+        if suffix not in VIDEO_EXTENSIONS and suffix not in PHOTO_EXTENSIONS:
+            if explicit:
+                problems.append(f"{path}: unsupported file type ({suffix or 'no extension'})")
+            return False
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            (videos if suffix in VIDEO_EXTENSIONS else photos).append(path)
+        return True
 
     for pattern in patterns:
         text = os.fspath(pattern)
@@ -161,8 +159,9 @@ def find_inputs(patterns):
             continue
         path = Path(text).expanduser()
         if path.is_dir():
-            for item in _walk(path):
-                add(item, explicit=False)
+            found = [add(item, explicit=False) for item in _walk(path)]
+            if not any(found):
+                problems.append(f"{text}: no video or image found in this folder")
         elif path.is_file():
             add(path, explicit=True)
         elif glob.has_magic(text):
@@ -230,7 +229,8 @@ def sample(
 
     Raises:
         OSError: the output folder cannot be created or written
-        ValueError: bad parameters (fps, manual ranges)
+        ValueError: bad parameters (fps, manual ranges), or no video or photo
+            among the inputs (the message names each input and its problem)
     """
     started = time.monotonic()
     if not fps or fps <= 0:
@@ -240,8 +240,12 @@ def sample(
     _prepare_output_dir(out_dir)
     videos, photos, problems = find_inputs(inputs)
     output_root = os.path.realpath(out_dir)
+    if not videos and not photos:
+        raise ValueError("; ".join(problems) or "no video or image among the inputs")
     videos = [path for path in videos if not _is_inside(path, output_root)]
     photos = [path for path in photos if not _is_inside(path, output_root)]
+    if not videos and not photos:
+        raise ValueError(f"no video or image found outside the output folder {out_dir}")
     source_ids = _assign_source_ids(videos + photos)
     manual_by_path = _match_manual(manual, videos, source_ids, problems)
     workers = max(1, int(workers or os.cpu_count() or 1))
@@ -482,7 +486,7 @@ class _Run:
             else:
                 to_do.append(job)
         reused_count = len(results)
-        if not to_do:
+        if jobs and not to_do:
             message = f"{self.out_dir}: nothing to do, all {len(jobs)} source(s) unchanged"
             logger.info(message)
             if progress:
