@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/bench_train_input.py [--data DIR] [--steps 20] [--rounds 3]
-        [--width 0.5] [--input-size 320] [--batch-size 16] [--no-augment]
+        [--width 0.5] [--input-size 320] [--infer-size 960] [--batch-size 16]
+        [--no-augment] [--set KEY=VALUE ...]
 
 On the merged dataset (default: ``data/default/processed/dataset``, written by
 ``make run``), builds the model and the real training pipeline of
@@ -37,29 +38,43 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20, help="steps per timed round (20)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
     parser.add_argument("--width", type=float, default=0.5, help="MobileNetV2 width (0.5)")
-    parser.add_argument("--input-size", type=int, default=320, help="model input (320)")
+    parser.add_argument("--input-size", type=int, default=320, help="training crops (320)")
+    parser.add_argument(
+        "--infer-size", type=int, default=960, help="inference long side (960; 0: square input)"
+    )
+    parser.add_argument("--set", action="append", default=[], help="more KEY=VALUE parameters")
     parser.add_argument("--batch-size", type=int, default=16, help="images per step (16)")
     parser.add_argument("--no-augment", action="store_true", help="pipeline without augmentation")
     args = parser.parse_args(argv)
     if not (Path(args.data) / "tfrecords" / "train.tfrecord").is_file():
         sys.exit(f"{args.data}: no merged dataset with TFRecords (run `make run` first)")
 
-    config = train.TrainConfig(
-        input_size=args.input_size,
-        width=args.width,
-        batch_size=args.batch_size,
-        init="none",
-        augment=not args.no_augment,
-        seed=0,
+    import yaml
+
+    extra = {
+        key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)
+    }
+    config = train.TrainConfig.from_dict(
+        dict(
+            input_size=args.input_size,
+            infer_size=args.infer_size,
+            width=args.width,
+            batch_size=args.batch_size,
+            init="none",
+            augment=not args.no_augment,
+            seed=0,
+            **extra,
+        )
     )
     labels = train.read_labels(args.data)
-    data = train.load_split(args.data, "train", labels, train.cache_size_for(config))
+    geometry = config.geometry(*train.frame_size(args.data))
+    data = train.load_split(args.data, "train", labels, geometry)
     result = train.measure_input_throughput(
         data, config, steps=args.steps, rounds=args.rounds, echo=print
     )
     print(
-        f"width {config.width:g}, input {config.input_size}, batch {config.batch_size}, "
-        f"augment {config.augment}, {os.cpu_count()} CPUs"
+        f"width {config.width:g}, training images {config.train_shape(geometry)}, inference "
+        f"{geometry}, batch {config.batch_size}, augment {config.augment}, {os.cpu_count()} CPUs"
     )
     print(
         f"bare train step on cached tensors: {result['bare_images_per_s']:6.1f} images/s"

@@ -173,6 +173,7 @@ def make_run_folder(
     score_threshold=0.3,
     metrics=None,
     dataset=None,
+    infer_size=None,
 ):
     """Writes a training-run folder as :mod:`platelab.train` leaves it.
 
@@ -184,6 +185,9 @@ def make_run_folder(
         score_threshold: the run's operating threshold
         metrics: a ``metrics.json`` document to write (none by default)
         dataset: the dataset folder to record in ``config.json``
+        infer_size: ``[width, height]`` of a letterboxed inference input (today's runs):
+            the model is rebuilt for any input size with the same weights; None: an
+            earlier run's square, squashed input
 
     Returns:
         the folder (a Path)
@@ -193,7 +197,7 @@ def make_run_folder(
     if net is None:
         net, spec = tiny_model()
     config = {
-        "input_size": int(net.input_shape[1]),
+        "input_size": int(net.input_shape[1] or INPUT_SIZE),
         "width": WIDTH,
         "levels": list(spec["levels"]),
         "anchors": spec,
@@ -206,6 +210,15 @@ def make_run_folder(
         "train_images": 96,
         "val_images": 0,
     }
+    if infer_size is not None:
+        spec = model_lib.anchor_spec_in_pixels(spec, INPUT_SIZE)
+        dynamic = model_lib.build_ssd(
+            len(LABELS), None, WIDTH, spec, weights=None, levels=tuple(spec["levels"])
+        )
+        dynamic.set_weights(net.get_weights())
+        net = dynamic
+        config.update(anchors=spec, input_size=INPUT_SIZE, infer_size=list(infer_size))
+        config["resize"] = "letterbox"
     net.save(folder / "best.keras")
     (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     state = {"status": status, "step": 80, "best_step": 80, "best_map": 0.6, "steps": 80}

@@ -703,3 +703,34 @@ def test_real_cvat_exports_against_themselves(shared_data, tmp_path):
         jittered.append(dict(item, score=float(rng.random()), bbox=moved.tolist()))
     metrics, _ = _assert_parity(truth, jittered, classes=["license_plate"])
     assert 0.2 < metrics["AP"] < 1.0 and metrics["AP50"] > metrics["AP75"]
+
+
+def test_ap_by_height_scores_each_bin_on_its_own():
+    boxes = np.array([[10, 10, 40, 20], [100, 100, 140, 120], [200, 200, 280, 240], [0, 0, 8, 4]])
+    ground_truth = [
+        {
+            "image": "a",
+            "width": 400,
+            "height": 300,
+            "boxes": boxes,
+            "labels": ["license_plate"] * 4,
+            "ignore": [False, False, False, True],
+        }
+    ]
+    found = [boxes[0], boxes[2]]  # the 10 px and the 40 px plates; the 20 px one missed
+    predictions = [
+        {"image": "a", "label": "license_plate", "score": 0.9, "bbox": list(map(float, box))}
+        for box in found
+    ]
+    rows = evaluate.ap_by_height(ground_truth, predictions, "license_plate")
+    assert [row["bin"] for row in rows] == ["8-16 px", "16-32 px", "32+ px"]
+    assert [row["num_gt"] for row in rows] == [1, 1, 1]
+    assert rows[0]["AP50"] == pytest.approx(1.0)
+    assert rows[1]["AP50"] == pytest.approx(0.0)
+    assert rows[2]["AP50"] == pytest.approx(1.0)
+    # A false alarm of the bin's size counts against it; one of another size does not.
+    predictions.append(
+        {"image": "a", "label": "license_plate", "score": 0.95, "bbox": [300.0, 10, 330, 22]}
+    )
+    rows = evaluate.ap_by_height(ground_truth, predictions, "license_plate")
+    assert rows[0]["AP50"] < 1.0 and rows[2]["AP50"] == pytest.approx(1.0)

@@ -6,6 +6,7 @@ so that AP50 compares a model that finds things, not noise.
 
 import argparse
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -377,3 +378,37 @@ def exports(trained_run, tmp_path_factory):
     )
     assert args.handler(args) == 0
     return made
+
+
+@pytest.mark.slow
+def test_letterboxed_exports_agree_with_keras_on_frames_of_other_shapes(tmp_path):
+    """A run of today's geometry (letterbox into 192x128) exports with that geometry:
+    every format and the Keras detector find the same boxes on 4:3 and 1:1 frames."""
+    net, spec = model_helpers.train_tiny_model()
+    run = model_helpers.make_run_folder(tmp_path / "run", net, spec, infer_size=[192, 128])
+    keras_predictor = export.load_predictor(run)
+    assert keras_predictor.geometry == model_lib.InputGeometry(192, 128, "letterbox")
+    rng = np.random.default_rng(4)
+    images = [
+        model_helpers.draw_scene(rng, 200, 150)[0],
+        model_helpers.draw_scene(rng, 128, 128)[0],
+    ]
+    reference = keras_predictor.predict(images, score_threshold=0.3)
+    assert sum(len(item["scores"]) for item in reference) >= 2
+    for image, found in zip(images, reference, strict=True):
+        boxes = found["boxes"]
+        assert np.all(boxes[:, 2] <= image.shape[1] + 1e-3) and np.all(
+            boxes[:, 3] <= image.shape[0] + 1e-3
+        )
+    for fmt in ("saved_model", "tflite"):
+        folder = Path(export.export(run, fmt, tmp_path / fmt, progress=False)["path"])
+        card = json.loads((folder / export.CARD_JSON).read_text())
+        assert card["model"]["infer_size"] == [192, 128] and card["model"]["resize"] == "letterbox"
+        assert "letterboxed into 192x128" in card["preprocessing"]
+        assert "192x128, letterbox" in (folder / export.CARD_MARKDOWN).read_text()
+        predictor = export.load_predictor(folder)
+        ours = predictor.predict(images, score_threshold=0.3)
+        for first, second in zip(ours, reference, strict=True):
+            assert sorted(first["labels"]) == sorted(second["labels"]), fmt
+            score_gap, box_gap = export.detection_gaps(first, second)
+            assert score_gap < 1e-3 and box_gap < 1.0, (fmt, score_gap, box_gap)

@@ -32,51 +32,18 @@ def test_batch_indices_cover_every_image_once_per_epoch():
     assert not np.array_equal(drawn, other)
 
 
-def test_loss_rewards_the_right_answer_and_mines_hard_negatives():
-    tf = model_lib._import_tensorflow()
-    anchors = 50
-    class_targets = np.zeros((1, anchors), np.int32)
-    class_targets[0, :2] = [1, 2]
-    class_targets[0, 2] = train.IGNORE
-    box_targets = np.zeros((1, anchors, 4), np.float32)
-    box_targets[0, :2] = 0.5
-    right = np.full((1, anchors, 3), [8.0, -8.0, -8.0], np.float32)
-    right[0, 0] = [-8, 8, -8]
-    right[0, 1] = [-8, -8, 8]
-    wrong = np.zeros((1, anchors, 3), np.float32)
-    good = train.detection_loss(class_targets, box_targets, right, box_targets)
-    bad = train.detection_loss(class_targets, box_targets, wrong, np.zeros_like(box_targets))
-    assert float(good[0]) < 1e-3 and float(good[1]) == pytest.approx(0.0)
-    # Two positives and eight mined negatives, each log(3), over 2 positives.
-    assert float(bad[0]) == pytest.approx(10 * np.log(3) / 2, rel=1e-4)
-    assert float(bad[1]) == pytest.approx(2 * 4 * 0.5 * 0.25 / 2, rel=1e-4)
-    # An ignored anchor adds nothing however wrong it is.
-    ignored_wrong = right.copy()
-    ignored_wrong[0, 2] = [-9, 9, -9]
-    assert float(
-        train.detection_loss(class_targets, box_targets, ignored_wrong, box_targets)[0]
-    ) == (pytest.approx(float(good[0]), abs=1e-6))
-    assert tf.is_tensor(good[0])
-
-
-def test_difficult_boxes_are_ignored_not_negative():
-    spec = model_lib.default_anchor_spec(96, (8, 16))
-    anchors = model_lib.generate_anchors(spec, 96)
-    boxes = np.array([[0.1, 0.1, 0.4, 0.4], [0.6, 0.6, 0.9, 0.75]], np.float32)
-    classes = np.array([1, 2], np.int32)
-    targets, _ = train.encode_with_ignore(boxes, classes, np.array([False, True]), anchors, 0.5)
-    targets = np.asarray(targets)
-    assert (targets == 1).sum() >= 1
-    assert (targets == 2).sum() == 0
-    assert (targets == train.IGNORE).sum() >= 1
-
-
-def test_augmentation_keeps_boxes_on_their_objects():
+@pytest.mark.parametrize("scale", [0.5, 1.0, 1.5])
+def test_augmentation_keeps_boxes_on_their_objects(scale):
     tf = model_lib._import_tensorflow()
     size = 96
-    image = np.zeros((144, 144, 3), np.float32)
+    config = train.TrainConfig(
+        input_size=size, infer_size=160, levels=(8, 16, 32), scale_min=scale, scale_max=scale,
+        zoom_out=0.0,
+    )  # fmt: skip
+    image = np.zeros((144, 160, 3), np.float32)
     image[36:72, 20:100] = 255.0  # one white box
-    boxes = np.array([[20 / 144, 36 / 144, 100 / 144, 72 / 144]], np.float32)
+    boxes = np.array([[20 / 160, 36 / 144, 100 / 160, 72 / 144]], np.float32)
+    kept = 0
     for seed in range(12):
         out, out_boxes, out_classes, _ = train.augment(
             tf.constant(image),
@@ -84,16 +51,59 @@ def test_augmentation_keeps_boxes_on_their_objects():
             tf.constant([1]),
             tf.constant([False]),
             tf.constant([seed, 7], tf.int64),
-            size,
+            (size, size),
+            config,
         )
         out = np.asarray(out)
         assert out.shape == (size, size, 3)
         if int(out_classes[0]) == 0:
             continue  # its centre left the crop
+        kept += 1
         x0, y0, x1, y1 = (np.asarray(out_boxes[0]) * size).round().astype(int)
+        # The box keeps its size at the crop's scale (where the crop did not cut it).
+        if x0 > 0 and x1 < size:
+            assert abs((x1 - x0) - 80 * scale) <= 2, (seed, x0, x1)
         inside = out[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].mean()
         outside = np.delete(out, np.s_[max(0, y0 - 2) : y1 + 2], axis=0).mean()
         assert inside > 120 > outside + 40, (seed, inside, outside)
+    assert kept >= 8  # object-aware crops keep the object most of the time
+
+
+def test_zoom_out_shrinks_the_frame_onto_a_padded_canvas():
+    tf = model_lib._import_tensorflow()
+    config = train.TrainConfig(
+        input_size=128, infer_size=128, levels=(8, 16, 32), scale_min=0.5, scale_max=0.5,
+        zoom_out=0.0, object_crops=0.0, augment=True,
+    )  # fmt: skip
+    image = np.full((128, 128, 3), 200.0, np.float32)
+    boxes = np.array([[0.25, 0.25, 0.75, 0.5]], np.float32)
+    out, out_boxes, out_classes, difficult = train.augment(
+        tf.constant(image), tf.constant(boxes), tf.constant([2]), tf.constant([False]),
+        tf.constant([3, 1], tf.int64), (128, 128), config,
+    )  # fmt: skip
+    out = np.asarray(out)
+    # Half the scale: the frame covers a quarter of the canvas, the rest is padding.
+    bright = (out.mean(axis=2) > 60).mean()
+    assert 0.2 < bright < 0.3
+    if int(out_classes[0]):
+        width = float(out_boxes[0, 2] - out_boxes[0, 0])
+        assert width == pytest.approx(0.25, abs=0.02)
+        assert not bool(difficult[0])  # 16 px high: above min_object_px
+
+
+def test_small_boxes_after_scaling_become_difficult():
+    tf = model_lib._import_tensorflow()
+    config = train.TrainConfig(
+        input_size=128, infer_size=128, levels=(8, 16, 32), scale_min=0.25, scale_max=0.25,
+        zoom_out=0.0, min_object_px=8.0,
+    )  # fmt: skip
+    image = np.zeros((128, 128, 3), np.float32)
+    boxes = np.array([[0.4, 0.4, 0.6, 0.5]], np.float32)  # 13 px high, 3 px after scaling
+    *_, classes, difficult = train.augment(
+        tf.constant(image), tf.constant(boxes), tf.constant([2]), tf.constant([False]),
+        tf.constant([0, 0], tf.int64), (128, 128), config,
+    )  # fmt: skip
+    assert int(classes[0]) == 2 and bool(difficult[0])
 
 
 def test_load_split_skips_corrupt_images_and_counts_unknown_labels(tmp_path):
@@ -133,7 +143,8 @@ def test_training_run_folder_and_learning(dataset, tmp_path):
     assert header == train.metrics_columns(LABELS)
 
     loaded = detector.load(run_dir)
-    assert loaded.labels == LABELS and loaded.input_size == 96
+    assert loaded.labels == LABELS and loaded.input_size == 128
+    assert loaded.geometry == model_lib.InputGeometry(192, 192, "letterbox")
     from train_helpers import scene
 
     image, _ = scene(np.random.default_rng(9))
@@ -208,8 +219,8 @@ def test_resume_and_init_refuse_another_configuration(dataset, tmp_path):
     run_dir = tmp_path / "run"
     config = dict(TINY_TRAINING, steps=4, eval_every=4, log_every=2, checkpoint_every=4)
     train.train(dataset, run_dir, config, progress=False)
-    with pytest.raises(train.TrainingError, match=r"another configuration \(input_size: 96 != 128"):
-        train.train(dataset, run_dir, dict(config, input_size=128), progress=False)
+    with pytest.raises(train.TrainingError, match=r"another configuration \(input_size: 128 != 64"):
+        train.train(dataset, run_dir, dict(config, input_size=64), progress=False)
     with pytest.raises(train.TrainingError, match="width 0.35, this run 0.5"):
         train.train(
             dataset, tmp_path / "other", dict(config, width=0.5, init=str(run_dir)), progress=False
@@ -219,7 +230,7 @@ def test_resume_and_init_refuse_another_configuration(dataset, tmp_path):
     state = train.train(
         dataset,
         tmp_path / "fine",
-        dict(config, input_size=128, init=str(run_dir)),
+        dict(config, input_size=64, init=str(run_dir)),
         progress=False,
         echo=lines.append,
     )

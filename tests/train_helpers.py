@@ -17,7 +17,8 @@ from platelab.tfrecords import encode_example, import_tensorflow
 
 LABELS = ["vehicle", "license_plate"]
 TINY_TRAINING = {
-    "input_size": 96,
+    "input_size": 128,
+    "infer_size": 192,
     "width": 0.35,
     "levels": (8, 16, 32, 64),
     "anchors_per_level": 2,

@@ -2,16 +2,19 @@
 
 A training run (see :mod:`platelab.train`) leaves in its folder::
 
-    config.json      model configuration (input_size, width, levels, anchors, labels,
-                     score_threshold, nms_iou, max_detections) and the training parameters
+    config.json      model configuration (input_size, infer_size, resize, width, levels,
+                     anchors, head, labels, score_threshold, nms_iou, max_detections) and
+                     the training parameters
     best.keras       the best model by validation mAP (``keras.models.load_model``)
     last.keras       the model at the last step
     state.json       where the run stands: status ("running", "finished", "early_stopped", "time_limited",
                      "nan_stopped"), step, best_step, best_map
 
 :func:`load` reads one; :meth:`Detector.predict` turns RGB ``uint8`` images of any
-size into boxes in the images' own pixels. Preprocessing is the one training used:
-the whole image resized (bilinear, aspect not kept) to the square model input.
+size into boxes in the images' own pixels. Preprocessing is the run's
+:class:`platelab.model.InputGeometry`: the whole image letterboxed (aspect kept) into
+``infer_size``, or, for runs from before rectangular inputs, squashed to the square
+``input_size``.
 """
 
 import json
@@ -48,22 +51,30 @@ class Detector:
         self.config = dict(config)
         self.labels = list(config["labels"])
         self.input_size = int(config["input_size"])
-        self.anchors = model_lib.generate_anchors(config["anchors"], self.input_size)
+        self.geometry = model_lib.InputGeometry.from_config(config)
+        from platelab import head as head_lib
+
+        self.head = head_lib.DetectionHead(
+            model_lib.anchor_spec_in_pixels(config["anchors"], self.input_size),
+            len(self.labels),
+            config.get("head"),
+        )
+        self.anchors = self.head.anchors(self.geometry.shape)
         self.score_threshold = float(config.get("score_threshold", 0.3))
         self.nms_iou = float(config.get("nms_iou", 0.5))
         self.max_detections = int(config.get("max_detections", 100))
         self._forward = None
 
     def preprocess(self, images):
-        """Resizes RGB images to the model input (:func:`platelab.model.resize_image`).
+        """RGB images as the network's input (:meth:`platelab.model.InputGeometry.prepare`).
 
         Args:
             images: a list of ``(H, W, 3)`` ``uint8`` RGB arrays (sizes may differ)
 
         Returns:
-            ``(batch, input_size, input_size, 3)`` float32 pixels 0-255
+            ``(batch, height, width, 3)`` float32 pixels 0-255 at the run's geometry
         """
-        return np.stack([model_lib.resize_image(image, self.input_size) for image in images])
+        return np.stack([self.geometry.prepare(image) for image in images])
 
     def raw_outputs(self, batch):
         """The model's ``class_logits`` and ``box_deltas`` for a preprocessed batch (NumPy)."""
@@ -104,14 +115,14 @@ class Detector:
             for index, image in enumerate(chunk):
                 count = int(decoded["num_detections"][index])
                 height, width = image.shape[:2]
-                boxes = decoded["boxes"][index, :count] * np.array(
-                    [width, height, width, height], dtype=np.float32
-                )
-                classes = decoded["classes"][index, :count].astype(np.int64)
+                boxes = self.geometry.to_image(decoded["boxes"][index, :count], width, height)
+                kept = self.geometry.on_image(boxes)
+                boxes = boxes[kept]
+                classes = decoded["classes"][index, :count][kept].astype(np.int64)
                 results.append(
                     {
                         "boxes": boxes.astype(np.float32),
-                        "scores": decoded["scores"][index, :count].astype(np.float32),
+                        "scores": decoded["scores"][index, :count][kept].astype(np.float32),
                         "classes": classes,
                         "labels": [self.labels[value - 1] for value in classes],
                     }

@@ -70,13 +70,13 @@ def evaluate_run(run_dir, dataset_dir, split="test", score_threshold=None, min_s
         platelab.train.TrainingError: the split is missing or empty
     """
     model = detector.load(run_dir, allow_unfinished=True)
-    data = train.load_split(dataset_dir, split, model.labels, model.input_size)
+    data = train.load_split(dataset_dir, split, model.labels, model.geometry)
     if len(data) == 0:
         raise train.TrainingError(f"{dataset_dir}: the {split} split is empty")
     threshold = model.score_threshold if score_threshold is None else float(score_threshold)
     predictions = []
-    for start in range(0, len(data), 16):
-        logits, deltas = model.raw_outputs(data.images[start : start + 16].astype(np.float32))
+    for start in range(0, len(data), 8):
+        logits, deltas = model.raw_outputs(data.images[start : start + 8].astype(np.float32))
         decoded = model_lib.postprocess(
             logits,
             deltas,
@@ -87,20 +87,24 @@ def evaluate_run(run_dir, dataset_dir, split="test", score_threshold=None, min_s
         )
         for offset in range(len(logits)):
             index = start + offset
-            width, height = data.sizes[index]
+            width, height = (int(value) for value in data.sizes[index])
             count = int(decoded["num_detections"][offset])
-            for box, score, class_id in zip(
-                decoded["boxes"][offset, :count],
+            boxes = model.geometry.to_image(decoded["boxes"][offset, :count], width, height)
+            for box, score, class_id, on_image in zip(
+                boxes,
                 decoded["scores"][offset, :count],
                 decoded["classes"][offset, :count],
+                model.geometry.on_image(boxes),
                 strict=True,
             ):
+                if not on_image:
+                    continue
                 predictions.append(
                     {
                         "image": data.names[index],
                         "label": model.labels[int(class_id) - 1],
                         "score": float(score),
-                        "bbox": (box * np.array([width, height, width, height])).tolist(),
+                        "bbox": [float(value) for value in box],
                     }
                 )
     ground_truth = data.ground_truth()
@@ -452,5 +456,8 @@ def _read_original(evaluation, name):
         if image is not None:
             return image
     index = evaluation.data.names.index(name)
-    width, height = evaluation.data.sizes[index]
-    return cv2.resize(evaluation.data.images[index][:, :, ::-1], (int(width), int(height)))
+    width, height = (int(value) for value in evaluation.data.sizes[index])
+    scale_x, scale_y = evaluation.data.geometry.scale(width, height)
+    # The image part of the network input (a letterboxed input also holds padding).
+    shown = evaluation.data.images[index][: round(height * scale_y), : round(width * scale_x)]
+    return cv2.resize(shown[:, :, ::-1], (width, height))

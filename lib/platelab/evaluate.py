@@ -1359,3 +1359,76 @@ def _few(names, shown=3):
 
 if __name__ == "__main__":
     sys.exit(main_evaluate())
+
+
+HEIGHT_BINS = ((8.0, 16.0), (16.0, 32.0), (32.0, float("inf")))
+"""Box-height bins (pixels in the source image) of :func:`ap_by_height`: plates from
+8 px high are readable; nothing below is scored anywhere."""
+
+
+def ap_by_height(ground_truth, predictions, label, bins=HEIGHT_BINS):
+    """AP of one class per bin of box height, COCO-style, so that nothing hides in a mean.
+
+    For each bin ``[low, high)``, boxes of ``label`` outside it are ignored (as COCO
+    ignores boxes outside an area range), and a prediction of ``label`` outside it
+    is left out unless it overlaps a box inside it (IoU at least 0.5):
+    a detection of a box of another size is neither a hit nor a false alarm here.
+
+    Args:
+        ground_truth: per-image dicts (see the module docstring), boxes in pixels
+        predictions: ``{"image", "label", "score", "bbox"}`` dicts (pixels)
+        label: the class scored
+        bins: ``(low, high)`` pixel heights
+
+    Returns:
+        a list of dicts ``bin`` (e.g. ``"8-16 px"``), ``low``, ``high``, ``num_gt`` and
+        ``AP50`` (None where the bin holds no box)
+    """
+    rows = []
+    by_image = {}
+    for item in predictions:
+        if item["label"] == label:
+            by_image.setdefault(item["image"], []).append(item)
+    for low, high in bins:
+        truth, inside_boxes = [], {}
+        for image in ground_truth:
+            boxes = np.asarray(image["boxes"], np.float64).reshape(-1, 4)
+            heights = boxes[:, 3] - boxes[:, 1]
+            ignore = list(image.get("ignore") or [False] * len(boxes))
+            mine = np.array([name == label for name in image["labels"]], bool)
+            inside = mine & (heights >= low) & (heights < high)
+            ignore = [
+                bool(flag) or (bool(own) and not bool(fits))
+                for flag, own, fits in zip(ignore, mine, inside, strict=True)
+            ]
+            truth.append(dict(image, ignore=ignore))
+            inside_boxes[image["image"]] = boxes[
+                inside & ~np.asarray(image.get("ignore") or [False] * len(boxes), bool)
+            ]
+        kept = [item for item in predictions if item["label"] != label]
+        for name, items in by_image.items():
+            targets = inside_boxes.get(name, np.zeros((0, 4)))
+            for item in items:
+                box = np.asarray(item["bbox"], np.float64)
+                height = box[3] - box[1]
+                if low <= height < high:
+                    kept.append(item)
+                elif len(targets):
+                    overlap = _iou(
+                        _to_xywh(box[None]), _to_xywh(targets), np.zeros(len(targets), bool)
+                    )
+                    if overlap.max() >= 0.5:
+                        kept.append(item)
+        metrics = evaluate_detections(truth, kept, classes=[label])
+        entry = metrics["per_class"][label]
+        name = f"{low:g}-{high:g} px" if np.isfinite(high) else f"{low:g}+ px"
+        rows.append(
+            {
+                "bin": name,
+                "low": low,
+                "high": high,
+                "num_gt": entry["num_gt"],
+                "AP50": entry["AP50"] if entry["num_gt"] else None,
+            }
+        )
+    return rows

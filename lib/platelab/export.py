@@ -159,7 +159,7 @@ def export(
     if quantize == "int8":
         source = representative if representative is not None else _dataset_source(config)
         calibration = load_representative(
-            source, int(config["input_size"]), representative_count, progress
+            source, model_lib.InputGeometry.from_config(config), representative_count, progress
         )
     keras_detector = detector_lib.load(run_dir, which=which, allow_unfinished=True)
     model_file = (
@@ -267,7 +267,8 @@ class Predictor:
         backend: what runs the model (``"tensorflow"``, ``"tflite"``, ``"onnxruntime"``,
             ``"opencv"``)
         labels: class names, in class-id order (id = index + 1)
-        input_size: side of the square model input
+        input_size: side of the training crops (or of an earlier run's square input)
+        geometry: the :class:`platelab.model.InputGeometry` (letterbox or squash)
         score_threshold: the default (operating) threshold
         nms_iou: NMS IoU threshold
         max_detections: detections kept per image
@@ -282,8 +283,9 @@ class Predictor:
         self.quantize = quantize
         self.labels = list(model_config["labels"])
         self.input_size = int(model_config["input_size"])
-        self.anchor_spec = model_config["anchors"]
-        self.anchors = model_lib.generate_anchors(self.anchor_spec, self.input_size)
+        self.geometry = model_lib.InputGeometry.from_config(model_config)
+        self.anchor_spec = model_lib.anchor_spec_in_pixels(model_config["anchors"], self.input_size)
+        self.anchors = model_lib.generate_anchors(self.anchor_spec, self.geometry.shape)
         self.score_threshold = float(model_config.get("score_threshold", 0.3))
         self.nms_iou = float(model_config.get("nms_iou", 0.5))
         self.max_detections = int(model_config.get("max_detections", 100))
@@ -291,7 +293,7 @@ class Predictor:
     def __repr__(self):
         return (
             f"<{type(self).__name__} {self.format}/{self.quantize} via {self.backend}, "
-            f"input {self.input_size}, labels {self.labels}>"
+            f"input {self.geometry.width}x{self.geometry.height}, labels {self.labels}>"
         )
 
     @property
@@ -301,12 +303,12 @@ class Predictor:
         return f"{self.format}{suffix} ({self.backend})"
 
     def preprocess(self, images):
-        """Resizes RGB uint8 images to the model input (see :func:`resize_image`).
+        """RGB uint8 images as the model's input (:meth:`platelab.model.InputGeometry.prepare`).
 
         Returns:
-            ``(batch, S, S, 3)`` float32 pixels 0-255
+            ``(batch, height, width, 3)`` float32 pixels 0-255
         """
-        return np.stack([resize_image(image, self.input_size) for image in images])
+        return np.stack([self.geometry.prepare(image) for image in images])
 
     def infer(self, batch, score_threshold):
         """Runs the model on a preprocessed batch; returns its raw outputs."""
@@ -362,13 +364,20 @@ class Predictor:
             results.extend(self.postprocess(raw, sizes, threshold))
         return results
 
-    def _result(self, boxes, scores, classes, width, height):
+    def _result(self, boxes, scores, classes, width, height, of_image=False):
+        """One image's detections; ``boxes`` are fractions of the network input (or, with
+        ``of_image``, of the image itself)."""
         classes = np.asarray(classes, np.int64)
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        if of_image:
+            boxes = np.clip(boxes * _scale(width, height), 0.0, _scale(width, height))
+        else:
+            boxes = self.geometry.to_image(boxes, width, height)
+        kept = self.geometry.on_image(boxes)  # nothing from the letterbox padding
+        classes = classes[kept]
         return {
-            "boxes": (np.asarray(boxes, np.float32).reshape(-1, 4) * _scale(width, height)).astype(
-                np.float32
-            ),
-            "scores": np.asarray(scores, np.float32),
+            "boxes": boxes[kept].astype(np.float32),
+            "scores": np.asarray(scores, np.float32)[kept],
             "classes": classes,
             "labels": [self.labels[value - 1] for value in classes],
         }
@@ -465,6 +474,7 @@ class SavedModelPredictor(Predictor):
                     output["classes"][:count],
                     width,
                     height,
+                    of_image=True,
                 )
             )
         return results
@@ -665,13 +675,14 @@ def detection_gaps(first, second):
     return score_gap, box_gap
 
 
-def load_representative(source, input_size, count=REPRESENTATIVE_COUNT, progress=False):
+def load_representative(source, geometry, count=REPRESENTATIVE_COUNT, progress=False):
     """Reads int8 calibration images, resized to the model input.
 
     Args:
         source: a merged dataset folder (``tfrecords/train.tfrecord``), a ``.tfrecord``
             file, a folder of images (searched recursively), or a list of RGB uint8 arrays
-        input_size: the model's input side
+        geometry: the model's :class:`platelab.model.InputGeometry` (or a square side:
+            the image squashed into it)
         count: images used, at most (evenly spaced over the source)
         progress: show a progress bar
 
@@ -699,6 +710,8 @@ def load_representative(source, input_size, count=REPRESENTATIVE_COUNT, progress
                 f"{path}: representative data must be a merged dataset folder, a .tfrecord "
                 "file or a folder of images"
             )
+    if not isinstance(geometry, model_lib.InputGeometry):
+        geometry = model_lib.InputGeometry(geometry, geometry, "squash")
     if not images:
         raise ExportError(
             f"{name}: the representative set is empty (no image): int8 calibration needs "
@@ -708,7 +721,7 @@ def load_representative(source, input_size, count=REPRESENTATIVE_COUNT, progress
     resized = []
     for index in tqdm(chosen, desc="representative images", disable=not progress, leave=False):
         _check_image(images[index])
-        resized.append(resize_image(images[index], input_size))
+        resized.append(geometry.prepare(images[index]))
     logger.info("int8 calibration on %d images from %s", len(resized), name)
     return resized
 
@@ -907,7 +920,7 @@ def _write_saved_model(keras_detector, staging):
 
 def _detection_module(tf, keras_detector):
     """The SavedModel's ``tf.Module``: uint8 images in, NMSed detections out."""
-    size = keras_detector.input_size
+    geometry = keras_detector.geometry
     anchors = keras_detector.anchors
     iou = keras_detector.nms_iou
     max_detections = keras_detector.max_detections
@@ -923,10 +936,19 @@ def _detection_module(tf, keras_detector):
 
         @tf.function(input_signature=[images_spec, threshold_spec])
         def detect(self, images, score_threshold):
-            pixels = model_lib.resize_images_tf(images, size)
+            pixels = model_lib.letterbox_images_tf(images, geometry)
             outputs = self.network(pixels, training=False)
             scores = tf.nn.softmax(outputs["class_logits"], axis=-1)[..., 1:]
             boxes = model_lib.decode_predictions(outputs["box_deltas"], self.anchors)
+            # Network fractions to fractions of the image (letterbox: the image fills
+            # only the top-left part of the input).
+            shape = tf.cast(tf.shape(images), tf.float32)
+            if geometry.mode == "letterbox":
+                scale = tf.minimum(geometry.width / shape[2], geometry.height / shape[1])
+                factor = tf.stack(
+                    [geometry.width / (scale * shape[2]), geometry.height / (scale * shape[1])]
+                )
+                boxes = boxes * tf.concat([factor, factor], 0)
             result = tf.image.combined_non_max_suppression(
                 tf.gather(boxes, [1, 0, 3, 2], axis=-1)[:, :, None, :],
                 scores,
@@ -954,10 +976,10 @@ def _detection_module(tf, keras_detector):
 
 def _write_tflite(keras_detector, staging, quantize, calibration):
     tf = model_lib._import_tensorflow()
-    size = keras_detector.input_size
+    height, width = keras_detector.geometry.shape
     with tempfile.TemporaryDirectory(prefix="platelab-export-") as scratch:
         raw_dir = Path(scratch) / "raw"
-        _export_raw_saved_model(tf, keras_detector.model, size, raw_dir)
+        _export_raw_saved_model(tf, keras_detector.model, (height, width), raw_dir)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(raw_dir))
         if quantize == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -978,7 +1000,7 @@ def _write_tflite(keras_detector, staging, quantize, calibration):
         inputs={
             "image": {
                 "dtype": input_dtype,
-                "shape": [1, size, size, 3],
+                "shape": [1, height, width, 3],
                 "layout": "NHWC RGB, pixels 0-255",
             }
         },
@@ -988,14 +1010,14 @@ def _write_tflite(keras_detector, staging, quantize, calibration):
     )
 
 
-def _export_raw_saved_model(tf, network, size, folder):
-    """The network alone (fixed batch 1) as a SavedModel, variables frozen by Keras's export."""
+def _export_raw_saved_model(tf, network, shape, folder):
+    """The network alone (fixed batch 1, fixed ``(height, width)``) as a SavedModel."""
     with contextlib.redirect_stdout(None):
         network.export(
             str(folder),
             format="tf_saved_model",
             verbose=False,
-            input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="image")],
+            input_signature=[tf.TensorSpec([1, *shape, 3], tf.float32, name="image")],
         )
 
 
@@ -1005,9 +1027,9 @@ def _write_onnx(keras_detector, staging):
         import tf2onnx
     except ImportError:
         raise ExportError("ONNX export needs tf2onnx: pip install tf2onnx") from None
-    size = keras_detector.input_size
+    height, width = keras_detector.geometry.shape
     network = keras_detector.model
-    signature = (tf.TensorSpec([None, size, size, 3], tf.float32, name="image"),)
+    signature = (tf.TensorSpec([None, height, width, 3], tf.float32, name="image"),)
 
     @tf.function(input_signature=signature)
     def forward(image):
@@ -1030,7 +1052,7 @@ def _write_onnx(keras_detector, staging):
         inputs={
             "image": {
                 "dtype": "float32",
-                "shape": [None, size, size, 3],
+                "shape": [None, height, width, 3],
                 "layout": "NHWC RGB, pixels 0-255",
             }
         },
@@ -1087,6 +1109,8 @@ def _model_card(keras_detector, config, state, run_folder, model_file, fmt, quan
             "architecture": "SSDLite, MobileNetV2 backbone",
             "width": config.get("width"),
             "input_size": keras_detector.input_size,
+            "infer_size": [keras_detector.geometry.width, keras_detector.geometry.height],
+            "resize": keras_detector.geometry.mode,
             "levels": config.get("levels"),
             "anchors": config["anchors"],
             "num_anchors": len(keras_detector.anchors),
@@ -1097,10 +1121,9 @@ def _model_card(keras_detector, config, state, run_folder, model_file, fmt, quan
             "max_detections": keras_detector.max_detections,
         },
         "preprocessing": (
-            "RGB uint8 image; the whole image resized to "
-            f"{keras_detector.input_size}x{keras_detector.input_size}, aspect ratio not kept: "
+            f"RGB uint8 image; {keras_detector.geometry.describe()}: "
             "area averaging when shrinking (cv2.INTER_AREA, rounded), bilinear when enlarging "
-            "(platelab.model.resize_image), float32 "
+            "(platelab.model.InputGeometry.prepare), float32 "
             "pixels 0-255 (uint8 for int8 TFLite); the network rescales to [-1, 1] itself"
         ),
         "postprocessing": (
@@ -1164,12 +1187,15 @@ def _verify(keras_detector, staging, card, calibration):
         0.05), ``max_abs_diff_scores``, ``max_abs_diff_boxes_px`` and, for raw-output
         formats, ``max_abs_diff_class_logits`` and ``max_abs_diff_box_deltas``
     """
-    size = keras_detector.input_size
+    height, width = keras_detector.geometry.shape
+    size = (width, height)
     if calibration:
         images = [np.round(image).astype(np.uint8) for image in calibration[:4]]
     else:
         rng = np.random.default_rng(0)
-        base = cv2.GaussianBlur(rng.integers(0, 256, (size, size, 3)).astype(np.uint8), (0, 0), 2)
+        base = cv2.GaussianBlur(
+            rng.integers(0, 256, (height, width, 3)).astype(np.uint8), (0, 0), 2
+        )
         images = [base, np.ascontiguousarray(255 - base)]
     fmt = card["export"]["format"]
     model_path = staging / MODEL_FILES[fmt]
@@ -1184,7 +1210,7 @@ def _verify(keras_detector, staging, card, calibration):
     reference_predictor = KerasPredictor(keras_detector)
     outputs = keras_detector.model(reference_predictor.preprocess(images), training=False)
     reference_raw = tuple(np.asarray(outputs[name]) for name in OUTPUT_NAMES)
-    reference = reference_predictor.postprocess(reference_raw, [(size, size)] * len(images), 0.05)
+    reference = reference_predictor.postprocess(reference_raw, [size] * len(images), 0.05)
     result = {"images": len(images), "backends": [], "same_detections": True}
     worst = {"scores": 0.0, "boxes_px": 0.0, "class_logits": 0.0, "box_deltas": 0.0}
     for predictor in predictors:
@@ -1197,7 +1223,7 @@ def _verify(keras_detector, staging, card, calibration):
             worst["box_deltas"] = max(
                 worst["box_deltas"], float(np.max(np.abs(raw[1] - reference_raw[1])))
             )
-        detections = predictor.postprocess(raw, [(size, size)] * len(images), 0.05)
+        detections = predictor.postprocess(raw, [size] * len(images), 0.05)
         for ours, theirs in zip(detections, reference, strict=True):
             if sorted(ours["classes"]) != sorted(theirs["classes"]):
                 result["same_detections"] = False
@@ -1228,7 +1254,7 @@ def _card_markdown(card):
         "",
         f"- Architecture: {model['architecture']}, width {model['width']}, "
         f"{model['parameters']:,} parameters",
-        f"- Input: {model['input_size']}x{model['input_size']} RGB",
+        f"- Input: {_input_text(model)} RGB",
         f"- Labels (class id = position + 1): {', '.join(model['labels'])}",
         f"- Anchors: {model['num_anchors']} over strides {model['levels']}",
         f"- Operating threshold: {card['operating_threshold']:g} (score); NMS IoU "
@@ -1391,6 +1417,14 @@ def _iou(box, boxes):
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where((area > 0) & (areas > 0), intersection / union, 0.0)
     return iou
+
+
+def _input_text(model):
+    """The card's input size in words (letterboxed rectangle, or an earlier square)."""
+    if model.get("infer_size"):
+        width, height = model["infer_size"]
+        return f"{width}x{height}, {model.get('resize', 'letterbox')}"
+    return f"{model['input_size']}x{model['input_size']}, squash"
 
 
 @functools.lru_cache(maxsize=64)

@@ -12,7 +12,7 @@ Stage 06's goals (the input pipeline's throughput is
 
 The held-out frames are sampled from the rendered videos at the collection stage's
 rate; their ground truth is the generator's, with difficult objects (plates under
-4 px high, mostly hidden objects) ignored as everywhere else.
+8 px high, vehicles under 16 px, mostly hidden objects) ignored as everywhere else.
 """
 
 import dataclasses
@@ -51,6 +51,10 @@ class HeldoutEvaluation:
         frames: frames scored
         seed: the generator seed of the held-out videos
         score_threshold: the operating threshold
+        plate_heights: license-plate AP50 per box-height bin
+            (:func:`platelab.evaluate.ap_by_height`: 8-16, 16-32, 32+ px)
+        difficult_below_px: the generator's difficulty heights per class (boxes lower
+            than these are ignored, neither a hit nor a miss)
     """
 
     ground_truth: list
@@ -60,6 +64,8 @@ class HeldoutEvaluation:
     frames: int
     seed: int
     score_threshold: float
+    plate_heights: list = dataclasses.field(default_factory=list)
+    difficult_below_px: dict = dataclasses.field(default_factory=dict)
 
 
 def evaluate_heldout_videos(
@@ -169,6 +175,11 @@ def evaluate_heldout_videos(
         ground_truth, predictions, classes=labels, score_threshold=threshold
     )
     logger.info("held-out seed %s: %d frames scored", seed, len(ground_truth))
+    plate_heights = (
+        evaluate.ap_by_height(ground_truth, predictions, "license_plate")
+        if "license_plate" in labels
+        else []
+    )
     return HeldoutEvaluation(
         ground_truth=ground_truth,
         predictions=predictions,
@@ -177,6 +188,8 @@ def evaluate_heldout_videos(
         frames=len(ground_truth),
         seed=int(seed),
         score_threshold=threshold,
+        plate_heights=plate_heights,
+        difficult_below_px=manifest.get("parameters", {}).get("difficult_below_px", {}),
     )
 
 

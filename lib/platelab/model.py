@@ -1,11 +1,13 @@
-"""SSD detector with a MobileNetV2 backbone and SSDLite heads, plus its anchors and box coding.
+"""SSD detector with a MobileNetV2 backbone and SSDLite heads, plus its anchors and input geometry.
 
 Conventions used throughout:
 
-* Boxes are ``[xmin, ymin, xmax, ymax]`` as fractions of the image (0 to 1), the
-  layout of the TFRecords' ``image/object/bbox/*`` features. The model sees images
-  resized to a square ``input_size``, so a fraction of the image is also a fraction
-  of the model input.
+* Boxes are ``[xmin, ymin, xmax, ymax]`` as fractions of the network input (0 to 1),
+  the layout of the TFRecords' ``image/object/bbox/*`` features. How an image maps
+  onto the network input is its :class:`InputGeometry`: ``letterbox`` (aspect kept,
+  the image at the top left, black padding right and below; today's models) or
+  ``squash`` (the whole image stretched to a square; runs trained before rectangular
+  inputs existed).
 * Class ids follow the label map: 0 is background, ``platelab.LABELS[i]`` is ``i + 1``.
 * Anchors are listed level by level (finest stride first), then row by row, column
   by column, and anchor shape by anchor shape: the order of the model's outputs.
@@ -13,10 +15,14 @@ Conventions used throughout:
 An *anchor spec* is a JSON-serialisable dict::
 
     {"levels": [8, 16, 32, 64],                # strides in input pixels
-     "shapes": [[[w, h], ...], ...]}            # per level, anchor sizes (fractions)
+     "unit": "px",                              # shapes in network-input pixels
+     "shapes": [[[w, h], ...], ...]}            # per level, anchor sizes
 
-:func:`anchors_from_boxes` derives one from training boxes, :func:`default_anchor_spec`
-gives a generic one, :func:`generate_anchors` lays it out over the feature grids.
+A spec without ``"unit"`` (older runs) gives its shapes as fractions of a square
+input. :func:`generic_anchor_spec` covers every scale on every level whatever the
+training boxes (today's default); :func:`anchors_from_boxes` fits shapes to training
+boxes; :func:`generate_anchors` lays a spec out over the feature grids of an input
+of any size.
 
 TensorFlow and Keras are imported inside the functions that need them: importing
 them takes seconds.
@@ -45,7 +51,18 @@ IMAGENET_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 """Widths (alpha) Keras has ImageNet weights for."""
 
 ANCHOR_SCALE = 4.0
-"""A level's nominal anchor size in strides: stride 8 suits objects about 32 px across."""
+"""A level's nominal anchor size in strides when fitting anchors to boxes."""
+
+GENERIC_ANCHOR_SCALE = 3.0
+"""A level's nominal anchor side in strides for :func:`generic_anchor_spec`: stride 8
+gives 24 px, so that an 8 px high plate still overlaps a stride-8 anchor."""
+
+GENERIC_ASPECT_RATIOS = (1.0, 2.0, 4.0)
+"""Width / height of the generic anchors: square (vehicles), 2:1 (US plates, buses
+side on) and 4:1 (EU plates)."""
+
+PAD_VALUE = 0
+"""Pixel value of the letterbox padding (training's zoom-out canvas uses the same)."""
 
 
 def build_ssd(
@@ -58,19 +75,23 @@ def build_ssd(
 ):
     """Builds an SSDLite detector on a Keras MobileNetV2 backbone.
 
-    The model takes ``(batch, input_size, input_size, 3)`` images with pixel values
-    0 to 255 (it rescales them itself) and returns a dict:
+    The model takes ``(batch, height, width, 3)`` images with pixel values 0 to 255 (it
+    rescales them itself) and returns a dict:
 
     * ``"class_logits"``: ``(batch, num_anchors, num_classes + 1)``, column 0 background
     * ``"box_deltas"``: ``(batch, num_anchors, 4)``, see :func:`decode_predictions`
 
-    with ``num_anchors == len(generate_anchors(anchors, input_size))``. The backbone
+    with ``num_anchors == len(generate_anchors(anchors, (height, width)))``. The network
+    is fully convolutional: built with ``input_size=None`` it takes any height and width
+    that are multiples of the largest stride (training on square crops, inference on
+    whole 16:9 frames, see :class:`InputGeometry`). The backbone
     is the nested model named ``"backbone"`` (freeze it with
     ``model.get_layer("backbone").trainable = False``).
 
     Args:
         num_classes: object classes, background not counted
-        input_size: side of the square input in pixels, a multiple of 32
+        input_size: side of the square input in pixels (a multiple of 32), a
+            ``(height, width)`` pair, or None for any size
         width: MobileNetV2 width multiplier (alpha)
         anchors: an anchor spec (see the module docstring); None for
             :func:`default_anchor_spec` over ``levels``
@@ -92,12 +113,11 @@ def build_ssd(
     from keras import layers
 
     levels = _check_levels(levels)
-    if input_size % 32 or input_size < 32:
-        raise ValueError(f"input_size must be a multiple of 32 (at least 32), got {input_size}")
+    shape = _input_shape(input_size)
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     if anchors is None:
-        anchors = default_anchor_spec(input_size, levels)
+        anchors = generic_anchor_spec(levels)
     _check_spec(anchors)
     if list(anchors["levels"]) != list(levels):
         raise ValueError(f"anchor spec levels {anchors['levels']} differ from levels {levels}")
@@ -107,7 +127,7 @@ def build_ssd(
             raise ValueError(f"MobileNetV2 weights file {weights_path} does not exist")
         weights = str(weights_path)
 
-    backbone = _mobilenet_v2(keras, input_size, width, weights)
+    backbone = _mobilenet_v2(keras, shape, width, weights)
     wanted = [stride for stride in (8, 16, 32) if stride in levels or stride == 32]
     extractor = keras.Model(
         backbone.input,
@@ -115,7 +135,7 @@ def build_ssd(
         name="backbone",
     )
 
-    inputs = keras.Input((input_size, input_size, 3), name="image")
+    inputs = keras.Input((*shape, 3), name="image")
     scaled = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(inputs)
     features = dict(zip(wanted, extractor(scaled), strict=True))
     feature = features[32]
@@ -148,14 +168,9 @@ def build_ssd(
     model = keras.Model(
         inputs,
         {"class_logits": class_logits, "box_deltas": box_deltas},
-        name=f"ssdlite_mobilenetv2_{width:g}_{input_size}",
+        name=f"ssdlite_mobilenetv2_{width:g}_" + ("x".join(map(str, shape)) if shape[0] else "any"),
     )
-    logger.info(
-        "built %s: %d anchors, %d parameters",
-        model.name,
-        class_logits.shape[1],
-        model.count_params(),
-    )
+    logger.info("built %s: %d parameters", model.name, model.count_params())
     return model
 
 
@@ -248,30 +263,91 @@ def anchor_fit(boxes_wh, anchor_spec):
     return float(np.mean(np.max(intersection / union, axis=1)))
 
 
+def generic_anchor_spec(levels=(8, 16, 32, 64), aspect_ratios=GENERIC_ASPECT_RATIOS):
+    """Anchors that cover every object scale on every level, whatever the training boxes.
+
+    Each level gets one shape per aspect ratio (width / height), all of the nominal
+    area ``(GENERIC_ANCHOR_SCALE * stride)`` squared, in network-input pixels. Because
+    the shapes are pixels, not fractions, the same spec serves a 320x320 training crop
+    and a 960x576 whole frame.
+
+    Args:
+        levels: strides of the feature levels
+        aspect_ratios: width / height of the anchors on every level
+
+    Returns:
+        the anchor spec (``"unit": "px"``)
+    """
+    levels = _check_levels(levels)
+    shapes = []
+    for stride in levels:
+        side = GENERIC_ANCHOR_SCALE * stride
+        shapes.append(
+            [[side * math.sqrt(ratio), side / math.sqrt(ratio)] for ratio in aspect_ratios]
+        )
+    return {"levels": list(levels), "unit": "px", "shapes": shapes}
+
+
+def anchor_spec_in_pixels(anchor_spec, input_size):
+    """An anchor spec with its shapes in network-input pixels.
+
+    Args:
+        anchor_spec: an anchor spec, in pixels already or in fractions of a square input
+        input_size: the square input's side (used only for a spec in fractions)
+
+    Returns:
+        the spec with ``"unit": "px"``
+    """
+    _check_spec(anchor_spec)
+    if anchor_spec.get("unit") == "px":
+        return anchor_spec
+    return {
+        "levels": list(anchor_spec["levels"]),
+        "unit": "px",
+        "shapes": [
+            [[w * input_size, h * input_size] for w, h in level] for level in anchor_spec["shapes"]
+        ],
+    }
+
+
 def generate_anchors(anchor_spec, input_size):
     """Lays the anchor shapes out over each level's feature grid.
 
+    A level's cell centres are at ``(i + 0.5) * stride`` pixels, which is where its
+    stride-2 convolutions put them when the input's sides are multiples of the stride.
+
     Args:
-        anchor_spec: an anchor spec
-        input_size: side of the square model input in pixels (a multiple of 32)
+        anchor_spec: an anchor spec (a spec in fractions needs a square input)
+        input_size: the network input: the side of a square (a multiple of 32), or
+            ``(height, width)``
 
     Returns:
-        ``(N, 4)`` float32 anchors ``[xmin, ymin, xmax, ymax]`` (fractions), in the
-        model's output order
+        ``(N, 4)`` float32 anchors ``[xmin, ymin, xmax, ymax]`` (fractions of the
+        input's width and height), in the model's output order
     """
     _check_spec(anchor_spec)
+    height, width = _input_shape(input_size)
+    if anchor_spec.get("unit") != "px":
+        if height != width:
+            raise ValueError(
+                f"an anchor spec in fractions of a square input cannot serve a {width}x{height} input"
+            )
+        anchor_spec = anchor_spec_in_pixels(anchor_spec, height)
     all_anchors = []
     for stride, shapes in zip(anchor_spec["levels"], anchor_spec["shapes"], strict=True):
         if not shapes:
             continue
-        grid = _grid_size(input_size, stride)
-        centres = (np.arange(grid, dtype=np.float64) + 0.5) / grid
-        centre_y, centre_x = np.meshgrid(centres, centres, indexing="ij")
+        rows, columns = _grid_size(height, stride), _grid_size(width, stride)
+        centre_y, centre_x = np.meshgrid(
+            (np.arange(rows, dtype=np.float64) + 0.5) / rows,
+            (np.arange(columns, dtype=np.float64) + 0.5) / columns,
+            indexing="ij",
+        )
         shapes = np.asarray(shapes, dtype=np.float64)
         centre_x = centre_x[:, :, None]
         centre_y = centre_y[:, :, None]
-        half_w = shapes[None, None, :, 0] / 2
-        half_h = shapes[None, None, :, 1] / 2
+        half_w = shapes[None, None, :, 0] / (2 * width)
+        half_h = shapes[None, None, :, 1] / (2 * height)
         level = np.stack(
             np.broadcast_arrays(
                 centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h
@@ -280,6 +356,167 @@ def generate_anchors(anchor_spec, input_size):
         )
         all_anchors.append(level.reshape(-1, 4))
     return np.concatenate(all_anchors).astype(np.float32)
+
+
+def anchors_per_level(anchor_spec, input_size):
+    """How many anchors each level contributes, in output order: ``[(stride, count), ...]``."""
+    height, width = _input_shape(input_size)
+    return [
+        (stride, _grid_size(height, stride) * _grid_size(width, stride) * len(shapes))
+        for stride, shapes in zip(anchor_spec["levels"], anchor_spec["shapes"], strict=True)
+        if shapes
+    ]
+
+
+class InputGeometry:
+    """How an image of any size becomes the network's input, and boxes come back.
+
+    * ``letterbox``: the image is scaled by ``min(width / w, height / h)`` (aspect
+      kept), placed at the top left of a ``height`` x ``width`` canvas and the rest
+      padded with :data:`PAD_VALUE`. A box at network fractions ``(fx, fy)`` is at
+      ``(fx * width / scale, fy * height / scale)`` image pixels.
+    * ``squash``: the whole image is resized to ``height`` x ``width`` (aspect not
+      kept; the square models of earlier runs).
+
+    Resizing is :func:`resize_image`'s (area averaging when shrinking).
+
+    Args:
+        width: network input width in pixels (a multiple of the largest stride)
+        height: network input height in pixels
+        mode: ``"letterbox"`` or ``"squash"``
+    """
+
+    def __init__(self, width, height, mode="letterbox"):
+        if mode not in ("letterbox", "squash"):
+            raise ValueError(f"unknown resize mode {mode!r} (letterbox or squash)")
+        self.width, self.height, self.mode = int(width), int(height), mode
+
+    def __repr__(self):
+        return f"InputGeometry({self.width}x{self.height}, {self.mode})"
+
+    def __eq__(self, other):
+        return isinstance(other, InputGeometry) and (self.width, self.height, self.mode) == (
+            other.width,
+            other.height,
+            other.mode,
+        )
+
+    @property
+    def shape(self):
+        """``(height, width)`` of the network input."""
+        return (self.height, self.width)
+
+    @classmethod
+    def from_config(cls, config):
+        """The geometry of a run's model configuration.
+
+        Today's runs store ``infer_size`` (``[width, height]``) and ``resize``; older
+        runs only ``input_size``: a square, squashed.
+        """
+        if config.get("infer_size"):
+            width, height = config["infer_size"]
+            return cls(width, height, config.get("resize", "letterbox"))
+        size = int(config["input_size"])
+        return cls(size, size, "squash")
+
+    @classmethod
+    def for_frames(cls, frame_width, frame_height, long_side, multiple=64):
+        """The letterbox geometry for frames of one size, their long side at ``long_side``.
+
+        The short side is rounded up to a multiple of ``multiple`` (the largest stride).
+
+        Raises:
+            ValueError: ``long_side`` is not a positive multiple of ``multiple``
+        """
+        check_input_side(long_side, multiple)
+        scale = long_side / max(frame_width, frame_height)
+        short = math.ceil(min(frame_width, frame_height) * scale / multiple) * multiple
+        if frame_width >= frame_height:
+            return cls(long_side, short)
+        return cls(short, long_side)
+
+    def scale(self, image_width, image_height):
+        """``(scale_x, scale_y)``: network pixels per image pixel."""
+        if self.mode == "squash":
+            return self.width / image_width, self.height / image_height
+        scale = min(self.width / image_width, self.height / image_height)
+        return scale, scale
+
+    def prepare(self, image):
+        """One RGB image as the network's input.
+
+        Args:
+            image: ``(H, W, 3)`` uint8 (any strides)
+
+        Returns:
+            ``(height, width, 3)`` float32, whole values 0-255
+        """
+        if self.mode == "squash":
+            return resize_image(image, (self.height, self.width))
+        scale_x, _ = self.scale(image.shape[1], image.shape[0])
+        inner_w = min(self.width, max(1, round(image.shape[1] * scale_x)))
+        inner_h = min(self.height, max(1, round(image.shape[0] * scale_x)))
+        if (inner_h, inner_w) == (self.height, self.width):
+            return resize_image(image, (self.height, self.width))
+        canvas = np.full((self.height, self.width, image.shape[2]), PAD_VALUE, np.float32)
+        canvas[:inner_h, :inner_w] = resize_image(image, (inner_h, inner_w))
+        return canvas
+
+    def to_image(self, boxes, image_width, image_height):
+        """Boxes in network fractions to the image's pixels, clipped to the image.
+
+        Args:
+            boxes: ``(n, 4)`` ``[xmin, ymin, xmax, ymax]`` fractions of the network input
+            image_width, image_height: the image's size in pixels
+
+        Returns:
+            ``(n, 4)`` float32 pixels
+        """
+        scale_x, scale_y = self.scale(image_width, image_height)
+        factor = np.array([self.width / scale_x, self.height / scale_y] * 2, np.float32)
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4) * factor
+        limit = np.array([image_width, image_height] * 2, np.float32)
+        return np.clip(boxes, 0.0, limit).astype(np.float32)
+
+    @staticmethod
+    def on_image(boxes_px):
+        """Which boxes (image pixels, clipped) still cover at least a pixel each way:
+        a detection in the letterbox padding clips to nothing and is dropped."""
+        boxes_px = np.asarray(boxes_px, np.float32).reshape(-1, 4)
+        return (boxes_px[:, 2] - boxes_px[:, 0] >= 1.0) & (boxes_px[:, 3] - boxes_px[:, 1] >= 1.0)
+
+    def to_network(self, boxes, image_width, image_height):
+        """Boxes in image pixels to fractions of the network input (the inverse of
+        :meth:`to_image`)."""
+        scale_x, scale_y = self.scale(image_width, image_height)
+        factor = np.array([scale_x / self.width, scale_y / self.height] * 2, np.float32)
+        return (np.asarray(boxes, np.float32).reshape(-1, 4) * factor).astype(np.float32)
+
+    def describe(self):
+        """One sentence for model cards and reports."""
+        if self.mode == "squash":
+            return f"the whole image resized to {self.width}x{self.height}, aspect ratio not kept"
+        return (
+            f"letterboxed into {self.width}x{self.height}: scaled by min({self.width}/w, "
+            f"{self.height}/h) (aspect ratio kept), placed at the top left, padded with "
+            f"{PAD_VALUE} to the right and below; frames of another aspect ratio get more padding"
+        )
+
+
+def check_input_side(side, multiple=64):
+    """Refuses an input side that is not a positive multiple of the largest stride.
+
+    Raises:
+        ValueError: naming valid sizes near the one given
+    """
+    side = int(side)
+    if side < multiple or side % multiple:
+        low = max(multiple, side // multiple * multiple)
+        raise ValueError(
+            f"input size {side} is not a multiple of the largest stride {multiple}: "
+            f"use {low} or {low + multiple} (valid: {', '.join(str(multiple * k) for k in range(5, 21, 3))}, ...)"
+        )
+    return side
 
 
 def encode_targets(gt_boxes, gt_labels, anchors, iou_threshold=0.5):
@@ -422,7 +659,7 @@ def postprocess(
 
 
 def resize_image(image, size):
-    """The model's preprocessing: an image resized to ``size`` x ``size`` (aspect not kept).
+    """An image resized to ``size`` (a square side, or ``(height, width)``; aspect not kept).
 
     Shrinking (the usual case: frames are larger than the input) averages the source
     pixels each output pixel covers (``cv2.INTER_AREA``, rounded to whole grey
@@ -438,10 +675,10 @@ def resize_image(image, size):
 
     Args:
         image: ``(H, W, C)`` uint8 array (RGB or BGR; any strides)
-        size: the output side in pixels
+        size: the output side in pixels, or ``(height, width)``
 
     Returns:
-        ``(size, size, C)`` float32 with whole values 0-255
+        ``(height, width, C)`` float32 with whole values 0-255
     """
     import cv2
 
@@ -450,13 +687,14 @@ def resize_image(image, size):
         # so resize the contiguous frame and reverse the small result (no 6 MB copy).
         return resize_image(image[:, :, ::-1], size)[:, :, ::-1]
     image = np.ascontiguousarray(image)
+    out_h, out_w = _input_shape(size, check=False)
     height, width = image.shape[:2]
-    while _halvable(height, width, size):
+    while _halvable(height, width, out_h, out_w):
         height, width = height // 2, width // 2
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    shrink = height >= size and width >= size
+    shrink = height >= out_h and width >= out_w
     method = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (size, size), interpolation=method)
+    resized = cv2.resize(image, (out_w, out_h), interpolation=method)
     if resized.ndim == 2:
         resized = resized[:, :, None]
     return resized.astype(np.float32)
@@ -471,10 +709,11 @@ def resize_images_tf(images, size):
     """
     tf = _import_tensorflow()
     images = tf.cast(images, tf.float32)
+    out_h, out_w = _input_shape(size, check=False)
 
     def halvable(images):
         shape = tf.shape(images)
-        return _halvable(shape[1], shape[2], size)
+        return _halvable(shape[1], shape[2], out_h, out_w)
 
     def halve(images):  # 2x2 block means, rounded half up like cv2's uint8 result
         return (tf.floor(tf.nn.avg_pool2d(images, 2, 2, "VALID") + 0.5),)
@@ -486,23 +725,88 @@ def resize_images_tf(images, size):
         shape_invariants=(tf.TensorShape([None, None, None, images.shape[-1]]),),
     )
     shape = tf.shape(images)
-    shrink = tf.logical_and(shape[1] >= size, shape[2] >= size)
+    shrink = tf.logical_and(shape[1] >= out_h, shape[2] >= out_w)
     return tf.cond(
         shrink,
-        lambda: tf.round(tf.image.resize(images, (size, size), method="area")),
-        lambda: tf.image.resize(images, (size, size), method="bilinear"),
+        lambda: tf.round(tf.image.resize(images, (out_h, out_w), method="area")),
+        lambda: tf.image.resize(images, (out_h, out_w), method="bilinear"),
     )
 
 
-def _halvable(height, width, size):
+def letterbox_images_tf(images, geometry):
+    """:meth:`InputGeometry.prepare` inside a TensorFlow graph, for same-sized images.
+
+    Args:
+        images: ``(batch, H, W, 3)`` uint8 or float images (H and W may be dynamic)
+        geometry: an :class:`InputGeometry`
+
+    Returns:
+        ``(batch, geometry.height, geometry.width, 3)`` float32
+    """
+    tf = _import_tensorflow()
+    if geometry.mode == "squash":
+        return resize_images_tf(images, geometry.shape)
+    shape = tf.shape(images)
+    height, width = tf.cast(shape[1], tf.float64), tf.cast(shape[2], tf.float64)
+    scale = tf.minimum(geometry.width / width, geometry.height / height)
+    inner_h = tf.clip_by_value(tf.cast(tf.round(height * scale), tf.int32), 1, geometry.height)
+    inner_w = tf.clip_by_value(tf.cast(tf.round(width * scale), tf.int32), 1, geometry.width)
+    resized = _resize_images_dynamic(tf, tf.cast(images, tf.float32), inner_h, inner_w)
+    canvas = tf.pad(
+        resized - PAD_VALUE,
+        [[0, 0], [0, geometry.height - inner_h], [0, geometry.width - inner_w], [0, 0]],
+    )
+    return tf.ensure_shape(canvas + PAD_VALUE, [None, geometry.height, geometry.width, None])
+
+
+def _resize_images_dynamic(tf, images, out_h, out_w):
+    """:func:`resize_images_tf` to a size known only when the graph runs."""
+
+    def halvable(images):
+        shape = tf.shape(images)
+        return _halvable(shape[1], shape[2], out_h, out_w)
+
+    def halve(images):
+        return (tf.floor(tf.nn.avg_pool2d(images, 2, 2, "VALID") + 0.5),)
+
+    (images,) = tf.while_loop(
+        halvable,
+        halve,
+        (images,),
+        shape_invariants=(tf.TensorShape([None, None, None, images.shape[-1]]),),
+    )
+    shape = tf.shape(images)
+    shrink = tf.logical_and(shape[1] >= out_h, shape[2] >= out_w)
+    size = tf.stack([out_h, out_w])
+    return tf.cond(
+        shrink,
+        lambda: tf.round(tf.image.resize(images, size, method="area")),
+        lambda: tf.image.resize(images, size, method="bilinear"),
+    )
+
+
+def _halvable(height, width, out_h, out_w):
     """Whether :func:`resize_image` first halves an image of ``height`` x ``width``.
 
-    Only where the area resize to ``size`` is fractional: a whole factor is OpenCV's
-    fast path already (and halving first would then change the result).
+    Only where the area resize to ``out_h`` x ``out_w`` is fractional: a whole factor
+    is OpenCV's fast path already (and halving first would then change the result).
     """
-    large = (height >= 2 * size) & (width >= 2 * size)
+    large = (height >= 2 * out_h) & (width >= 2 * out_w)
     even = (height % 2 == 0) & (width % 2 == 0)
-    return large & even & ((height % size != 0) | (width % size != 0))
+    return large & even & ((height % out_h != 0) | (width % out_w != 0))
+
+
+def _input_shape(size, check=True):
+    """``(height, width)`` from a square side, a ``(height, width)`` pair or None."""
+    if size is None:
+        return (None, None)
+    if isinstance(size, (tuple, list)):
+        height, width = (int(value) for value in size)
+    else:
+        height = width = int(size)
+    if check and (height % 32 or width % 32 or height < 32 or width < 32):
+        raise ValueError(f"input sides must be multiples of 32 (at least 32), got {width}x{height}")
+    return height, width
 
 
 def _import_tensorflow():
@@ -522,8 +826,11 @@ def _import_keras():
     return keras
 
 
-def _mobilenet_v2(keras, input_size, width, weights):
-    """Keras's MobileNetV2 without its top; a failed ImageNet download becomes one clear error."""
+def _mobilenet_v2(keras, shape, width, weights):
+    """Keras's MobileNetV2 without its top; a failed ImageNet download becomes one clear error.
+
+    ``shape`` is ``(height, width)``, either None for any size.
+    """
     if weights == "imagenet" and width not in IMAGENET_WIDTHS:
         raise ValueError(f"ImageNet weights exist for widths {IMAGENET_WIDTHS}, not {width}")
     # Keras prints "Downloading data from ..." (and a progress bar) to stdout: shown once
@@ -534,7 +841,7 @@ def _mobilenet_v2(keras, input_size, width, weights):
             # Without the top the ImageNet weights fit any input size; Keras warns anyway.
             warnings.filterwarnings("ignore", message=".*input_shape.*is undefined or non-square.*")
             backbone = keras.applications.MobileNetV2(
-                input_shape=(input_size, input_size, 3),
+                input_shape=(*shape, 3),
                 alpha=width,
                 include_top=False,
                 weights=weights,
@@ -545,7 +852,7 @@ def _mobilenet_v2(keras, input_size, width, weights):
         if weights != "imagenet":
             sys.stdout.write(said.getvalue())
             raise
-        rows = input_size if input_size in (96, 128, 160, 192, 224) else 224
+        rows = shape[0] if shape[0] == shape[1] and shape[0] in (96, 128, 160, 192, 224) else 224
         name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(width)}_{rows}_no_top.h5"
         target = _keras_cache_dir() / "models" / name
         if target.is_file() and "URL fetch failure" not in str(error):
@@ -593,9 +900,9 @@ def _channels(value):
     return max(16, int(value + 4) // 8 * 8)
 
 
-def _grid_size(input_size, stride):
+def _grid_size(side, stride):
     """Feature-map side at ``stride``: halvings with "same" padding (ceil)."""
-    size = input_size
+    size = side
     for _ in range(int(math.log2(stride))):
         size = math.ceil(size / 2)
     return size

@@ -24,11 +24,18 @@ and the best mAP come back from the checkpoint, and the data order and augmentat
 functions of (seed, step) alone (:func:`batch_indices`, stateless random ops), so a
 resumed run sees exactly the batches the uninterrupted run would have seen.
 
-**Loss.** SSD's: softmax cross-entropy with hard-negative mining (``neg_pos_ratio``
-negatives per positive, the ones with the highest loss) plus a Huber loss on the box
-deltas of positive anchors, both divided by the number of positive anchors. Anchors
-matched to a *difficult* box (plates only a few pixels high) are ignored, neither
-positive nor negative.
+**Geometry.** Frames are inferred whole, letterboxed (aspect kept) into an input whose
+long side is ``infer_size`` (:class:`platelab.model.InputGeometry`). Training sees the
+same pixels: crops of ``input_size`` x ``input_size`` cut from the letterboxed frames,
+at scales jittered around 1.0 (and zoomed out now and then, so that close-ups still
+teach small objects), most of them centred on an object. ``crop_training`` False
+trains on the whole letterboxed frame instead; ``infer_size`` 0 keeps the earlier
+square input that squashes the frame.
+
+**Loss.** :class:`platelab.head.DetectionHead`'s: by default ATSS assignment, focal
+cross-entropy over every anchor and a GIoU loss on the decoded boxes (SSD's IoU
+matching, hard-negative mining and Huber loss remain as options). Anchors on a
+*difficult* box (plates too small to read) are ignored, neither positive nor negative.
 
 TensorFlow is imported inside functions: importing it takes seconds.
 """
@@ -49,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from platelab import detector, metadata
+from platelab import head as head_lib
 from platelab import model as model_lib
 from platelab.atomic import atomic_write_json, atomic_write_text
 
@@ -89,10 +97,32 @@ class TrainConfig:
     """Every training parameter (stored in the run's ``config.json``).
 
     Attributes:
-        input_size: side of the square model input in pixels (a multiple of 32)
+        input_size: side of the square training crops in pixels (a multiple of 64); with
+            ``infer_size`` 0, the side of the square (squashed) model input
+        infer_size: long side of the inference input in pixels (a multiple of 64):
+            frames are letterboxed into it whole; 0 for the earlier square input
+        crop_training: train on ``input_size`` crops of the letterboxed frames (False:
+            on the whole letterboxed frame)
+        scale_min: smallest scale of a training crop (network pixels per frame pixel at
+            the inference geometry)
+        scale_max: largest such scale
+        zoom_out: share of crops drawn at a scale from ``zoom_out_min`` to
+            ``scale_min``: the frame shrunk onto a larger canvas
+        zoom_out_min: smallest zoom-out scale
+        object_crops: share of crops centred on an object (the rest anywhere)
+        min_object_px: boxes fewer pixels high than this at the network input (after
+            the crop's scaling) are ignored in training
+        anchors: ``generic`` (every scale on every level,
+            :func:`platelab.model.generic_anchor_spec`) or ``fit`` (k-means on the
+            training boxes)
+        assigner: ``atss`` or ``iou`` (see :class:`platelab.head.HeadConfig`)
+        class_loss: ``focal`` or ``ohem``
+        box_loss: ``giou`` or ``huber``
+        ema: decay of an exponential moving average of the weights used for evaluation
+            and the saved models (0: none)
         width: MobileNetV2 width multiplier
         levels: feature-level strides (8 is the small-plate level)
-        anchors_per_level: anchor shapes per level, derived from the training boxes
+        anchors_per_level: anchor shapes per level (``anchors: fit``)
         init: ``imagenet``, ``auto`` (ImageNet where the weights can be had, else random),
             ``none``, a MobileNetV2 weights file, or a previous run folder
         batch_size: images per step (over all replicas)
@@ -123,9 +153,22 @@ class TrainConfig:
     """
 
     input_size: int = 320
+    infer_size: int = 960
+    crop_training: bool = True
+    scale_min: float = 0.6
+    scale_max: float = 1.6
+    zoom_out: float = 0.2
+    zoom_out_min: float = 0.25
+    object_crops: float = 0.8
+    min_object_px: float = 6.0
     width: float = 0.5
     levels: tuple = (8, 16, 32, 64)
+    anchors: str = "generic"
     anchors_per_level: int = 3
+    assigner: str = "atss"
+    class_loss: str = "focal"
+    box_loss: str = "giou"
+    ema: float = 0.0
     init: str = "imagenet"
     batch_size: int = 16
     steps: int = 2000
@@ -162,10 +205,32 @@ class TrainConfig:
 
     def validate(self):
         """Raises TrainingError for a value out of range."""
-        if self.input_size % 32 or self.input_size < 64:
+        largest = max(self.levels) if self.levels else 64
+        multiple = largest if self.infer_size else 32
+        if self.input_size % multiple or self.input_size < 64:
             raise TrainingError(
-                f"input_size must be a multiple of 32 from 64, got {self.input_size}"
+                f"input_size must be a multiple of {multiple} from 64, got {self.input_size}"
             )
+        if self.infer_size:
+            try:
+                model_lib.check_input_side(self.infer_size, largest)
+            except ValueError as error:
+                raise TrainingError(f"infer_size: {error}") from None
+        if not 0 < self.scale_min <= self.scale_max:
+            raise TrainingError(
+                f"scale_min and scale_max must satisfy 0 < min <= max, got "
+                f"{self.scale_min}, {self.scale_max}"
+            )
+        if not 0 <= self.zoom_out <= 1 or not 0 <= self.object_crops <= 1:
+            raise TrainingError("zoom_out and object_crops are shares from 0 to 1")
+        if self.anchors not in ("generic", "fit"):
+            raise TrainingError(f"anchors must be generic or fit, got {self.anchors!r}")
+        if not 0 <= self.ema < 1:
+            raise TrainingError(f"ema must be from 0 to below 1, got {self.ema}")
+        try:
+            self.head_config()
+        except ValueError as error:
+            raise TrainingError(str(error)) from None
         for name in ("batch_size", "steps", "log_every", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -174,14 +239,40 @@ class TrainConfig:
         if self.strategy not in ("auto", "default", "mirrored", "multi_worker"):
             raise TrainingError(f"unknown strategy {self.strategy!r}")
 
+    def head_config(self):
+        """The :class:`platelab.head.HeadConfig` of these parameters."""
+        return head_lib.HeadConfig(
+            assigner=self.assigner,
+            match_iou=self.match_iou,
+            class_loss=self.class_loss,
+            neg_pos_ratio=self.neg_pos_ratio,
+            box_loss=self.box_loss,
+        )
+
+    def geometry(self, frame_width, frame_height):
+        """The inference :class:`platelab.model.InputGeometry` for frames of this size."""
+        if not self.infer_size:
+            return model_lib.InputGeometry(self.input_size, self.input_size, "squash")
+        return model_lib.InputGeometry.for_frames(
+            frame_width, frame_height, self.infer_size, max(self.levels)
+        )
+
+    def train_shape(self, geometry):
+        """``(height, width)`` of the training images: the crop, or the whole input."""
+        if self.crop_training and self.infer_size:
+            return (self.input_size, self.input_size)
+        return geometry.shape
+
 
 @dataclasses.dataclass
 class SplitData:
-    """One split in memory: images resized to a square, boxes padded.
+    """One split in memory: images at the network's input geometry, boxes padded.
 
     Attributes:
-        images: ``(N, S, S, 3)`` uint8 RGB
-        boxes: ``(N, G, 4)`` float32 ``[xmin, ymin, xmax, ymax]`` fractions (padding zeros)
+        images: ``(N, H, W, 3)`` uint8 RGB, each image as :attr:`geometry` prepares it
+            (letterboxed, or squashed for a square-input run)
+        boxes: ``(N, G, 4)`` float32 ``[xmin, ymin, xmax, ymax]`` fractions of the
+            network input (padding zeros)
         classes: ``(N, G)`` int32 class ids, 1-based; 0 padding
         difficult: ``(N, G)`` bool
         names: image names (``image/source_id``)
@@ -189,6 +280,7 @@ class SplitData:
         info: per image dict of vantage, lighting, group
         skipped: one line per record that could not be used
         unknown_labels: label -> count of boxes with a label the model does not know
+        geometry: the :class:`platelab.model.InputGeometry` the images were prepared with
     """
 
     images: np.ndarray
@@ -200,6 +292,7 @@ class SplitData:
     info: list
     skipped: list
     unknown_labels: dict
+    geometry: object = None
 
     def __len__(self):
         return len(self.names)
@@ -209,6 +302,15 @@ class SplitData:
         return [
             _ground_truth_entry(self, index, self.labels_list) for index in range(len(self.names))
         ]
+
+    def heights_px(self):
+        """Box heights in network-input pixels per class id: ``{class_id: (M,) array}``
+        (difficult boxes included; see :func:`object_heights`)."""
+        heights = (self.boxes[..., 3] - self.boxes[..., 1]) * self.images.shape[1]
+        return {
+            int(class_id): heights[self.classes == class_id]
+            for class_id in np.unique(self.classes[self.classes > 0])
+        }
 
     labels_list: tuple = ()
 
@@ -253,7 +355,7 @@ def read_labels(dataset_dir):
 
 
 def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
-    """Reads one split's TFRecord into memory, images resized to ``size`` x ``size``.
+    """Reads one split's TFRecord into memory, images prepared for the network.
 
     A record whose image cannot be decoded is skipped and listed; a box whose label is
     not in ``labels`` is dropped and counted.
@@ -262,7 +364,8 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
         dataset_dir: a merged dataset folder (stage 05)
         split: ``train``, ``val`` or ``test``
         labels: the model's labels
-        size: side of the stored square images
+        size: an :class:`platelab.model.InputGeometry`, or the side of a square
+            (the whole image squashed into it)
         progress: show a progress bar
         workers: decoding threads
 
@@ -284,6 +387,11 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
     except tf.errors.OpError as error:
         raise TrainingError(f"{path}: not a readable TFRecord file ({error.message})") from None
     label_ids = {label: index + 1 for index, label in enumerate(labels)}
+    geometry = (
+        size
+        if isinstance(size, model_lib.InputGeometry)
+        else model_lib.InputGeometry(size, size, "squash")
+    )
 
     def parse(raw):
         example = tf.train.Example.FromString(raw)
@@ -308,12 +416,12 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
         if array is None:
             return None, f"{path.name}: record {name}: image cannot be decoded (skipped)"
         height, width = array.shape[:2]
-        resized = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
-        resized = model_lib.resize_image(resized, size).astype(np.uint8)
+        resized = geometry.prepare(array[:, :, ::-1]).astype(np.uint8)
         boxes = np.stack(
             [values(f"image/object/bbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax")],
             axis=-1,
         ).reshape(-1, 4)
+        boxes = geometry.to_network(boxes * np.float32([width, height] * 2), width, height)
         texts = [value.decode("utf-8") for value in values("image/object/class/text")]
         difficult = values("image/object/difficult") or [0] * len(texts)
         return (
@@ -373,7 +481,7 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
     data = SplitData(
         images=np.stack([item["image"] for item in items])
         if items
-        else np.zeros((0, size, size, 3), np.uint8),
+        else np.zeros((0, geometry.height, geometry.width, 3), np.uint8),
         boxes=boxes,
         classes=classes,
         difficult=difficult,
@@ -382,13 +490,42 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
         info=[item["info"] for item in items],
         skipped=skipped,
         unknown_labels=unknown,
+        geometry=geometry,
     )
     data.labels_list = tuple(labels)
     return data
 
 
+def frame_size(dataset_dir, split="train"):
+    """The most common ``(width, height)`` of a split's images, read from its TFRecord.
+
+    Raises:
+        TrainingError: the split's file is missing or holds no image size
+    """
+    tf = model_lib._import_tensorflow()
+    path = Path(dataset_dir) / "tfrecords" / SPLIT_FILES[split]
+    if not path.is_file():
+        raise TrainingError(f"{path}: no such file (run stage 05 merge with write_tfrecords)")
+    counts = {}
+    try:
+        for record in tf.data.TFRecordDataset(str(path)):
+            feature = tf.train.Example.FromString(record.numpy()).features.feature
+            size = (
+                feature["image/width"].int64_list.value[:1],
+                feature["image/height"].int64_list.value[:1],
+            )
+            if size[0] and size[1]:
+                key = (int(size[0][0]), int(size[1][0]))
+                counts[key] = counts.get(key, 0) + 1
+    except tf.errors.OpError as error:
+        raise TrainingError(f"{path}: not a readable TFRecord file ({error.message})") from None
+    if not counts:
+        raise TrainingError(f"{path}: no image sizes (image/width, image/height)")
+    return max(counts, key=lambda key: (counts[key], key))
+
+
 def anchor_boxes(data):
-    """The box sizes anchors are fitted to: ``(M, 2)`` widths and heights (fractions).
+    """The box sizes anchors are fitted to: ``(M, 2)`` widths and heights in network pixels.
 
     Difficult boxes (plates a few pixels high) are left out where others exist: training
     ignores them, so an anchor shape spent on them would be wasted.
@@ -397,16 +534,41 @@ def anchor_boxes(data):
     if not chosen.any():
         chosen = data.classes > 0
     boxes = data.boxes[chosen]
-    wh = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1)
+    height, width = data.images.shape[1:3]
+    wh = np.stack([(boxes[:, 2] - boxes[:, 0]) * width, (boxes[:, 3] - boxes[:, 1]) * height], 1)
     return wh[(wh[:, 0] > 0) & (wh[:, 1] > 0)]
 
 
-def cache_size_for(config):
-    """Side of the square training images kept in memory: 1.5x the input with augmentation
-    (crops zoom in without losing detail), else the input size."""
-    if not config.augment:
-        return config.input_size
-    return int(round(config.input_size * 1.5 / 32) * 32)
+def make_anchor_spec(config, data):
+    """The run's anchor spec (in network pixels): generic, or fitted to ``data``'s boxes.
+
+    Raises:
+        TrainingError: ``anchors: fit`` and the split has no boxes
+    """
+    if config.anchors == "generic":
+        return model_lib.generic_anchor_spec(config.levels)
+    wh = anchor_boxes(data)
+    if len(wh) == 0:
+        raise TrainingError("the train split has no boxes to fit anchors to")
+    spec = model_lib.anchors_from_boxes(
+        wh, 1, config.levels, config.anchors_per_level, seed=config.seed
+    )
+    return dict(spec, unit="px")
+
+
+def object_heights(data, labels):
+    """Box heights at the network input, per label, for the plate-size histogram.
+
+    Args:
+        data: a :class:`SplitData`
+        labels: the model's labels
+
+    Returns:
+        ``{label: (M,) float array of heights in network pixels}`` (difficult boxes
+        included: they show what the geometry leaves unreadable)
+    """
+    heights = data.heights_px()
+    return {label: heights.get(index + 1, np.zeros(0)) for index, label in enumerate(labels)}
 
 
 def batch_indices(step, batch_size, count, seed):
@@ -433,22 +595,24 @@ def batch_indices(step, batch_size, count, seed):
     return result
 
 
-def make_train_dataset(data, anchors, config, start_step, global_batch):
+def make_train_dataset(data, head, config, start_step, global_batch):
     """The training ``tf.data`` pipeline from ``start_step`` on (infinite).
 
-    Image indices come from :func:`batch_indices`; each image's augmentation is drawn
-    with stateless random ops seeded by (seed, step, position in the batch); targets
-    are encoded inside the pipeline, which maps in parallel and prefetches.
+    Image indices come from :func:`batch_indices`; each image's crop and augmentation
+    are drawn with stateless random ops seeded by (seed, step, position in the batch);
+    targets are encoded inside the pipeline (:meth:`platelab.head.DetectionHead.encode`),
+    which maps in parallel and prefetches.
 
     Args:
-        data: the training :class:`SplitData` (images at the cache size)
-        anchors: ``(N, 4)`` anchors
+        data: the training :class:`SplitData` (images at the inference geometry)
+        head: the :class:`platelab.head.DetectionHead`
         config: the :class:`TrainConfig`
         start_step: the first step to produce
         global_batch: images per step over all replicas
 
     Returns:
-        a ``tf.data.Dataset`` of ``(images, class_targets, box_targets)`` batches
+        a ``tf.data.Dataset`` of ``(images, class_targets, box_targets)`` batches, images
+        ``(batch, height, width, 3)`` at :meth:`TrainConfig.train_shape`
     """
     tf = model_lib._import_tensorflow()
     count = len(data)
@@ -456,8 +620,7 @@ def make_train_dataset(data, anchors, config, start_step, global_batch):
     boxes = tf.constant(data.boxes)
     classes = tf.constant(data.classes)
     difficult = tf.constant(data.difficult)
-    anchors = tf.constant(anchors)
-    size = config.input_size
+    shape = config.train_shape(data.geometry)
     seed = config.seed
 
     def indices(step):
@@ -477,21 +640,17 @@ def make_train_dataset(data, anchors, config, start_step, global_batch):
         )
 
     def prepare(step, position, index):
-        image = tf.gather(images, index)
-        image_boxes = tf.gather(boxes, index)
-        image_classes = tf.gather(classes, index)
-        image_difficult = tf.gather(difficult, index)
-        image = tf.cast(image, tf.float32)
-        if config.augment:
-            stateless_seed = tf.stack([tf.cast(seed, tf.int64) * 1000003 + step, position])
-            image, image_boxes, image_classes, image_difficult = augment(
-                image, image_boxes, image_classes, image_difficult, stateless_seed, size
-            )
-        else:
-            image = tf.image.resize(image, (size, size))
-        class_targets, box_targets = encode_with_ignore(
-            image_boxes, image_classes, image_difficult, anchors, config.match_iou
+        stateless_seed = tf.stack([tf.cast(seed, tf.int64) * 1000003 + step, position])
+        image, image_boxes, image_classes, image_difficult = augment(
+            tf.cast(tf.gather(images, index), tf.float32),
+            tf.gather(boxes, index),
+            tf.gather(classes, index),
+            tf.gather(difficult, index),
+            stateless_seed,
+            shape,
+            config,
         )
+        class_targets, box_targets = head.encode(image_boxes, image_classes, image_difficult, shape)
         return image, class_targets, box_targets
 
     dataset = tf.data.Dataset.range(start_step, 2**62)
@@ -504,51 +663,37 @@ def make_train_dataset(data, anchors, config, start_step, global_batch):
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def augment(image, boxes, classes, difficult, seed, size):
-    """Random scale-and-crop, horizontal flip, colour, blur and JPEG noise, boxes kept consistent.
+def augment(image, boxes, classes, difficult, seed, shape, config):
+    """A training image: a scaled crop, then flip, colour, blur and JPEG noise.
+
+    With ``config.augment`` False only the crop is taken, at scale 1 (crop training) or
+    none at all (whole-frame training).
 
     Args:
-        image: ``(S, S, 3)`` float32 pixels 0-255
-        boxes: ``(G, 4)`` fractions; classes ``(G,)`` (0 padding); difficult ``(G,)``
+        image: ``(H, W, 3)`` float32 pixels 0-255, at the inference geometry
+        boxes: ``(G, 4)`` fractions of it; classes ``(G,)`` (0 padding); difficult ``(G,)``
         seed: ``(2,)`` int64 stateless seed
-        size: output side in pixels
+        shape: ``(height, width)`` of the output
+        config: the :class:`TrainConfig`
 
     Returns:
-        ``(image, boxes, classes, difficult)``: the image ``(size, size, 3)`` float32;
-        boxes whose centre left the crop get class 0 (padding)
+        ``(image, boxes, classes, difficult)``: the image ``(height, width, 3)`` float32;
+        boxes whose centre left the crop get class 0 (padding); boxes under
+        ``config.min_object_px`` high become difficult
     """
     tf = model_lib._import_tensorflow()
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 8)
-    # Scale and crop: a window of 55-100 % of the side (zoom in on small plates), anywhere.
-    scale = tf.random.stateless_uniform([], seeds[0], 0.55, 1.0)
-    aspect = tf.exp(tf.random.stateless_uniform([], seeds[1], -0.2, 0.2))
-    crop_w = tf.minimum(scale * tf.sqrt(aspect), 1.0)
-    crop_h = tf.minimum(scale / tf.sqrt(aspect), 1.0)
-    offset = tf.random.stateless_uniform([2], seeds[2], 0.0, 1.0)
-    x0 = offset[0] * (1.0 - crop_w)
-    y0 = offset[1] * (1.0 - crop_h)
-    use_crop = tf.random.stateless_uniform([], seeds[3]) < 0.6
-    x0 = tf.where(use_crop, x0, 0.0)
-    y0 = tf.where(use_crop, y0, 0.0)
-    crop_w = tf.where(use_crop, crop_w, 1.0)
-    crop_h = tf.where(use_crop, crop_h, 1.0)
-    image = tf.image.crop_and_resize(
-        image[None], [[y0, x0, y0 + crop_h, x0 + crop_w]], [0], [size, size]
-    )[0]
-    centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
-    centre_y = (boxes[:, 1] + boxes[:, 3]) / 2
-    inside = (centre_x > x0) & (centre_x < x0 + crop_w) & (centre_y > y0) & (centre_y < y0 + crop_h)
-    boxes = tf.stack(
-        [
-            (boxes[:, 0] - x0) / crop_w,
-            (boxes[:, 1] - y0) / crop_h,
-            (boxes[:, 2] - x0) / crop_w,
-            (boxes[:, 3] - y0) / crop_h,
-        ],
-        axis=-1,
-    )
-    boxes = tf.clip_by_value(boxes, 0.0, 1.0)
-    classes = tf.where(inside, classes, 0)
+    out_h, out_w = shape
+    scale = _draw_scale(tf, seeds[0], config) if config.augment else tf.constant(1.0)
+    whole = tuple(shape) == tuple(image.shape[:2]) and not config.augment
+    if not whole:
+        image, boxes, classes = _scaled_crop(
+            tf, image, boxes, classes, scale, seeds[1], shape, config.object_crops
+        )
+    height_px = (boxes[:, 3] - boxes[:, 1]) * out_h
+    difficult = tf.cast(difficult, tf.bool) | (height_px < config.min_object_px)
+    if not config.augment:
+        return tf.reshape(image, [out_h, out_w, 3]), boxes, classes, difficult
     # Horizontal flip.
     flip = tf.random.stateless_uniform([], seeds[4]) < 0.5
     image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
@@ -573,87 +718,91 @@ def augment(image, boxes, classes, difficult, seed, size):
         lambda: tf.image.adjust_jpeg_quality(image, quality),
         lambda: image,
     )
-    image = tf.reshape(image * 255.0, [size, size, 3])
+    image = tf.reshape(image * 255.0, [out_h, out_w, 3])
     return image, boxes, classes, difficult
 
 
-def encode_with_ignore(boxes, classes, difficult, anchors, match_iou):
-    """Training targets with anchors on difficult boxes ignored (class target -1).
-
-    Args:
-        boxes: ``(G, 4)`` fractions; classes ``(G,)`` 1-based (0 padding); difficult ``(G,)``
-        anchors: ``(N, 4)`` anchors
-        match_iou: IoU from which an anchor is positive
-
-    Returns:
-        ``(class_targets, box_targets)``: ``(N,)`` int32 (0 background, -1 ignored) and
-        ``(N, 4)`` float32
-    """
-    tf = model_lib._import_tensorflow()
-    classes = tf.cast(classes, tf.int32)
-    # Padding rows (and boxes the crop left) cost IoU work for nothing: match the rest.
-    kept = classes > 0
-    boxes = tf.boolean_mask(boxes, kept)
-    classes = tf.boolean_mask(classes, kept)
-    difficult = tf.boolean_mask(tf.cast(difficult, tf.bool), kept)
-    easy = tf.where(difficult, 0, classes)
-    hard = tf.where(difficult, classes, 0)
-    class_targets, box_targets = model_lib.encode_targets(boxes, easy, anchors, match_iou)
-    # The second matching only where the image has a difficult box (most have none).
-    hard_targets = tf.cond(
-        tf.reduce_any(hard > 0),
-        lambda: model_lib.encode_targets(boxes, hard, anchors, match_iou)[0],
-        lambda: tf.zeros_like(class_targets),
-    )
-    ignored = (hard_targets > 0) & (class_targets == 0)
-    class_targets = tf.where(ignored, IGNORE, class_targets)
-    return class_targets, box_targets
+def _draw_scale(tf, seed, config):
+    """A crop's scale: log-uniform in [scale_min, scale_max], or a zoom-out below it."""
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    draw = tf.random.stateless_uniform([2], seeds[0])
+    low, high = math.log(config.scale_min), math.log(config.scale_max)
+    usual = tf.exp(low + (high - low) * draw[0])
+    out_low = math.log(min(config.zoom_out_min, config.scale_min))
+    zoomed = tf.exp(out_low + (low - out_low) * draw[1])
+    zoom = tf.random.stateless_uniform([], seeds[1]) < config.zoom_out
+    return tf.where(zoom, zoomed, usual)
 
 
-# --------------------------------------------------------------------------------------
-# Loss
+def _scaled_crop(tf, image, boxes, classes, scale, seed, shape, object_crops):
+    """Cuts a window of ``shape / scale`` pixels and resizes it to ``shape``.
 
-
-def detection_loss(class_targets, box_targets, class_logits, box_deltas, neg_pos_ratio=3.0):
-    """SSD loss: cross-entropy with hard-negative mining plus Huber on positive boxes.
-
-    Args:
-        class_targets: ``(B, N)`` int class ids (0 background, -1 ignored)
-        box_targets: ``(B, N, 4)`` encoded deltas
-        class_logits: ``(B, N, C + 1)`` model logits
-        box_deltas: ``(B, N, 4)`` model deltas
-        neg_pos_ratio: hard negatives per positive (at least 8 per image)
+    The window is centred near a random object (``object_crops`` of the time) or placed
+    anywhere; where it leaves the image the canvas is padding (zoom-out). Shrinking is
+    an area resize, as at inference (:func:`platelab.model.resize_image`), so that small
+    plates look the same; enlarging is bilinear.
 
     Returns:
-        ``(class_loss, box_loss)`` scalars, each summed over the batch and divided by the
-        number of positive anchors (at least 1)
+        ``(image, boxes, classes)``: ``(out_h, out_w, 3)`` float32, boxes as fractions of
+        the output (clipped), classes 0 for boxes whose centre left the window
     """
-    tf = model_lib._import_tensorflow()
-    class_targets = tf.cast(class_targets, tf.int32)
-    class_logits = tf.cast(class_logits, tf.float32)
-    box_deltas = tf.cast(box_deltas, tf.float32)
-    positive = class_targets > 0
-    negative = tf.equal(class_targets, 0)
-    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.maximum(class_targets, 0), logits=class_logits
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    out_h, out_w = shape
+    in_h = tf.cast(tf.shape(image)[0], tf.float32)
+    in_w = tf.cast(tf.shape(image)[1], tf.float32)
+    window = tf.stack([out_w / scale, out_h / scale])  # x, y in input pixels
+    size = tf.stack([in_w, in_h])
+    anywhere = tf.random.stateless_uniform([2], seeds[0]) * (size - window)
+    real = classes > 0
+    logits = tf.where(real, 0.0, -1e9)[None, :]
+    pick = tf.random.stateless_categorical(logits, 1, seeds[1])[0, 0]
+    box = tf.gather(boxes, pick) * tf.concat([size, size], 0)
+    centre = (box[:2] + box[2:]) / 2
+    offset = 0.15 + 0.7 * tf.random.stateless_uniform([2], seeds[2])
+    near_object = centre - offset * window
+    use_object = tf.logical_and(
+        tf.reduce_any(real),
+        tf.random.stateless_uniform([], tf.reverse(seeds[2], [0])) < object_crops,
     )
-    positives_per_image = tf.reduce_sum(tf.cast(positive, tf.int32), axis=1)
-    negatives_available = tf.reduce_sum(tf.cast(negative, tf.int32), axis=1)
-    wanted = tf.cast(tf.cast(positives_per_image, tf.float32) * neg_pos_ratio, tf.int32)
-    wanted = tf.minimum(tf.maximum(wanted, 8), negatives_available)
-    negative_loss = tf.where(negative, cross_entropy, -1.0)
-    order = tf.argsort(negative_loss, axis=1, direction="DESCENDING", stable=True)
-    rank = tf.argsort(order, axis=1, stable=True)
-    hard_negative = negative & (rank < wanted[:, None])
-    selected = tf.cast(positive | hard_negative, tf.float32)
-    normaliser = tf.maximum(tf.cast(tf.reduce_sum(positives_per_image), tf.float32), 1.0)
-    class_loss = tf.reduce_sum(cross_entropy * selected) / normaliser
-    difference = tf.abs(tf.cast(box_targets, tf.float32) - box_deltas)
-    huber = tf.where(difference < 1.0, 0.5 * difference**2, difference - 0.5)
-    box_loss = (
-        tf.reduce_sum(tf.reduce_sum(huber, axis=-1) * tf.cast(positive, tf.float32)) / normaliser
+    origin = tf.floor(tf.where(use_object, near_object, anywhere))
+    # The part of the window inside the image, resized, then placed on the canvas.
+    inner_start = tf.clip_by_value(origin, 0.0, size)
+    inner_end = tf.clip_by_value(origin + window, 0.0, size)
+    start_i = tf.cast(inner_start, tf.int32)
+    end_i = tf.maximum(tf.cast(tf.math.ceil(inner_end), tf.int32), start_i + 1)
+    end_i = tf.minimum(end_i, tf.cast(size, tf.int32))
+    start_i = tf.minimum(start_i, end_i - 1)
+    patch = image[start_i[1] : end_i[1], start_i[0] : end_i[0]]
+    place = tf.cast(tf.round((tf.cast(start_i, tf.float32) - origin) * scale), tf.int32)
+    place = tf.clip_by_value(place, 0, tf.constant([out_w - 1, out_h - 1]))
+    target = tf.cast(tf.round(tf.cast(end_i - start_i, tf.float32) * scale), tf.int32)
+    target = tf.clip_by_value(target, 1, tf.constant([out_w, out_h]) - place)
+    resized = tf.cond(
+        scale < 1.0,
+        lambda: tf.image.resize(patch, [target[1], target[0]], method="area"),
+        lambda: tf.image.resize(patch, [target[1], target[0]], method="bilinear"),
     )
-    return class_loss, box_loss
+    canvas = (
+        tf.pad(
+            resized - model_lib.PAD_VALUE,
+            [
+                [place[1], out_h - place[1] - target[1]],
+                [place[0], out_w - place[0] - target[0]],
+                [0, 0],
+            ],
+        )
+        + model_lib.PAD_VALUE
+    )
+    canvas = tf.reshape(canvas, [out_h, out_w, 3])
+    # Boxes: input pixels to output fractions.
+    box_px = boxes * tf.concat([size, size], 0)
+    origin4 = tf.concat([origin, origin], 0)
+    out4 = tf.constant([out_w, out_h, out_w, out_h], tf.float32)
+    moved = (box_px - origin4) * scale / out4
+    centre_x = (moved[:, 0] + moved[:, 2]) / 2
+    centre_y = (moved[:, 1] + moved[:, 3]) / 2
+    inside = (centre_x > 0) & (centre_x < 1) & (centre_y > 0) & (centre_y < 1)
+    return canvas, tf.clip_by_value(moved, 0.0, 1.0), tf.where(inside, classes, 0)
 
 
 # --------------------------------------------------------------------------------------
@@ -662,6 +811,10 @@ def detection_loss(class_targets, box_targets, class_logits, box_deltas, neg_pos
 
 def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_after=None):
     """Trains (or resumes training of) a detector.
+
+    The loop itself is short: a step, then the side jobs, each a named piece
+    (:class:`MetricsLog`, :class:`Validator`, :class:`Checkpointer`,
+    :class:`EarlyStopping`, :class:`TimeLimit`), in the manner of Ultralytics' trainer.
 
     Args:
         dataset_dir: a merged dataset folder (stage 05) with TFRecords
@@ -679,223 +832,59 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
         TrainingError: bad data, a run folder of another configuration, an init run of
             another backbone, out of memory (with a smaller batch size suggested)
     """
-    tf = model_lib._import_tensorflow()
-    keras = model_lib._import_keras()
     from tqdm.auto import tqdm
 
-    if config is None:
-        config = TrainConfig()
-    elif isinstance(config, dict):
-        config = TrainConfig.from_dict(config)
-    config.validate()
-    echo = echo or logger.info
-    dataset_dir = Path(dataset_dir)
-    run_dir = Path(run_dir)
-    if not dataset_dir.is_dir():
-        raise TrainingError(f"{dataset_dir}: no such dataset folder")
-    labels = read_labels(dataset_dir)
-    # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
-    strategy = make_strategy(config.strategy)
-    keras.utils.set_random_seed(config.seed)
-
-    cache_size = cache_size_for(config)
-    train_data = load_split(dataset_dir, "train", labels, cache_size, progress=progress)
-    val_data = load_split(dataset_dir, "val", labels, config.input_size, progress=progress)
-    if len(train_data) == 0:
-        raise TrainingError(f"{dataset_dir}: the train split is empty (no usable image)")
-    if len(val_data) == 0:
-        raise TrainingError(
-            f"{dataset_dir}: the val split is empty: validation loss, mAP and early stop need it "
-            "(merge with a val fraction that gives it at least one group)"
+    setup = _TrainingSetup.prepare(dataset_dir, run_dir, config, progress, echo)
+    config, run_dir, echo = setup.config, setup.run_dir, setup.echo
+    if setup.done is not None:
+        return setup.done
+    iterator = iter(
+        setup.strategy.experimental_distribute_dataset(
+            make_train_dataset(
+                setup.train_data, setup.head, config, setup.start_step, config.batch_size
+            )
         )
-    wh = anchor_boxes(train_data)
-    if len(wh) == 0:
-        raise TrainingError(f"{dataset_dir}: the train split has no boxes")
-    anchor_spec = model_lib.anchors_from_boxes(
-        wh, config.input_size, config.levels, config.anchors_per_level, seed=config.seed
     )
-    model_config = {
-        "input_size": config.input_size,
-        "width": config.width,
-        "levels": list(config.levels),
-        "anchors": anchor_spec,
-        "labels": list(labels),
-        "score_threshold": config.score_threshold,
-        "nms_iou": config.nms_iou,
-        "max_detections": config.max_detections,
-    }
-    run_config = {
-        **model_config,
-        "training": dataclasses.asdict(config),
-        "dataset": str(dataset_dir),
-        "dataset_fingerprint": _dataset_fingerprint(dataset_dir),
-        "anchor_fit": model_lib.anchor_fit(wh, anchor_spec),
-        "train_images": len(train_data),
-        "val_images": len(val_data),
-        "skipped_images": train_data.skipped + val_data.skipped,
-        "unknown_labels": _merge_counts(train_data.unknown_labels, val_data.unknown_labels),
-    }
-    run_config["training"]["levels"] = list(config.levels)
-    resuming = _check_resume(run_dir, run_config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resuming:
-        atomic_write_json(run_dir / detector.CONFIG_FILENAME, run_config)
-        atomic_write_text(run_dir / "labels.txt", "".join(label + "\n" for label in labels))
-
-    chief = _is_chief(strategy)
-    echo(
-        f"strategy {type(strategy).__name__}: replicas {strategy.num_replicas_in_sync}"
-        + ("" if chief else " (this worker is not the chief: it writes no run files)")
-    )
-    anchors = model_lib.generate_anchors(anchor_spec, config.input_size)
-    with strategy.scope():
-        net = _build_model(config, anchor_spec, len(labels), resuming, echo)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0,
-            decay_steps=max(config.steps - config.warmup_steps, 1),
-            warmup_target=config.learning_rate,
-            warmup_steps=config.warmup_steps,
-        )
-        optimizer = keras.optimizers.AdamW(
-            learning_rate=schedule, weight_decay=config.weight_decay, global_clipnorm=10.0
-        )
-        optimizer.build(net.trainable_variables)
-        step_variable = tf.Variable(0, dtype=tf.int64, name="step")
-        best_map = tf.Variable(-1.0, dtype=tf.float64, name="best_map")
-        best_step = tf.Variable(-1, dtype=tf.int64, name="best_step")
-    checkpoint = tf.train.Checkpoint(
-        model=net, optimizer=optimizer, step=step_variable, best_map=best_map, best_step=best_step
-    )
-    checkpoint_dir = run_dir / CHECKPOINT_DIR if chief else run_dir / f".worker-{_task_id()}"
-    manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=2)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        echo(f"resumed from {manager.latest_checkpoint} at step {int(step_variable.numpy())}")
-    start_step = int(step_variable.numpy())
-    if chief:
-        _truncate_metrics(run_dir / "metrics.csv", start_step)
-
-    state = {
-        "status": "running",
-        "step": start_step,
-        "best_step": int(best_step.numpy()),
-        "best_map": float(best_map.numpy()),
-        "steps": config.steps,
-    }
-    if start_step >= config.steps or _finished_early(run_dir, config):
-        state = detector.read_state(run_dir) or dict(state, status="finished")
-        echo(f"{run_dir}: already {state.get('status', 'finished')} at step {state.get('step')}")
-        return state
-    if chief:
-        atomic_write_json(run_dir / detector.STATE_FILENAME, state)
-
-    global_batch = config.batch_size
-    dataset = make_train_dataset(train_data, anchors, config, start_step, global_batch)
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    backbone = net.get_layer("backbone")
-
-    frozen = None
-    step_function = None
-    writer = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if chief else None
-    metrics_path = run_dir / "metrics.csv"
-    evaluation_columns = _metric_columns(labels)
-    began = time.perf_counter()
-    elapsed_before = _last_elapsed(metrics_path)
-    window = {"class_loss": [], "box_loss": []}
-    status = "running"
-    last_good = manager.latest_checkpoint
+    log = MetricsLog(run_dir, setup.labels, setup.chief, echo)
+    validator = Validator(setup, echo)
+    checkpointer = Checkpointer(setup)
+    stopper = EarlyStopping(config.patience_steps)
+    time_limit = TimeLimit(config.max_minutes, _last_elapsed(run_dir / "metrics.csv"))
+    step_function = _FreezeSchedule(setup, echo)
     bar = tqdm(
-        total=config.steps, initial=start_step, desc="train", disable=not progress or not chief
-    )
-    steps_this_call = 0
-    step = start_step
+        total=config.steps, initial=setup.start_step, desc="train",
+        disable=not progress or not setup.chief,
+    )  # fmt: skip
+    status, step = "running", setup.start_step
     try:
         while step < config.steps:
-            want_frozen = step < config.freeze_steps
-            if want_frozen != frozen:
-                backbone.trainable = not want_frozen
-                frozen = want_frozen
-                step_function = make_train_step(net, optimizer, strategy, config)
-                if step > start_step or want_frozen:
-                    echo(f"step {step}: backbone {'frozen' if frozen else 'trainable'}")
-            class_loss, box_loss = step_function(next(iterator))
-            class_loss, box_loss = float(class_loss), float(box_loss)
+            setup.progress.assign(max(step / config.steps, time_limit.fraction()))
+            losses = step_function(step)(next(iterator))
             step += 1
-            steps_this_call += 1
-            step_variable.assign(step)
             bar.update(1)
-            if not (math.isfinite(class_loss) and math.isfinite(box_loss)):
+            setup.step_variable.assign(step)
+            if not all(math.isfinite(float(value)) for value in losses):
                 status = "nan_stopped"
                 echo(
                     f"loss became NaN at step {step}: training stopped; the last good checkpoint "
-                    f"({last_good or 'none'}) and best.keras are kept (try a lower learning_rate)"
+                    f"({checkpointer.last_good or 'none'}) and best.keras are kept "
+                    "(try a lower learning_rate)"
                 )
                 break
-            window["class_loss"].append(class_loss)
-            window["box_loss"].append(box_loss)
-            out_of_time = bool(
-                config.max_minutes
-                and elapsed_before + time.perf_counter() - began >= 60 * config.max_minutes
-            )
-            row = None
-            if step % config.log_every == 0 or step == config.steps or out_of_time:
-                row = {
-                    "step": step,
-                    "epoch": round(step * global_batch / len(train_data), 3),
-                    "lr": float(schedule(step)),
-                    "class_loss": float(np.mean(window["class_loss"])),
-                    "box_loss": float(np.mean(window["box_loss"])),
-                }
-                row["loss"] = row["class_loss"] + row["box_loss"]
-                window = {"class_loss": [], "box_loss": []}
-            evaluate_now = step % config.eval_every == 0 or step == config.steps or out_of_time
-            if evaluate_now:
-                row = row or {
-                    "step": step,
-                    "epoch": round(step * global_batch / len(train_data), 3),
-                    "lr": float(schedule(step)),
-                }
-                evaluation = evaluate_split(net, val_data, anchors, labels, config, progress=False)
-                row.update(_evaluation_row(evaluation, labels))
-                current = evaluation["metrics"].get("AP")
-                current = -1.0 if current is None else float(current)
-                if current > float(best_map.numpy()) + 1e-9:
-                    best_map.assign(current)
-                    best_step.assign(step)
-                    if chief:
-                        _save_keras(net, run_dir / detector.BEST_MODEL_FILENAME)
-            if row is not None:
-                row["elapsed_s"] = round(elapsed_before + time.perf_counter() - began, 2)
-                if chief:
-                    _append_metrics(metrics_path, row, evaluation_columns)
-                    with writer.as_default(step=step):
-                        for key, value in row.items():
-                            if key not in ("step", "epoch") and value is not None:
-                                tf.summary.scalar(key, value)
-                    writer.flush()
-                echo(_format_row(row))
-            if evaluate_now or step % config.checkpoint_every == 0 or step == config.steps:
-                last_good = manager.save(checkpoint_number=step)
-                if chief:
-                    _save_keras(net, run_dir / detector.LAST_MODEL_FILENAME)
-                    state.update(
-                        step=step,
-                        best_step=int(best_step.numpy()),
-                        best_map=float(best_map.numpy()),
-                    )
-                    atomic_write_json(run_dir / detector.STATE_FILENAME, state)
-            if (
-                config.patience_steps
-                and evaluate_now
-                and int(best_step.numpy()) >= 0
-                and step - int(best_step.numpy()) >= config.patience_steps
-            ):
+            log.add(losses)
+            out_of_time = time_limit.reached()
+            last = step == config.steps or out_of_time
+            row = log.training_row(step, setup) if step % config.log_every == 0 or last else None
+            evaluated = step % config.eval_every == 0 or last
+            if evaluated:
+                row = row or log.base_row(step, setup)
+                row.update(validator(step))
+            log.write(row, time_limit.elapsed())
+            if evaluated or step % config.checkpoint_every == 0 or last:
+                checkpointer.save(step)
+            if evaluated and stopper(step, setup):
                 status = "early_stopped"
-                echo(
-                    f"early stop at step {step}: validation mAP has not improved for "
-                    f"{step - int(best_step.numpy())} steps (best {float(best_map.numpy()):.4f} "
-                    f"at step {int(best_step.numpy())})"
-                )
+                echo(stopper.message(step, setup))
                 break
             if out_of_time:
                 status = "time_limited"
@@ -904,35 +893,389 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
                     f"{config.max_minutes:g} minutes (max_minutes)"
                 )
                 break
-            if stop_after is not None and steps_this_call >= stop_after:
-                bar.close()
-                return dict(state, step=step)
-    except tf.errors.ResourceExhaustedError:
+            if stop_after is not None and step - setup.start_step >= stop_after:
+                return dict(checkpointer.state, step=step)
+    except setup.tf.errors.ResourceExhaustedError:
         raise TrainingError(
-            f"out of memory at batch size {global_batch}: try --batch-size "
-            f"{max(1, global_batch // 2)} (the notebook measures memory per batch size)"
+            f"out of memory at batch size {config.batch_size}: try --batch-size "
+            f"{max(1, config.batch_size // 2)} (the notebook measures memory per batch size)"
         ) from None
     finally:
         bar.close()
-    if status == "running":
-        status = "finished"
-    if status != "nan_stopped" and manager.latest_checkpoint != last_good:
-        manager.save(checkpoint_number=step)
-    state.update(
-        status=status,
-        step=step if status != "nan_stopped" else state["step"],
-        best_step=int(best_step.numpy()),
-        best_map=float(best_map.numpy()),
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
-    )
-    if chief:
-        if not (run_dir / detector.BEST_MODEL_FILENAME).is_file() and status != "nan_stopped":
-            _save_keras(net, run_dir / detector.BEST_MODEL_FILENAME)
-        atomic_write_json(run_dir / detector.STATE_FILENAME, state)
-    return state
+    return checkpointer.finish(step, "finished" if status == "running" else status)
 
 
-def make_train_step(net, optimizer, strategy, config):
+class _TrainingSetup:
+    """Everything a training loop needs, prepared: data, head, model, optimizer, checkpoint.
+
+    :meth:`prepare` reads the data, writes (or checks, when resuming) the run's
+    ``config.json``, builds the model under the ``tf.distribute`` strategy and restores
+    the last checkpoint. ``done`` is the final state when the run has already ended.
+    """
+
+    @classmethod
+    def prepare(cls, dataset_dir, run_dir, config, progress, echo):
+        self = cls()
+        self.tf = model_lib._import_tensorflow()
+        keras = model_lib._import_keras()
+        if config is None:
+            config = TrainConfig()
+        elif isinstance(config, dict):
+            config = TrainConfig.from_dict(config)
+        config.validate()
+        self.config, self.echo = config, echo or logger.info
+        dataset_dir, self.run_dir = Path(dataset_dir), Path(run_dir)
+        if not dataset_dir.is_dir():
+            raise TrainingError(f"{dataset_dir}: no such dataset folder")
+        self.labels = labels = read_labels(dataset_dir)
+        # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
+        self.strategy = make_strategy(config.strategy)
+        keras.utils.set_random_seed(config.seed)
+        self.geometry = config.geometry(*frame_size(dataset_dir))
+        self.train_data = load_split(dataset_dir, "train", labels, self.geometry, progress=progress)
+        self.val_data = load_split(dataset_dir, "val", labels, self.geometry, progress=progress)
+        if len(self.train_data) == 0:
+            raise TrainingError(f"{dataset_dir}: the train split is empty (no usable image)")
+        if len(self.val_data) == 0:
+            raise TrainingError(
+                f"{dataset_dir}: the val split is empty: validation loss, mAP and early stop "
+                "need it (merge with a val fraction that gives it at least one group)"
+            )
+        wh = anchor_boxes(self.train_data)
+        if len(wh) == 0:
+            raise TrainingError(f"{dataset_dir}: the train split has no boxes")
+        anchor_spec = make_anchor_spec(config, self.train_data)
+        self.head = head_lib.DetectionHead(anchor_spec, len(labels), config.head_config())
+        self.train_shape = config.train_shape(self.geometry)
+        run_config = self._run_config(dataset_dir, anchor_spec, wh)
+        resuming = _check_resume(self.run_dir, run_config)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            atomic_write_json(self.run_dir / detector.CONFIG_FILENAME, run_config)
+            atomic_write_text(
+                self.run_dir / "labels.txt", "".join(label + "\n" for label in labels)
+            )
+        self.chief = _is_chief(self.strategy)
+        self.echo(
+            f"strategy {type(self.strategy).__name__}: replicas "
+            f"{self.strategy.num_replicas_in_sync}"
+            + ("" if self.chief else " (this worker is not the chief: it writes no run files)")
+        )
+        self.echo(
+            f"geometry: inference {self.geometry}, training on "
+            f"{self.train_shape[1]}x{self.train_shape[0]} "
+            + ("crops" if self.train_shape != self.geometry.shape else "whole frames")
+        )
+        self._build(keras, anchor_spec, resuming)
+        self.done = self._already_done()
+        return self
+
+    def _run_config(self, dataset_dir, anchor_spec, wh):
+        config, geometry = self.config, self.geometry
+        model_config = {
+            "input_size": config.input_size,
+            "infer_size": [geometry.width, geometry.height],
+            "resize": geometry.mode,
+            "width": config.width,
+            "levels": list(config.levels),
+            "anchors": anchor_spec,
+            "head": self.head.config.to_dict(),
+            "labels": list(self.labels),
+            "score_threshold": config.score_threshold,
+            "nms_iou": config.nms_iou,
+            "max_detections": config.max_detections,
+        }
+        run_config = {
+            **model_config,
+            "training": dataclasses.asdict(config),
+            "dataset": str(dataset_dir),
+            "dataset_fingerprint": _dataset_fingerprint(dataset_dir),
+            "anchor_fit": model_lib.anchor_fit(wh, anchor_spec),
+            "train_images": len(self.train_data),
+            "val_images": len(self.val_data),
+            "skipped_images": self.train_data.skipped + self.val_data.skipped,
+            "unknown_labels": _merge_counts(
+                self.train_data.unknown_labels, self.val_data.unknown_labels
+            ),
+        }
+        run_config["training"]["levels"] = list(config.levels)
+        return run_config
+
+    def _build(self, keras, anchor_spec, resuming):
+        tf, config = self.tf, self.config
+        with self.strategy.scope():
+            self.net = _build_model(config, anchor_spec, len(self.labels), resuming, self.echo)
+            self.progress = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="progress")
+            self.schedule = _warmup_cosine(keras, tf, config, self.progress)
+            self.optimizer = keras.optimizers.AdamW(
+                learning_rate=self.schedule,
+                weight_decay=config.weight_decay,
+                global_clipnorm=10.0,
+                use_ema=config.ema > 0,
+                ema_momentum=config.ema or 0.99,
+            )
+            self.optimizer.build(self.net.trainable_variables)
+            self.step_variable = tf.Variable(0, dtype=tf.int64, name="step")
+            self.best_map = tf.Variable(-1.0, dtype=tf.float64, name="best_map")
+            self.best_step = tf.Variable(-1, dtype=tf.int64, name="best_step")
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.net,
+            optimizer=self.optimizer,
+            step=self.step_variable,
+            best_map=self.best_map,
+            best_step=self.best_step,
+        )
+        folder = (
+            self.run_dir / CHECKPOINT_DIR if self.chief else self.run_dir / f".worker-{_task_id()}"
+        )
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(folder), max_to_keep=2)
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+            self.echo(
+                f"resumed from {self.manager.latest_checkpoint} at step "
+                f"{int(self.step_variable.numpy())}"
+            )
+        self.start_step = int(self.step_variable.numpy())
+        if self.chief:
+            _truncate_metrics(self.run_dir / "metrics.csv", self.start_step)
+
+    def _already_done(self):
+        if self.start_step >= self.config.steps or _finished_early(self.run_dir, self.config):
+            state = detector.read_state(self.run_dir) or {
+                "status": "finished",
+                "step": self.start_step,
+            }
+            self.echo(
+                f"{self.run_dir}: already {state.get('status', 'finished')} at step "
+                f"{state.get('step')}"
+            )
+            return state
+        return None
+
+    def epoch(self, step):
+        return round(step * self.config.batch_size / len(self.train_data), 3)
+
+
+class _FreezeSchedule:
+    """The train step for a step: rebuilt when the backbone is frozen or unfrozen."""
+
+    def __init__(self, setup, echo):
+        self.setup, self.echo = setup, echo
+        self.frozen, self.function = None, None
+
+    def __call__(self, step):
+        setup = self.setup
+        want_frozen = step < setup.config.freeze_steps
+        if want_frozen != self.frozen:
+            setup.net.get_layer("backbone").trainable = not want_frozen
+            self.function = make_train_step(
+                setup.net, setup.optimizer, setup.strategy, setup.head, setup.train_shape
+            )
+            if self.frozen is not None or want_frozen:
+                self.echo(f"step {step}: backbone {'frozen' if want_frozen else 'trainable'}")
+            self.frozen = want_frozen
+        return self.function
+
+
+class MetricsLog:
+    """Training-loss rows, validation rows: ``metrics.csv``, TensorBoard and one echoed line."""
+
+    def __init__(self, run_dir, labels, chief, echo):
+        self.path = Path(run_dir) / "metrics.csv"
+        self.columns = _metric_columns(labels)
+        self.chief, self.echo = chief, echo
+        self.writer = None
+        if chief:
+            tf = model_lib._import_tensorflow()
+            self.writer = tf.summary.create_file_writer(str(Path(run_dir) / "tensorboard"))
+        self.window = {"class_loss": [], "box_loss": []}
+
+    def add(self, losses):
+        self.window["class_loss"].append(float(losses[0]))
+        self.window["box_loss"].append(float(losses[1]))
+
+    def base_row(self, step, setup):
+        return {"step": step, "epoch": setup.epoch(step), "lr": float(setup.schedule(step))}
+
+    def training_row(self, step, setup):
+        row = self.base_row(step, setup)
+        row["class_loss"] = float(np.mean(self.window["class_loss"]))
+        row["box_loss"] = float(np.mean(self.window["box_loss"]))
+        row["loss"] = row["class_loss"] + row["box_loss"]
+        self.window = {"class_loss": [], "box_loss": []}
+        return row
+
+    def write(self, row, elapsed):
+        if row is None:
+            return
+        tf = model_lib._import_tensorflow()
+        row["elapsed_s"] = round(elapsed, 2)
+        if self.chief:
+            _append_metrics(self.path, row, self.columns)
+            with self.writer.as_default(step=row["step"]):
+                for key, value in row.items():
+                    if key not in ("step", "epoch") and value is not None:
+                        tf.summary.scalar(key, value)
+            self.writer.flush()
+        self.echo(_format_row(row))
+
+
+class Validator:
+    """Validation loss and COCO metrics; keeps ``best.keras`` at the best validation mAP.
+
+    With ``ema`` the moving-average weights are evaluated and saved (and the training
+    weights put back afterwards).
+    """
+
+    def __init__(self, setup, echo):
+        self.setup, self.echo = setup, echo
+
+    def __call__(self, step):
+        setup = self.setup
+        with _ema_weights(setup):
+            evaluation = evaluate_split(
+                setup.net, setup.val_data, setup.head, setup.labels, setup.config
+            )
+            current = evaluation["metrics"].get("AP")
+            current = -1.0 if current is None else float(current)
+            if current > float(setup.best_map.numpy()) + 1e-9:
+                setup.best_map.assign(current)
+                setup.best_step.assign(step)
+                if setup.chief:
+                    _save_keras(setup.net, setup.run_dir / detector.BEST_MODEL_FILENAME)
+        return _evaluation_row(evaluation, setup.labels)
+
+
+class Checkpointer:
+    """Checkpoints (to resume), ``last.keras`` and ``state.json``."""
+
+    def __init__(self, setup):
+        self.setup = setup
+        self.last_good = setup.manager.latest_checkpoint
+        self.state = {
+            "status": "running",
+            "step": setup.start_step,
+            "best_step": int(setup.best_step.numpy()),
+            "best_map": float(setup.best_map.numpy()),
+            "steps": setup.config.steps,
+        }
+        if setup.chief:
+            atomic_write_json(setup.run_dir / detector.STATE_FILENAME, self.state)
+
+    def save(self, step):
+        setup = self.setup
+        self.last_good = setup.manager.save(checkpoint_number=step)
+        if setup.chief:
+            with _ema_weights(setup):
+                _save_keras(setup.net, setup.run_dir / detector.LAST_MODEL_FILENAME)
+            self.state.update(
+                step=step,
+                best_step=int(setup.best_step.numpy()),
+                best_map=float(setup.best_map.numpy()),
+            )
+            atomic_write_json(setup.run_dir / detector.STATE_FILENAME, self.state)
+
+    def finish(self, step, status):
+        """The final checkpoint and state (a NaN stop keeps the last good one)."""
+        setup = self.setup
+        if status != "nan_stopped" and setup.manager.latest_checkpoint != self.last_good:
+            setup.manager.save(checkpoint_number=step)
+        self.state.update(
+            status=status,
+            step=step if status != "nan_stopped" else self.state["step"],
+            best_step=int(setup.best_step.numpy()),
+            best_map=float(setup.best_map.numpy()),
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
+        if setup.chief:
+            best = setup.run_dir / detector.BEST_MODEL_FILENAME
+            if not best.is_file() and status != "nan_stopped":
+                with _ema_weights(setup):
+                    _save_keras(setup.net, best)
+            atomic_write_json(setup.run_dir / detector.STATE_FILENAME, self.state)
+        return self.state
+
+
+class EarlyStopping:
+    """Stops when validation mAP has not improved for ``patience_steps`` (0: never)."""
+
+    def __init__(self, patience_steps):
+        self.patience = int(patience_steps)
+
+    def __call__(self, step, setup):
+        best_step = int(setup.best_step.numpy())
+        return bool(self.patience and best_step >= 0 and step - best_step >= self.patience)
+
+    def message(self, step, setup):
+        best_step = int(setup.best_step.numpy())
+        return (
+            f"early stop at step {step}: validation mAP has not improved for "
+            f"{step - best_step} steps (best {float(setup.best_map.numpy()):.4f} at step "
+            f"{best_step})"
+        )
+
+
+class TimeLimit:
+    """``max_minutes`` of training in all, counting the time before a resume."""
+
+    def __init__(self, max_minutes, elapsed_before):
+        self.limit_s = 60.0 * float(max_minutes or 0)
+        self.before = float(elapsed_before)
+        self.began = time.perf_counter()
+
+    def elapsed(self):
+        return self.before + time.perf_counter() - self.began
+
+    def reached(self):
+        return bool(self.limit_s) and self.elapsed() >= self.limit_s
+
+    def fraction(self):
+        """How much of the limit is spent (0 without a limit)."""
+        return min(self.elapsed() / self.limit_s, 1.0) if self.limit_s else 0.0
+
+
+def _warmup_cosine(keras, tf, config, progress):
+    """Linear warm-up over ``warmup_steps``, then cosine decay to 0 as ``progress`` goes to 1.
+
+    ``progress`` (a variable the loop sets before each step) is the larger of the
+    share of ``steps`` done and the share of ``max_minutes`` spent: a run stopped by its
+    time limit has annealed its learning rate by then, instead of stopping at a high
+    one halfway down a schedule planned for more steps than the machine could do.
+    """
+
+    class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = tf.cast(step, tf.float32)
+            peak = tf.constant(config.learning_rate, tf.float32)
+            warm = peak * tf.minimum((step + 1.0) / max(config.warmup_steps, 1), 1.0)
+            start = config.warmup_steps / max(config.steps, 1)
+            done = tf.clip_by_value((progress - start) / max(1.0 - start, 1e-6), 0.0, 1.0)
+            decay = 0.5 * (1.0 + tf.cos(np.pi * done))
+            return tf.where(step < config.warmup_steps, warm, peak * decay)
+
+        def get_config(self):
+            return {}
+
+    return WarmupCosine()
+
+
+@contextlib.contextmanager
+def _ema_weights(setup):
+    """The moving-average weights in the model for the block's duration (with ``ema``)."""
+    if not setup.config.ema:
+        yield
+        return
+    variables = setup.net.trainable_variables
+    saved = [variable.numpy() for variable in variables]
+    setup.optimizer.finalize_variable_values(variables)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, saved, strict=True):
+            variable.assign(value)
+
+
+def make_train_step(net, optimizer, strategy, head, shape):
     """A ``tf.function`` running one training step on a distributed batch.
 
     The trainable variables are read when this is called: call it again after
@@ -942,7 +1285,8 @@ def make_train_step(net, optimizer, strategy, config):
         net: the Keras model (built in ``strategy``'s scope)
         optimizer: its optimizer
         strategy: the ``tf.distribute`` strategy
-        config: the :class:`TrainConfig`
+        head: the :class:`platelab.head.DetectionHead` (loss)
+        shape: ``(height, width)`` of the training images
 
     Returns:
         a function ``step(batch) -> (class_loss, box_loss)`` (mean over replicas)
@@ -954,12 +1298,8 @@ def make_train_step(net, optimizer, strategy, config):
     def step_fn(images, class_targets, box_targets):
         with tf.GradientTape() as tape:
             outputs = net(images, training=True)
-            class_loss, box_loss = detection_loss(
-                class_targets,
-                box_targets,
-                outputs["class_logits"],
-                outputs["box_deltas"],
-                config.neg_pos_ratio,
+            class_loss, box_loss = head.loss(
+                class_targets, box_targets, outputs["class_logits"], outputs["box_deltas"], shape
             )
             total = (class_loss + box_loss) / replicas
         gradients = tape.gradient(total, variables)
@@ -984,13 +1324,13 @@ def make_train_step(net, optimizer, strategy, config):
     return step
 
 
-def evaluate_split(net, data, anchors, labels, config, batch_size=16, progress=False):
+def evaluate_split(net, data, head, labels, config, batch_size=8, progress=False):
     """Validation loss and COCO metrics of a model on one split held in memory.
 
     Args:
         net: the Keras model
-        data: a :class:`SplitData` with images at the model's input size
-        anchors: ``(N, 4)`` anchors
+        data: a :class:`SplitData` (images at the inference geometry)
+        head: the :class:`platelab.head.DetectionHead`
         labels: the model's labels
         config: the :class:`TrainConfig` (thresholds)
         batch_size: images per forward pass
@@ -998,7 +1338,7 @@ def evaluate_split(net, data, anchors, labels, config, batch_size=16, progress=F
 
     Returns:
         dict with ``loss``, ``class_loss``, ``box_loss``, ``metrics`` (the evaluation
-        engine's dict) and ``predictions`` (the flat list it scored)
+        engine's dict) and ``predictions`` (the flat list it scored, image pixels)
     """
     tf = model_lib._import_tensorflow()
     from tqdm.auto import tqdm
@@ -1006,60 +1346,52 @@ def evaluate_split(net, data, anchors, labels, config, batch_size=16, progress=F
     from platelab import evaluate
 
     forward = _forward_function(net)
+    shape = data.images.shape[1:3]
     predictions, class_losses, box_losses, weights = [], [], [], []
     for start in tqdm(range(0, len(data), batch_size), desc="evaluate", disable=not progress):
         stop = min(start + batch_size, len(data))
-        images = tf.image.resize(
-            tf.constant(data.images[start:stop], tf.float32), [config.input_size] * 2
-        )
-        outputs = forward(images)
+        outputs = forward(tf.constant(data.images[start:stop], tf.float32))
         targets = [
-            encode_with_ignore(
-                data.boxes[index],
-                data.classes[index],
-                data.difficult[index],
-                anchors,
-                config.match_iou,
-            )
+            head.encode(data.boxes[index], data.classes[index], data.difficult[index], shape)
             for index in range(start, stop)
         ]
-        class_loss, box_loss = detection_loss(
+        class_loss, box_loss = head.loss(
             tf.stack([item[0] for item in targets]),
             tf.stack([item[1] for item in targets]),
             outputs["class_logits"],
             outputs["box_deltas"],
-            config.neg_pos_ratio,
+            shape,
         )
         class_losses.append(float(class_loss))
         box_losses.append(float(box_loss))
         weights.append(stop - start)
-        decoded = model_lib.postprocess(
+        decoded = head.decode(
             outputs["class_logits"],
             outputs["box_deltas"],
-            anchors,
+            shape,
             score_threshold=0.05,
             iou_threshold=config.nms_iou,
             max_detections=config.max_detections,
         )
         for offset, index in enumerate(range(start, stop)):
-            width, height = data.sizes[index]
-            for box, score, class_id in zip(
-                decoded["boxes"][offset, : decoded["num_detections"][offset]],
+            width, height = (int(value) for value in data.sizes[index])
+            count = int(decoded["num_detections"][offset])
+            boxes = data.geometry.to_image(decoded["boxes"][offset, :count], width, height)
+            for box, score, class_id, on_image in zip(
+                boxes,
                 decoded["scores"][offset],
                 decoded["classes"][offset],
+                data.geometry.on_image(boxes),
                 strict=False,
             ):
+                if not on_image:
+                    continue
                 predictions.append(
                     {
                         "image": data.names[index],
                         "label": labels[int(class_id) - 1],
                         "score": float(score),
-                        "bbox": [
-                            float(box[0] * width),
-                            float(box[1] * height),
-                            float(box[2] * width),
-                            float(box[3] * height),
-                        ],
+                        "bbox": [float(value) for value in box],
                     }
                 )
     metrics = evaluate.evaluate_detections(
@@ -1143,14 +1475,17 @@ def _build_model(config, anchor_spec, num_classes, resuming, echo):
         weights = "imagenet" if config.width in model_lib.IMAGENET_WIDTHS else None
 
     def build(weights):
-        return model_lib.build_ssd(
+        net = model_lib.build_ssd(
             num_classes=num_classes,
-            input_size=config.input_size,
+            input_size=None if config.infer_size else config.input_size,
             width=config.width,
             anchors=anchor_spec,
             weights=weights,
             levels=config.levels,
         )
+        if config.class_loss == "focal":
+            head_lib.set_background_prior(net, num_classes)
+        return net
 
     try:
         net = build(weights)
@@ -1415,8 +1750,8 @@ def _merge_counts(first, second):
 
 def _ground_truth_entry(data, index, labels):
     found = data.classes[index] > 0
-    width, height = data.sizes[index]
-    boxes = data.boxes[index][found] * np.array([width, height, width, height], np.float32)
+    width, height = (int(value) for value in data.sizes[index])
+    boxes = data.geometry.to_image(data.boxes[index][found], width, height)
     return {
         "image": data.names[index],
         "width": int(width),
@@ -1444,7 +1779,7 @@ def config_values(parameters):
     return values
 
 
-def measure_memory(batch_sizes, config=None, steps=2, timeout=300):
+def measure_memory(batch_sizes, config=None, steps=2, timeout=300, shape=None):
     """Peak memory of training at several batch sizes, each measured in a fresh process.
 
     Each probe builds the model of ``config`` (random weights), runs ``steps`` training
@@ -1456,6 +1791,7 @@ def measure_memory(batch_sizes, config=None, steps=2, timeout=300):
         config: a :class:`TrainConfig` (input size, width, levels); default: the defaults
         steps: training steps per probe
         timeout: seconds per probe
+        shape: ``(height, width)`` of the training images (default: the square crop)
 
     Returns:
         a list of dicts ``batch_size``, ``peak_mib``, ``status`` (``ok``, ``out of memory``
@@ -1467,11 +1803,12 @@ def measure_memory(batch_sizes, config=None, steps=2, timeout=300):
     config = config or TrainConfig()
     rows = []
     for batch_size in [0, *batch_sizes]:
+        fields = dataclasses.asdict(config)
+        fields["levels"] = list(config.levels)
         argument = json.dumps(
             {
-                "input_size": config.input_size,
-                "width": config.width,
-                "levels": list(config.levels),
+                "config": fields,
+                "shape": list(shape or (config.input_size, config.input_size)),
                 "batch_size": batch_size,
                 "steps": steps,
             }
@@ -1512,7 +1849,7 @@ def measure_input_throughput(data, config, steps=20, rounds=3, echo=None):
       target encoding, batching, prefetch) as :func:`train` runs it.
 
     Args:
-        data: the training :class:`SplitData`, images at :func:`cache_size_for` ``config``
+        data: the training :class:`SplitData`, images at the inference geometry
         config: a :class:`TrainConfig` (input size, width, levels, batch size, augment)
         steps: timed steps per round
         rounds: alternating rounds; the best round of each is compared
@@ -1533,12 +1870,11 @@ def measure_input_throughput(data, config, steps=20, rounds=3, echo=None):
     import time
 
     labels = data.labels_list or ("vehicle", "license_plate")
-    spec = model_lib.anchors_from_boxes(
-        anchor_boxes(data), config.input_size, config.levels, config.anchors_per_level
-    )
-    anchors = model_lib.generate_anchors(spec, config.input_size)
-    step = _probe_train_step(config, spec, len(labels))
-    iterator = iter(make_train_dataset(data, anchors, config, 0, config.batch_size))
+    spec = make_anchor_spec(config, data)
+    head = head_lib.DetectionHead(spec, len(labels), config.head_config())
+    shape = config.train_shape(data.geometry)
+    step = _probe_train_step(config, spec, len(labels), shape)
+    iterator = iter(make_train_dataset(data, head, config, 0, config.batch_size))
     cached = [next(iterator) for _ in range(steps)]
     for batch in cached[: min(3, steps)]:  # trace and warm up
         step(batch)
@@ -1575,22 +1911,17 @@ def _memory_probe(argument):
 
     values = json.loads(argument)
     tf = model_lib._import_tensorflow()
-    config = TrainConfig(
-        input_size=values["input_size"], width=values["width"], levels=tuple(values["levels"])
-    )
-    spec = model_lib.default_anchor_spec(config.input_size, config.levels)
-    anchors = model_lib.generate_anchors(spec, config.input_size)
+    config = TrainConfig.from_dict(values["config"])
+    shape = tuple(values["shape"])
+    spec = model_lib.generic_anchor_spec(config.levels)
+    anchors = model_lib.generate_anchors(spec, shape)
     batch_size = values["batch_size"]
     if not batch_size:  # the baseline: the model alone
-        model_lib.build_ssd(
-            2, config.input_size, config.width, spec, weights=None, levels=config.levels
-        )
+        model_lib.build_ssd(2, None, config.width, spec, weights=None, levels=config.levels)
     else:
-        step = _probe_train_step(config, spec, 2)
+        step = _probe_train_step(config, spec, 2, shape)
         rng = np.random.default_rng(0)
-        images = tf.constant(
-            rng.uniform(0, 255, (batch_size, config.input_size, config.input_size, 3)), tf.float32
-        )
+        images = tf.constant(rng.uniform(0, 255, (batch_size, *shape, 3)), tf.float32)
         class_targets = tf.constant(rng.integers(0, 3, (batch_size, len(anchors))), tf.int32)
         box_targets = tf.constant(rng.normal(0, 1, (batch_size, len(anchors), 4)), tf.float32)
         for _ in range(values["steps"]):
@@ -1599,17 +1930,17 @@ def _memory_probe(argument):
     print(json.dumps({"peak_mib": round(peak, 1)}))
 
 
-def _probe_train_step(config, anchor_spec, num_classes):
+def _probe_train_step(config, anchor_spec, num_classes, shape):
     """A train step on a fresh model of ``config`` (random weights), for measurements."""
     tf = model_lib._import_tensorflow()
     keras = model_lib._import_keras()
     net = model_lib.build_ssd(
-        num_classes, config.input_size, config.width, anchor_spec, weights=None,
-        levels=config.levels,
-    )  # fmt: skip
+        num_classes, None, config.width, anchor_spec, weights=None, levels=config.levels
+    )
     optimizer = keras.optimizers.AdamW(1e-4)
     optimizer.build(net.trainable_variables)
-    return make_train_step(net, optimizer, tf.distribute.get_strategy(), config)
+    head = head_lib.DetectionHead(anchor_spec, num_classes, config.head_config())
+    return make_train_step(net, optimizer, tf.distribute.get_strategy(), head, shape)
 
 
 def _chroma_matrix(saturation, hue):

@@ -143,3 +143,47 @@ def add_caption(figure, text):
     """
     figure.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=9, style="italic")
     figure.tight_layout(rect=(0, 0.05, 1, 1))
+
+
+def plot_object_heights(heights, anchor_spec, readable_px=8, title=None):
+    """Histogram of box heights at the network input, per class, beside the anchor heights.
+
+    Args:
+        heights: ``{label: (M,) heights in network pixels}`` (see
+            :func:`platelab.train.object_heights`)
+        anchor_spec: the model's anchor spec in network pixels (``"unit": "px"``)
+        readable_px: the height below which a box is too small to score (a dashed line)
+        title: the figure's title
+
+    Returns:
+        the matplotlib figure
+    """
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    values = [np.asarray(value, float) for value in heights.values() if len(value)]
+    top = max([value.max() for value in values] + [2 * readable_px])
+    bins = np.geomspace(1, max(top, 2), 40)
+    for label, value in heights.items():
+        if len(value):
+            color = np.asarray(LABEL_COLORS_BGR.get(label, DEFAULT_COLOR_BGR)[::-1]) / 255
+            axis.hist(value, bins=bins, alpha=0.55, color=color, label=f"{label} ({len(value)})")
+    for shapes in anchor_spec["shapes"]:
+        for _, height in shapes:
+            axis.axvline(height, color="black", alpha=0.25, linewidth=1)
+    axis.axvline(
+        readable_px, color="red", linestyle="--", label=f"{readable_px} px: readable from here"
+    )
+    axis.set_xscale("log")
+    axis.set_xlabel("box height in pixels at the network input (grey lines: anchor heights)")
+    axis.set_ylabel("boxes")
+    axis.set_title(title or "Box heights at the network input")
+    axis.legend()
+    small = sum(int((value < readable_px).sum()) for value in values)
+    total = sum(len(value) for value in values)
+    add_caption(
+        figure,
+        f"{small} of {total} boxes are under {readable_px} px high at this input size "
+        "(ignored as difficult in training and scoring).",
+    )
+    return figure

@@ -148,6 +148,7 @@ def load_current_manifest(out_dir, **kwargs):
         "size": [int(size[0]), int(size[1])],
         "seed": int(kwargs.get("seed", 0)),
         "vantages": list(vantages) if vantages else None,
+        "difficult_below_px": _difficult_heights(),
     }
     if manifest.get("generator_version") != __version__ or manifest.get("parameters") != wanted:
         return None
@@ -307,12 +308,23 @@ def _manifest(specs, summaries, videos, seconds, fps, size, seed, vantages):
             "size": [int(size[0]), int(size[1])],
             "seed": int(seed),
             "vantages": list(vantages) if vantages else None,
+            "difficult_below_px": _difficult_heights(),
         },
         "labels": list(LABELS),
         "box_format": BOX_FORMAT,
         "frames": sum(summary["frames"] for summary in summaries),
         "objects": totals,
         "videos": entries,
+    }
+
+
+def _difficult_heights():
+    """Box heights (pixels) under which the ground truth marks an object difficult."""
+    from platelab.synth import render
+
+    return {
+        "vehicle": render.DIFFICULT_VEHICLE_HEIGHT,
+        "license_plate": render.DIFFICULT_PLATE_HEIGHT,
     }
 
 

@@ -36,10 +36,12 @@ DIFFICULT_OCCLUSION = 0.5
 PLATE_MAX_OCCLUSION = 0.8
 """Plates hidden beyond this fraction are left out."""
 
-DIFFICULT_PLATE_HEIGHT = 4
-"""Plates whose box is fewer pixels high are marked difficult."""
+DIFFICULT_PLATE_HEIGHT = 8
+"""Plates whose box is fewer pixels high are marked difficult (too small to read):
+ignored in training and scoring, neither a hit nor a miss, as KITTI ignores boxes
+under its height limits."""
 
-DIFFICULT_VEHICLE_HEIGHT = 8
+DIFFICULT_VEHICLE_HEIGHT = 16
 """Vehicles whose box is fewer pixels high are marked difficult."""
 
 BOX_COLOURS = {"vehicle": (60, 220, 60), "license_plate": (255, 60, 255)}

@@ -1,0 +1,168 @@
+"""Accuracy per CPU-minute: held-out AP50 after fixed training budgets, one change at a time.
+
+Usage::
+
+    python benchmarks/bench_time_to_accuracy.py [--data DIR] [--budgets 7] [--rows all]
+        [--heldout-seed 4242] [--heldout-videos 12] [--out DIR]
+
+On the default profile's merged dataset (``data/default/processed/dataset``, written by
+``make run``), each row trains a detector from random weights for each budget in
+minutes (``max_minutes``; the learning rate anneals to zero at the budget), then scores
+its best model on frames of synthetic videos rendered with a generator seed that no
+training video used (all six vantage points; plates from 8 px high and vehicles from
+16 px high are scored, smaller ones are ignored, see ``platelab.synth``). Rows run one
+after the other, never two trainings at once.
+
+The rows form an ablation ladder from the earlier recipe to today's default:
+
+* ``seed``: the square 320 px input that squashes 16:9 frames, anchors fitted to the
+  training boxes, SSD IoU matching, hard-negative mining, Huber box loss;
+* ``crops``: letterboxed whole frames at long side 960 for inference, training on
+  320 px crops at native scale (zoom-in and zoom-out), generic anchors;
+* ``atss``: + ATSS assignment;
+* ``focal``: + focal loss instead of hard-negative mining;
+* ``giou``: + GIoU box loss (today's default);
+* ``whole``: today's recipe trained on whole letterboxed frames instead of crops;
+* ``ema``: + an exponential moving average of the weights.
+
+Prints one table row per (row, budget): held-out AP50 per class, steps reached and
+training images/s, plus each row's ratio to the ``seed`` row (the reference run of
+this benchmark, measured in the same invocation). Results go to ``--out`` as JSON.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from platelab import goals, paths, train
+
+ROWS = {
+    "seed": dict(
+        infer_size=0,
+        crop_training=False,
+        anchors="fit",
+        assigner="iou",
+        class_loss="ohem",
+        box_loss="huber",
+        scale_min=1.0,
+        scale_max=1.8,
+        zoom_out=0.0,
+        object_crops=0.0,
+        min_object_px=0.0,
+    ),
+    "crops": dict(assigner="iou", class_loss="ohem", box_loss="huber"),
+    "atss": dict(class_loss="ohem", box_loss="huber"),
+    "focal": dict(box_loss="huber"),
+    "giou": dict(),
+    "whole": dict(crop_training=False),
+    "ema": dict(ema=0.99),
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data",
+        default=str(paths.processed_dir("default") / "dataset"),
+        help="merged dataset folder (default: data/default/processed/dataset)",
+    )
+    parser.add_argument("--budgets", default="7", help="training minutes, comma-separated (7)")
+    parser.add_argument("--rows", default="all", help=f"rows, comma-separated: {', '.join(ROWS)}")
+    parser.add_argument("--heldout-seed", type=int, default=4242, help="held-out generator seed")
+    parser.add_argument("--heldout-videos", type=int, default=12, help="held-out videos (12)")
+    parser.add_argument("--set", action="append", default=[], help="extra KEY=VALUE (all rows)")
+    parser.add_argument(
+        "--out",
+        default=str(paths.PROJECT_ROOT / "data" / "bench" / "time_to_accuracy"),
+        help="folder for run folders, held-out videos and results.json",
+    )
+    args = parser.parse_args(argv)
+    if not (Path(args.data) / "tfrecords" / "train.tfrecord").is_file():
+        sys.exit(f"{args.data}: no merged dataset with TFRecords (run `make run` first)")
+    rows = list(ROWS) if args.rows == "all" else [name.strip() for name in args.rows.split(",")]
+    unknown = [name for name in rows if name not in ROWS]
+    if unknown:
+        sys.exit(f"unknown row(s) {', '.join(unknown)}: choose from {', '.join(ROWS)}")
+    budgets = [float(value) for value in args.budgets.split(",")]
+    extra = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        extra[key] = yaml.safe_load(value)
+
+    profile = yaml.safe_load((paths.PROJECT_ROOT / "params" / "default.yaml").read_text())
+    base = train.config_values(profile["06_train"])
+    base.update(seed=profile["common"]["seed"], init="none", steps=100000)
+    training = goals.training_video_parameters("default") or {}
+    if int(training.get("seed", -1)) == args.heldout_seed:
+        sys.exit(f"held-out seed {args.heldout_seed} is the training videos' seed")
+    size = training.get("size", [960, 540])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else []
+
+    for budget in budgets:
+        for name in rows:
+            values = dict(base, **ROWS[name], **extra, max_minutes=budget)
+            run_dir = out / f"{name}-{budget:g}min"
+            if run_dir.exists():
+                import shutil
+
+                shutil.rmtree(run_dir)
+            began = time.perf_counter()
+            state = train.train(args.data, run_dir, values, progress=False, echo=lambda line: None)
+            seconds = time.perf_counter() - began
+            heldout = goals.evaluate_heldout_videos(
+                run_dir,
+                out / f"heldout-{args.heldout_seed}",
+                seed=args.heldout_seed,
+                videos=args.heldout_videos,
+                size=tuple(size),
+                training_seed=training.get("seed"),
+                progress=False,
+            )
+            per_class = heldout.metrics["per_class"]
+            row = {
+                "row": name,
+                "budget_min": budget,
+                "steps": state["step"],
+                "images_per_s": round(state["step"] * values["batch_size"] / (60 * budget), 2),
+                "wall_s": round(seconds, 1),
+                "AP50_vehicle": per_class["vehicle"]["AP50"],
+                "AP50_license_plate": per_class["license_plate"]["AP50"],
+                "frames": heldout.frames,
+                "extra": extra,
+            }
+            results.append(row)
+            results_path.write_text(json.dumps(results, indent=2))
+            print(_format(row, results), flush=True)
+
+
+def _format(row, results):
+    reference = next(
+        (
+            item
+            for item in reversed(results)
+            if item["row"] == "seed" and item["budget_min"] == row["budget_min"]
+        ),
+        None,
+    )
+    text = (
+        f"{row['row']:>6} {row['budget_min']:>4g} min: steps {row['steps']:>5}, "
+        f"{row['images_per_s']:5.1f} img/s, AP50 vehicle {row['AP50_vehicle']:.3f}, "
+        f"plate {row['AP50_license_plate']:.3f} ({row['frames']} held-out frames)"
+    )
+    if reference and reference is not row:
+        text += (
+            f"; vs seed: vehicle {row['AP50_vehicle'] / max(reference['AP50_vehicle'], 1e-9):.2f}x,"
+            f" plate {row['AP50_license_plate'] / max(reference['AP50_license_plate'], 1e-9):.2f}x"
+        )
+    return text
+
+
+if __name__ == "__main__":
+    main()
