@@ -130,6 +130,40 @@ def test_annotated_video_has_every_frame_as_h264(tmp_path):
     assert len([axis for axis in figure.axes if axis.images]) == 4
 
 
+def _x264_options(path):
+    """The settings x264 writes into its stream (an SEI message: '... options: cabac=0 ...')."""
+    data = path.read_bytes()
+    start = data.index(b"options: ")
+    return dict(
+        item.split("=", 1)
+        for item in data[start + 9 : data.index(b"\x00", start)].decode().split()
+        if "=" in item
+    )
+
+
+def test_encoder_settings_default_and_chosen(tmp_path):
+    source = _make_video(tmp_path / "in.mp4", frames=10)
+    video.annotate_video(MovingBoxes(), source, tmp_path / "default.mp4", progress=False)
+    options = _x264_options(tmp_path / "default.mp4")
+    assert (video.DEFAULT_PRESET, video.DEFAULT_CRF) == ("ultrafast", 26)
+    assert options["crf"] == "26.0" and options["cabac"] == "0" and options["subme"] == "0"
+    video.annotate_video(
+        MovingBoxes(), source, tmp_path / "slow.mp4", progress=False, preset="veryfast", crf=23
+    )
+    options = _x264_options(tmp_path / "slow.mp4")
+    assert options["crf"] == "23.0" and options["cabac"] == "1" and options["subme"] == "2"
+
+    parser = video.add_video_arguments(argparse.ArgumentParser())
+    arguments = ["--model", str(tmp_path / "none"), "--input", str(source)]
+    arguments += ["--output", str(tmp_path / "out.mp4")]
+    parsed = parser.parse_args(arguments)
+    assert (parsed.preset, parsed.crf) == (video.DEFAULT_PRESET, video.DEFAULT_CRF)
+    with pytest.raises(ValueError, match="--crf must be between 0 and 51"):
+        parsed.handler(parser.parse_args([*arguments, "--crf", "60"]))
+    with pytest.raises(SystemExit):
+        parser.parse_args([*arguments, "--preset", "warp"])
+
+
 def test_truncated_video_keeps_what_was_decoded(tmp_path):
     source = _truncate(_make_video(tmp_path / "in.mp4", frames=60, size="320x240"))
     result = video.annotate_video(MovingBoxes(), source, tmp_path / "out.mp4", progress=False)
