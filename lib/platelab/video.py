@@ -55,7 +55,7 @@ DEFAULT_CRF = 26
 Measured with ``benchmarks/bench_deploy.py --encoder-sweep`` on two 1080p30 clips
 on 2 cores: ultrafast takes half the encoding CPU of veryfast or less (testsrc2 with
 noise: 10.9 against 21.8 ms a frame; synthetic traffic: 11.5 against 28.6), which
-lifts ``platelab video`` from 42 and 38 FPS (veryfast, CRF 23) to 55 and 55. At CRF
+lifts ``platelab video`` from 44 and 38 FPS (veryfast, CRF 23) to 54 and 56. At CRF
 26 its quality is that of veryfast at CRF 23 (SSIM to the clip 0.9942 against
 0.9923 on testsrc2, 0.9961 against 0.9970 on traffic; PSNR 44.1 against 41.7 dB and
 43.4 against 43.4 dB) for files about 2.4 times as large. ``platelab video --preset
