@@ -305,10 +305,15 @@ class Predictor:
     def preprocess(self, images):
         """RGB uint8 images as the model's input (:meth:`platelab.model.InputGeometry.prepare`).
 
+        Each image is written once into one float32 batch (no stacking copy).
+
         Returns:
             ``(batch, height, width, 3)`` float32 pixels 0-255
         """
-        return np.stack([self.geometry.prepare(image) for image in images])
+        batch = np.empty((len(images), *self.geometry.shape, 3), np.float32)
+        for slot, image in zip(batch, images, strict=True):
+            self.geometry.prepare(image, out=slot)
+        return batch
 
     def infer(self, batch, score_threshold):
         """Runs the model on a preprocessed batch; returns its raw outputs."""
@@ -508,7 +513,7 @@ class TFLitePredictor(Predictor):
             if dtype in (np.uint8, np.int8):
                 info = np.iinfo(dtype)
                 image = np.clip(np.round(image / scale + zero_point), info.min, info.max)
-            self.interpreter.set_tensor(self._input["index"], image[None].astype(dtype))
+            self.interpreter.set_tensor(self._input["index"], np.asarray(image[None], dtype))
             self.interpreter.invoke()
             values = [self._output(details) for details in self._outputs]
             logits.append(values[0][0])
@@ -613,7 +618,10 @@ def postprocess_numpy(
     a box is kept when its class score exceeds ``score_threshold``; within a class a box
     is dropped when its IoU with a higher-scored kept box exceeds ``iou_threshold``; at
     most ``max_detections`` per class and in all; boxes clipped to [0, 1] at the end.
-    Only the anchors above the threshold are decoded.
+    The softmax is computed only for the anchors that can pass: a class's score is
+    at most ``exp(logit - background logit)``, so an anchor whose best class leads the
+    background by no more than ``log(score_threshold)`` is skipped (most anchors of a
+    frame). Only the anchors above the threshold are decoded.
 
     Args:
         class_logits: ``(N, num_classes + 1)`` logits
@@ -628,12 +636,23 @@ def postprocess_numpy(
         ``(n,)`` 1-based class ids, highest score first
     """
     logits = np.asarray(class_logits, np.float32)
+    if score_threshold > 0:
+        lead = logits[:, 1].copy()  # column by column: 25x faster than max(axis=1)
+        for column in range(2, logits.shape[1]):
+            np.maximum(lead, logits[:, column], out=lead)
+        lead -= logits[:, 0]
+        # 1e-3 of margin in log space covers float32 rounding of the softmax
+        rows = np.flatnonzero(lead > np.log(score_threshold) - 1e-3)
+        logits = logits[rows]
+    else:
+        rows = np.arange(len(logits))
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     scores = shifted[:, 1:] / shifted.sum(axis=1, keepdims=True)
-    anchor_index, class_index = np.nonzero(scores > score_threshold)
-    if len(anchor_index) == 0:
+    row_index, class_index = np.nonzero(scores > score_threshold)
+    if len(row_index) == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-    candidate_scores = scores[anchor_index, class_index]
+    candidate_scores = scores[row_index, class_index]
+    anchor_index = rows[row_index]
     candidate_boxes = decode_numpy(
         np.asarray(deltas)[anchor_index], np.asarray(anchors)[anchor_index]
     )

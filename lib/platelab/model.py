@@ -442,25 +442,34 @@ class InputGeometry:
         scale = min(self.width / image_width, self.height / image_height)
         return scale, scale
 
-    def prepare(self, image):
+    def prepare(self, image, out=None):
         """One RGB image as the network's input.
+
+        The image is resized in its own dtype (a channel-reversed view, such as a BGR
+        frame seen as RGB, is resized as the contiguous frame and reversed on the small
+        result: no full-size copy) and written into the float32 input once, padding
+        included.
 
         Args:
             image: ``(H, W, 3)`` uint8 (any strides)
+            out: a ``(height, width, 3)`` float32 array to write into (for example one
+                slot of a batch); None for a new one
 
         Returns:
-            ``(height, width, 3)`` float32, whole values 0-255
+            ``(height, width, 3)`` float32, whole values 0-255 (``out`` when given)
         """
-        if self.mode == "squash":
-            return resize_image(image, (self.height, self.width))
-        scale_x, _ = self.scale(image.shape[1], image.shape[0])
-        inner_w = min(self.width, max(1, round(image.shape[1] * scale_x)))
-        inner_h = min(self.height, max(1, round(image.shape[0] * scale_x)))
-        if (inner_h, inner_w) == (self.height, self.width):
-            return resize_image(image, (self.height, self.width))
-        canvas = np.full((self.height, self.width, image.shape[2]), PAD_VALUE, np.float32)
-        canvas[:inner_h, :inner_w] = resize_image(image, (inner_h, inner_w))
-        return canvas
+        inner_h, inner_w = self.height, self.width
+        if self.mode == "letterbox":
+            scale_x, _ = self.scale(image.shape[1], image.shape[0])
+            inner_w = min(self.width, max(1, round(image.shape[1] * scale_x)))
+            inner_h = min(self.height, max(1, round(image.shape[0] * scale_x)))
+        resized = resize_image(image, (inner_h, inner_w), dtype=None)
+        if out is None:
+            out = np.empty((self.height, self.width, resized.shape[2]), np.float32)
+        out[:inner_h, :inner_w] = resized
+        out[inner_h:] = PAD_VALUE
+        out[:inner_h, inner_w:] = PAD_VALUE
+        return out
 
     def to_image(self, boxes, image_width, image_height):
         """Boxes in network fractions to the image's pixels, clipped to the image.
@@ -658,7 +667,7 @@ def postprocess(
     return output
 
 
-def resize_image(image, size):
+def resize_image(image, size, dtype=np.float32):
     """An image resized to ``size`` (a square side, or ``(height, width)``; aspect not kept).
 
     Shrinking (the usual case: frames are larger than the input) averages the source
@@ -676,16 +685,23 @@ def resize_image(image, size):
     Args:
         image: ``(H, W, C)`` uint8 array (RGB or BGR; any strides)
         size: the output side in pixels, or ``(height, width)``
+        dtype: the result's dtype; None keeps the image's (uint8: 4 times less memory
+            to write than float32, the same values)
 
     Returns:
-        ``(height, width, C)`` float32 with whole values 0-255
+        ``(height, width, C)`` array of ``dtype`` with whole values 0-255 (contiguous)
     """
     import cv2
 
     if image.ndim == 3 and image.strides[2] < 0:
         # A channel-reversed view (BGR seen as RGB): resizing works channel by channel,
         # so resize the contiguous frame and reverse the small result (no 6 MB copy).
-        return resize_image(image[:, :, ::-1], size)[:, :, ::-1]
+        resized = resize_image(image[:, :, ::-1], size, dtype=None)
+        if resized.shape[2] == 3 and resized.dtype in (np.uint8, np.uint16, np.float32):
+            resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)  # a plain channel swap
+        else:
+            resized = np.ascontiguousarray(resized[:, :, ::-1])
+        return resized if dtype is None else resized.astype(dtype, copy=False)
     image = np.ascontiguousarray(image)
     out_h, out_w = _input_shape(size, check=False)
     height, width = image.shape[:2]
@@ -697,7 +713,7 @@ def resize_image(image, size):
     resized = cv2.resize(image, (out_w, out_h), interpolation=method)
     if resized.ndim == 2:
         resized = resized[:, :, None]
-    return resized.astype(np.float32)
+    return resized if dtype is None else resized.astype(dtype, copy=False)
 
 
 def resize_images_tf(images, size):
