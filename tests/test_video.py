@@ -2,6 +2,7 @@
 
 import argparse
 import subprocess
+import time
 
 import cv2
 import numpy as np
@@ -9,22 +10,27 @@ import pytest
 
 import model_helpers
 from platelab import export, video
+from platelab import model as model_lib
 from platelab.ffmpeg import ffmpeg_exe
 from platelab.probe import MediaError, probe
 
 
 class MovingBoxes:
-    """A stand-in predictor: one vehicle and its plate moving 4 px right per frame."""
+    """A stand-in predictor: one vehicle and its plate moving ``step`` px right per call
+    (4 px a frame when called on every frame; ``delay`` seconds a call)."""
 
     score_threshold = 0.3
 
-    def __init__(self):
+    def __init__(self, step=4, delay=0.0):
         self.calls = 0
+        self.step = step
+        self.delay = delay
 
     def predict(self, images, score_threshold=None):
         results = []
         for _image in images:
-            x = 10 + 4 * self.calls
+            time.sleep(self.delay)
+            x = 10 + self.step * self.calls
             self.calls += 1
             results.append(
                 {
@@ -102,7 +108,161 @@ def test_tracker_matches_greedily_by_iou():
     assert tracker.update([[7, 0, 17, 10], [1, 0, 11, 10]], ["vehicle"] * 2) == [2, 1]
 
 
+def test_tracker_carries_detections_at_their_velocity_between_detector_runs():
+    tracker = video.IouTracker(min_hits=1)
+    assert tracker.update([[0, 0, 40, 20]], ["vehicle"]) == [1]
+    np.testing.assert_allclose(tracker.carry(2), [[0, 0, 40, 20]])  # no velocity yet: held
+    # Detections every 3 frames, 4 px a frame: 12 px apart, still overlapping.
+    assert tracker.update([[12, 0, 52, 20]], ["vehicle"], frames=3) == [1]
+    np.testing.assert_allclose(tracker.carry(1), [[16, 0, 56, 20]])
+    np.testing.assert_allclose(tracker.carry(2), [[20, 0, 60, 20]])
+    # 10 frames later it is 40 px on, no overlap with where it was: matched where its
+    # velocity took it, so it keeps its id.
+    assert tracker.update([[52, 0, 92, 20]], ["vehicle"], frames=10) == [1]
+    assert tracker.counts == {"vehicle": 1}
+    # Frame by frame, a track is looked for where it was last seen (as before).
+    tracker = video.IouTracker(iou_threshold=0.1, min_hits=1)
+    tracker.update([[0, 0, 40, 20]], ["vehicle"])
+    assert tracker.update([[30, 0, 70, 20]], ["vehicle"], frames=3) == [1]  # 10 px a frame
+    # IoU 0.18 with [40, 80], where its velocity would put it; 0.03 with [30, 70]
+    assert tracker.update([[68, 0, 108, 20]], ["vehicle"]) == [2]
+    # max_age counts frames, also when detections come every few frames.
+    tracker = video.IouTracker(max_age=5, min_hits=1)
+    tracker.update([[0, 0, 40, 20]], ["vehicle"])
+    tracker.update([], [], frames=5)  # unseen for 5 frames: survives
+    assert tracker.update([[0, 0, 40, 20]], ["vehicle"]) == [1]
+    tracker.update([], [], frames=3)
+    tracker.update([], [], frames=3)  # unseen for 6 frames: ends
+    assert tracker.update([[0, 0, 40, 20]], ["vehicle"], frames=3) == [2]
+    with pytest.raises(ValueError, match="frames since the previous update must be >= 1"):
+        tracker.update([], [], frames=0)
+
+
+def test_auto_picks_the_smallest_interval_that_keeps_real_time():
+    assert video.choose_detect_every(0.010, 30) == 1
+    assert video.choose_detect_every(0.5 / 30, 30) == 1
+    assert video.choose_detect_every(0.020, 30) == 2
+    assert video.choose_detect_every(0.036, 30) == 3
+    assert video.choose_detect_every(0.036, 15) == 2
+    assert video.choose_detect_every(5.0, 30) == video.MAX_DETECT_EVERY
+    assert video.parse_detect_every("auto") == "auto" and video.parse_detect_every("3") == 3
+    for bad in ("0", "-2", "1.5", "often"):
+        with pytest.raises(ValueError, match="--detect-every must be 'auto' or a whole number"):
+            video.parse_detect_every(bad)
+
+
+def test_video_frames_prepare_as_their_rgb_copies():
+    """The video hands the predictor BGR frames seen as RGB (a reversed view): the
+    network input is the RGB copy's, written into a given array or a new one."""
+    rng = np.random.default_rng(5)
+    frame_bgr = rng.integers(0, 256, (1080, 1920, 3)).astype(np.uint8)
+    geometry = model_lib.InputGeometry(960, 576)
+    expected = geometry.prepare(np.ascontiguousarray(frame_bgr[:, :, ::-1]))
+    assert expected[:540].max() > 200 and expected[540:].max() == model_lib.PAD_VALUE
+    np.testing.assert_array_equal(geometry.prepare(frame_bgr[:, :, ::-1]), expected)
+    slot = np.full((576, 960, 3), 77, np.float32)
+    assert geometry.prepare(frame_bgr[:, :, ::-1], out=slot) is slot
+    np.testing.assert_array_equal(slot, expected)
+
+
 # ---------------------------------------------------------------------------- pipeline
+
+
+def _drawn_objects(monkeypatch):
+    """Records the objects drawn on each frame."""
+    drawn = []
+    draw = video.draw_frame
+
+    def recording(frame, objects, counts=None):
+        drawn.append([dict(item) for item in objects])
+        return draw(frame, objects, counts)
+
+    monkeypatch.setattr(video, "draw_frame", recording)
+    return drawn
+
+
+def test_detecting_every_frame_draws_each_frames_detections(tmp_path, monkeypatch):
+    """--detect-every 1 is the annotation as it always was: every frame's detections,
+    with the ids of a tracker fed every frame."""
+    source = _make_video(tmp_path / "in.mp4", frames=12)
+    drawn = _drawn_objects(monkeypatch)
+    result = video.annotate_video(
+        MovingBoxes(), source, tmp_path / "out.mp4", track=True, progress=False, detect_every=1
+    )
+    reference, tracker = MovingBoxes(), video.IouTracker()
+    expected = []
+    for _ in range(12):
+        found = reference.predict([None])[0]
+        ids = tracker.update(found["boxes"], found["labels"])
+        expected.append(
+            [
+                {"label": label, "bbox": box.tolist(), "score": float(score), "track_id": ident}
+                for box, score, label, ident in zip(
+                    found["boxes"], found["scores"], found["labels"], ids, strict=True
+                )
+            ]
+        )
+    assert drawn == expected
+    assert (result.detect_every, result.detected_frames, result.detect_every_auto) == (1, 12, False)
+    assert "; detector on every frame" in result.summary()
+
+
+def test_detecting_every_third_frame_carries_the_tracked_boxes(tmp_path, monkeypatch):
+    source = _make_video(tmp_path / "in.mp4", frames=30)
+    drawn = _drawn_objects(monkeypatch)
+    predictor = MovingBoxes(step=6)  # called every 3rd frame: 2 px a frame
+    result = video.annotate_video(
+        predictor, source, tmp_path / "out.mp4", track=True, progress=False, detect_every=3
+    )
+    assert predictor.calls == 10 and len(drawn) == 30
+    assert (result.detect_every, result.detected_frames) == (3, 10)
+    assert result.detections == {"vehicle": 10, "license_plate": 10}
+    assert result.tracks == {"vehicle": 1, "license_plate": 1}
+    assert "detector on every 3rd frame only (10 of 30; the tracker carried" in result.summary()
+    for index, objects in enumerate(drawn):
+        vehicle = next(item for item in objects if item["label"] == "vehicle")
+        assert len(objects) == 2 and vehicle["score"] == pytest.approx(0.9)
+        # held until a second detection gives a velocity, then where the object is
+        x = 10 if index < 3 else 10 + 2 * index
+        assert vehicle["bbox"] == pytest.approx([x, 20, x + 40, 50]), index
+        # confirmed at the third detection (frame 6), the ids stay on the carried boxes
+        assert vehicle["track_id"] == (1 if index >= 6 else None), index
+
+    # Without --track the boxes are carried the same, with no ids.
+    drawn.clear()
+    result = video.annotate_video(
+        MovingBoxes(step=6), source, tmp_path / "plain.mp4", progress=False, detect_every=3
+    )
+    assert result.tracks is None and len(drawn) == 30
+    assert all(len(objects) == 2 and "track_id" not in objects[0] for objects in drawn)
+    assert drawn[29][0]["bbox"] == pytest.approx([68, 20, 108, 50])
+
+
+def test_auto_interval_is_chosen_from_the_model_time_and_stated(tmp_path, capsys):
+    source = _make_video(tmp_path / "in.mp4", frames=12)
+    slow = video.annotate_video(
+        MovingBoxes(delay=0.025), source, tmp_path / "slow.mp4", progress=False, detect_every="auto"
+    )
+    # 25 ms a frame against half of a 30 fps frame (16.7 ms): every 2nd frame
+    assert slow.detect_every_auto and slow.model_seconds >= 0.025
+    assert slow.detect_every == video.choose_detect_every(slow.model_seconds, 30) == 2
+    assert slow.detected_frames == 6
+    assert "detector on every 2nd frame only (6 of 12" in slow.summary()
+    assert "chosen by --detect-every auto: the model took" in slow.summary()
+    fast = video.annotate_video(
+        MovingBoxes(), source, tmp_path / "fast.mp4", progress=False, detect_every="auto"
+    )
+    assert (fast.detect_every, fast.detected_frames) == (1, 12)
+    assert "detector on every frame, chosen by --detect-every auto" in fast.summary()
+
+    parser = video.add_video_arguments(argparse.ArgumentParser())
+    arguments = ["--model", str(tmp_path / "none"), "--input", str(source)]
+    arguments += ["--output", str(tmp_path / "out.mp4")]
+    assert parser.parse_args(arguments).detect_every == "auto"
+    args = parser.parse_args([*arguments, "--detect-every", "0"])
+    with pytest.raises(ValueError, match="--detect-every must be 'auto' or a whole") as raised:
+        args.handler(args)
+    assert "\n" not in str(raised.value)
 
 
 def test_annotated_video_has_every_frame_as_h264(tmp_path):

@@ -16,6 +16,13 @@ With ``track=True`` an :class:`IouTracker` links detections from frame to frame
 (per class, greedy IoU matching) and the frames show each confirmed track's id and
 the running count of unique vehicles and plates.
 
+With ``detect_every=N`` the detector runs on every N-th frame only (frames 0, N,
+2N, ...), as NVIDIA DeepStream's ``nvinfer`` ``interval`` does: on the frames in
+between, the tracker carries the last detections forward at their tracks' velocity
+(:meth:`IouTracker.carry`). ``detect_every="auto"`` times the model on the first
+frame and picks the smallest N that keeps up with the video's frame rate
+(:func:`choose_detect_every`). The N used is stated in :meth:`VideoResult.summary`.
+
 ffmpeg is the imageio-ffmpeg binary (:func:`platelab.ffmpeg.ffmpeg_exe`).
 """
 
@@ -23,6 +30,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import queue
 import re
@@ -48,6 +56,17 @@ CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".m4v": "mp4", ".mkv": "matroska"}
 """Output suffixes and their ffmpeg muxers (H.264 in each)."""
 STAGES = ("decode", "preprocess", "infer", "postprocess", "track", "draw", "encode")
 QUEUED_FRAMES = 8
+DETECT_EVERY_DEFAULT = "auto"
+"""``platelab video``'s default: the detector on every N-th frame, N chosen to keep real time."""
+MODEL_SHARE = 0.5
+"""``detect_every="auto"``: the model may take this share of a frame's time, on average.
+
+The rest of a frame's time goes to drawing, tracking and handing frames to and from
+the decoding and encoding ffmpeg processes, which share the CPUs.
+"""
+MAX_DETECT_EVERY = 8
+"""``detect_every="auto"`` never skips more: a slower model gives a video below real time."""
+MODEL_TIMING_RUNS = 3
 DEFAULT_PRESET = "ultrafast"
 DEFAULT_CRF = 26
 """libx264 settings of the annotated video: a preview, written as fast as the model runs.
@@ -91,8 +110,12 @@ class VideoResult:
         seconds: wall time of the whole run
         timings: seconds spent in each stage (:data:`STAGES`); the stages overlap, so
             they add up to more than ``seconds``
-        detections: detections drawn, per label, over all frames
+        detections: the detector's detections, per label, over the frames it ran on
         tracks: with tracking, unique confirmed tracks per label (None otherwise)
+        detect_every: the detector ran on every ``detect_every``-th frame (1: on all)
+        detected_frames: frames the detector ran on
+        detect_every_auto: ``detect_every`` was chosen by ``"auto"``
+        model_seconds: with ``"auto"``, the model's time per frame measured at start-up
         warning: why the output has fewer frames than expected (None when complete)
         stopped_at_frame: the frame index at which the input stopped early (or None)
         stopped_at_time: the same in seconds
@@ -109,6 +132,10 @@ class VideoResult:
     timings: dict
     detections: dict
     tracks: dict | None = None
+    detect_every: int = 1
+    detected_frames: int = 0
+    detect_every_auto: bool = False
+    model_seconds: float | None = None
     warning: str | None = None
     stopped_at_frame: int | None = None
     stopped_at_time: float | None = None
@@ -118,12 +145,31 @@ class VideoResult:
         """Frames annotated per second of wall time."""
         return self.frames / self.seconds if self.seconds else 0.0
 
+    def inference(self):
+        """One sentence: which frames the detector ran on, and why (for reports)."""
+        if self.detect_every == 1:
+            text = "detector on every frame"
+        else:
+            text = (
+                f"detector on every {_ordinal(self.detect_every)} frame only "
+                f"({self.detected_frames} of {self.frames}; the tracker carried the boxes "
+                "in between)"
+            )
+        if self.detect_every_auto:
+            text += (
+                f", chosen by --detect-every auto: the model took {self.model_seconds * 1e3:.1f}"
+                f" ms a frame at start-up against {1e3 / self.fps:.1f} ms a frame at "
+                f"{self.fps:g} fps"
+            )
+        return text
+
     def summary(self):
-        """One line: frames, speed, stage times and counts."""
+        """One line: frames, speed, stage times, which frames were inferred, and counts."""
         parts = ", ".join(f"{stage} {self.timings.get(stage, 0.0):.1f}" for stage in STAGES)
         text = (
             f"annotated {self.frames} frames ({self.width}x{self.height}) to {self.output} in "
-            f"{self.seconds:.1f} s ({self.processing_fps:.1f} fps; seconds per stage: {parts})"
+            f"{self.seconds:.1f} s ({self.processing_fps:.1f} fps; seconds per stage: {parts}); "
+            f"{self.inference()}"
         )
         counts = self.tracks if self.tracks is not None else self.detections
         what = "unique tracks" if self.tracks is not None else "detections"
@@ -139,7 +185,13 @@ class IouTracker:
     class: the pair with the highest IoU first, then the next among the unmatched,
     down to ``iou_threshold``. A matched track takes the detection's box; an unmatched
     detection starts a new track; a track unmatched for more than ``max_age``
-    consecutive frames ends (a box that comes back later gets a new id). A track is
+    consecutive frames ends (a box that comes back later gets a new id). Each track
+    keeps a velocity (pixels a frame, from its last two matches, smoothed); when
+    detections come every few frames (``update(..., frames=N)``), a track is matched
+    where its velocity has moved it, and :meth:`carry` places the last detections on
+    the frames in between (a new track has no velocity until its second match: an
+    object that leaves its own box between the first two detector runs starts a new,
+    unconfirmed track). A track is
     *confirmed* once matched in ``min_hits`` frames; only then does it get an id
     (ids count from 1, across classes) and count in :attr:`counts`, so one-frame false
     detections neither take ids nor inflate the counts.
@@ -161,13 +213,17 @@ class IouTracker:
         self.tracks = []
         self.counts = Counter()
         self._next_id = 1
+        self._last = []
 
-    def update(self, boxes, labels):
+    def update(self, boxes, labels, frames=1):
         """Links one frame's detections to the tracks.
 
         Args:
             boxes: ``(n, 4)`` boxes ``[xmin, ymin, xmax, ymax]`` (any consistent units)
             labels: n labels
+            frames: frames since the previous update (the detector's interval). With 1,
+                tracks are matched where they were last seen; with more, where their
+                velocity has moved them since
 
         Returns:
             n track ids (int), in the detections' order; None for a detection whose
@@ -177,6 +233,9 @@ class IouTracker:
         labels = list(labels)
         if len(labels) != len(boxes):
             raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
+        frames = int(frames)
+        if frames < 1:
+            raise ValueError(f"frames since the previous update must be >= 1, got {frames}")
         assigned = [None] * len(boxes)
         matched_tracks = set()
         for label in dict.fromkeys(labels):
@@ -185,7 +244,8 @@ class IouTracker:
             pairs = []
             if candidates:
                 overlap = _iou_matrix(
-                    np.stack([track["box"] for track in candidates]), boxes[detections]
+                    np.stack([self._expected(track, frames) for track in candidates]),
+                    boxes[detections],
                 )
                 rows, columns = np.nonzero(overlap >= self.iou_threshold)
                 order = np.argsort(-overlap[rows, columns], kind="stable")
@@ -197,26 +257,61 @@ class IouTracker:
                 used_tracks.add(row)
                 used_detections.add(column)
                 track = candidates[row]
-                track.update(box=boxes[detections[column]], hits=track["hits"] + 1, missed=0)
+                box = boxes[detections[column]]
+                moved = (box - track["box"]) / (track["missed"] + frames)
+                if track["hits"] > 1:
+                    moved = 0.5 * track["velocity"] + 0.5 * moved
+                track.update(box=box, velocity=moved, hits=track["hits"] + 1, missed=0)
                 matched_tracks.add(id(track))
                 assigned[detections[column]] = track
             for column, index in enumerate(detections):
                 if column in used_detections:
                     continue
-                track = {"label": label, "box": boxes[index], "hits": 1, "missed": 0, "id": None}
+                track = {
+                    "label": label,
+                    "box": boxes[index],
+                    "velocity": np.zeros(4),
+                    "hits": 1,
+                    "missed": 0,
+                    "id": None,
+                }
                 self.tracks.append(track)
                 matched_tracks.add(id(track))
                 assigned[index] = track
         for track in self.tracks:
             if id(track) not in matched_tracks:
-                track["missed"] += 1
+                track["missed"] += frames
         self.tracks = [track for track in self.tracks if track["missed"] <= self.max_age]
         for track in assigned:
             if track["id"] is None and track["hits"] >= self.min_hits:
                 track["id"] = self._next_id
                 self._next_id += 1
                 self.counts[track["label"]] += 1
+        self._last = assigned
         return [track["id"] for track in assigned]
+
+    def carry(self, frames):
+        """Where the last update's detections are ``frames`` frames later.
+
+        Each detection moves at its track's velocity (a new track stays put); nothing
+        in the tracker changes. This draws the frames between two detector runs.
+
+        Args:
+            frames: frames since the last update
+
+        Returns:
+            ``(n, 4)`` boxes in the order of the last update's detections
+        """
+        if not self._last:
+            return np.zeros((0, 4))
+        return np.stack([track["box"] + track["velocity"] * frames for track in self._last])
+
+    @staticmethod
+    def _expected(track, frames):
+        """Where a track is looked for after ``frames`` more frames."""
+        if frames == 1:
+            return track["box"]
+        return track["box"] + track["velocity"] * (track["missed"] + frames)
 
 
 def annotate_video(
@@ -229,6 +324,7 @@ def annotate_video(
     tracker=None,
     crf=DEFAULT_CRF,
     preset=DEFAULT_PRESET,
+    detect_every=1,
 ):
     """Draws a detector's boxes on every frame of a video.
 
@@ -245,13 +341,17 @@ def annotate_video(
         tracker: the :class:`IouTracker` to use with ``track`` (default: a new one)
         crf: libx264 quality (lower is better and bigger)
         preset: libx264 speed preset
+        detect_every: run the detector on every N-th frame (frames 0, N, 2N, ...), the
+            tracker carrying its boxes over the frames in between; ``"auto"``: the
+            smallest N that keeps up with the video, from the model's time on the first
+            frame (:func:`choose_detect_every`); 1: every frame
 
     Returns:
-        a :class:`VideoResult`
+        a :class:`VideoResult` (its ``detect_every`` says which N ran)
 
     Raises:
-        ValueError: the output's folder is missing, the output is the input, or an
-            unsupported output suffix
+        ValueError: the output's folder is missing, the output is the input, an
+            unsupported output suffix, or ``detect_every`` is neither ``"auto"`` nor >= 1
         platelab.probe.MediaError: the input is missing or not a readable video, or
             no frame of it could be decoded
         platelab.ffmpeg.FFmpegError: the encoder failed (the message is ffmpeg's)
@@ -259,6 +359,7 @@ def annotate_video(
     started = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
     muxer = _check_output(input_path, output_path)
+    detect_every = parse_detect_every(detect_every)
     if isinstance(predictor, (str, os.PathLike)):
         from platelab.export import load_predictor
 
@@ -271,7 +372,10 @@ def annotate_video(
         expected = max(expected, int(round(info["duration"] * fps)))
     if track and tracker is None:
         tracker = IouTracker()
+    # Without --track, a tracker of its own carries the boxes between detector runs.
+    carrier = tracker if tracker is not None else IouTracker()
     threshold = getattr(predictor, "score_threshold", 0.3) if threshold is None else threshold
+    interval, model_seconds = (None, None) if detect_every == "auto" else (detect_every, None)
     handle, temporary = tempfile.mkstemp(
         prefix=f".{output_path.stem}.", suffix=f".tmp{output_path.suffix}", dir=output_path.parent
     )
@@ -280,24 +384,39 @@ def annotate_video(
     pipeline = _Pipeline(input_path, info, temporary, muxer, fps, crf, preset)
     timings = dict.fromkeys(STAGES, 0.0)
     detections = Counter()
-    frames = 0
+    frames = detected = 0
+    last_objects, last_detected = [], 0
     bar = tqdm(total=expected, desc=input_path.name, unit="frame", disable=not progress)
     try:
         pipeline.start()
         for frame in pipeline.frames():
-            objects = _detect(predictor, frame, threshold, timings)
-            if tracker is not None:
+            if interval is None:
+                model_seconds = time_model(predictor, frame, threshold)
+                interval = choose_detect_every(model_seconds, fps)
+                logger.info("--detect-every auto: %d", interval)
+            if frames % interval == 0:
+                objects = _detect(predictor, frame, threshold, timings)
+                detections.update(item["label"] for item in objects)
                 clock = time.perf_counter()
-                ids = tracker.update(
-                    [item["bbox"] for item in objects], [o["label"] for o in objects]
-                )
+                if tracker is not None or interval > 1:
+                    ids = carrier.update(
+                        [item["bbox"] for item in objects],
+                        [item["label"] for item in objects],
+                        frames=max(1, frames - last_detected),
+                    )
+                    if tracker is not None:
+                        for item, track_id in zip(objects, ids, strict=True):
+                            item["track_id"] = track_id
                 timings["track"] += time.perf_counter() - clock
-                for item, track_id in zip(objects, ids, strict=True):
-                    item["track_id"] = track_id
+                last_objects, last_detected = objects, frames
+                detected += 1
+            else:
+                clock = time.perf_counter()
+                objects = _carried(last_objects, carrier.carry(frames - last_detected), frame)
+                timings["track"] += time.perf_counter() - clock
             clock = time.perf_counter()
             canvas = draw_frame(frame, objects, tracker.counts if tracker is not None else None)
             timings["draw"] += time.perf_counter() - clock
-            detections.update(item["label"] for item in objects)
             pipeline.write(canvas)
             frames += 1
             bar.update(1)
@@ -327,6 +446,10 @@ def annotate_video(
         timings={stage: round(value, 3) for stage, value in timings.items()},
         detections=dict(detections.most_common()),
         tracks=dict(tracker.counts.most_common()) if tracker is not None else None,
+        detect_every=interval or 1,
+        detected_frames=detected,
+        detect_every_auto=detect_every == "auto",
+        model_seconds=model_seconds,
     )
     problem = pipeline.problem()
     if frames < expected or problem:
@@ -360,6 +483,66 @@ def model_threads():
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(1, cores - 1)
+
+
+def parse_detect_every(value):
+    """``detect_every`` as given (``"auto"``, or a whole number >= 1, also as text).
+
+    Raises:
+        ValueError: anything else (one line)
+    """
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = int(value)
+        if number != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise ValueError(
+            f"--detect-every must be 'auto' or a whole number of frames >= 1, not {value!r}"
+        )
+    return number
+
+
+def choose_detect_every(model_seconds, fps, share=MODEL_SHARE, limit=MAX_DETECT_EVERY):
+    """The smallest N for which the detector on every N-th frame keeps up with a video.
+
+    The model's time, spread over N frames, must fit in ``share`` of a frame's time:
+    ``model_seconds / N <= share / fps``.
+
+    Args:
+        model_seconds: the model's time for one frame (preprocess, infer, postprocess)
+        fps: the video's frame rate
+        share: the part of a frame's time the model may take (:data:`MODEL_SHARE`)
+        limit: the largest N returned
+
+    Returns:
+        N, from 1 to ``limit``
+    """
+    budget = share / max(float(fps), 1e-6)
+    return int(min(limit, max(1, math.ceil(model_seconds / budget - 1e-9))))
+
+
+def time_model(predictor, frame_bgr, threshold, runs=MODEL_TIMING_RUNS):
+    """The detector's time on one frame: the median of ``runs`` after a warm-up run.
+
+    Args:
+        predictor: what :func:`annotate_video` runs
+        frame_bgr: a frame of the video
+        threshold: the score threshold
+
+    Returns:
+        seconds per frame (preprocess, infer and postprocess)
+    """
+    _detect(predictor, frame_bgr, threshold, dict.fromkeys(STAGES, 0.0))
+    seconds = []
+    for _ in range(runs):
+        clock = time.perf_counter()
+        _detect(predictor, frame_bgr, threshold, dict.fromkeys(STAGES, 0.0))
+        seconds.append(time.perf_counter() - clock)
+    return float(np.median(seconds))
 
 
 def draw_frame(frame_bgr, objects, counts=None):
@@ -462,6 +645,15 @@ def add_video_arguments(parser):
         "--threads", type=int, help="CPU threads for the model (default: all cores but one)"
     )
     parser.add_argument(
+        "--detect-every",
+        default=DETECT_EVERY_DEFAULT,
+        metavar="N",
+        help="run the detector on every N-th frame, the tracker carrying its boxes in "
+        "between (1: every frame); 'auto' (the default) times the model on the first "
+        "frame and takes the smallest N that keeps up with the video; the summary says "
+        "which N ran",
+    )
+    parser.add_argument(
         "--preset",
         default=DEFAULT_PRESET,
         choices=X264_PRESETS,
@@ -493,6 +685,7 @@ def run_video_command(args):
     _check_output(Path(args.input), Path(args.output))
     if not 0 <= args.crf <= 51:
         raise ValueError(f"--crf must be between 0 and 51, not {args.crf}")
+    detect_every = parse_detect_every(args.detect_every)
     predictor = load_predictor(args.model, threads=args.threads or model_threads())
     tracker = IouTracker(max_age=args.max_age) if args.track else None
     result = annotate_video(
@@ -504,6 +697,7 @@ def run_video_command(args):
         tracker=tracker,
         crf=args.crf,
         preset=args.preset,
+        detect_every=detect_every,
     )
     print(result.summary())
     if result.warning:
@@ -740,6 +934,24 @@ def _detect(predictor, frame_bgr, threshold, timings):
             strict=True,
         )
     ]
+
+
+def _carried(objects, boxes, frame):
+    """The last detections at the boxes the tracker carried them to, clipped to the frame."""
+    height, width = frame.shape[:2]
+    carried = []
+    for item, box in zip(objects, boxes, strict=True):
+        x0, x1 = np.clip(box[[0, 2]], 0, width)
+        y0, y1 = np.clip(box[[1, 3]], 0, height)
+        if x1 - x0 >= 1 and y1 - y0 >= 1:  # a box carried off the frame is not drawn
+            carried.append({**item, "bbox": [float(x0), float(y0), float(x1), float(y1)]})
+    return carried
+
+
+def _ordinal(number):
+    """2 -> '2nd', 3 -> '3rd', 11 -> '11th'."""
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{'th' if 10 <= number % 100 <= 20 else suffix}"
 
 
 def _check_output(input_path, output_path):
