@@ -16,14 +16,16 @@ after the other, never two trainings at once.
 The rows form an ablation ladder from the earlier recipe to today's default:
 
 * ``seed``: the square 320 px input that squashes 16:9 frames, anchors fitted to the
-  training boxes, SSD IoU matching, hard-negative mining, Huber box loss;
+  training boxes, SSD IoU matching, hard-negative mining, Huber box loss, peak
+  learning rate 0.002;
 * ``crops``: letterboxed whole frames at long side 960 for inference, training on
   320 px crops at native scale (zoom-in and zoom-out), generic anchors;
 * ``atss``: + ATSS assignment;
 * ``focal``: + focal loss instead of hard-negative mining;
-* ``giou``: + GIoU box loss (today's default);
+* ``giou``: + GIoU box loss;
+* ``lr``: + peak learning rate 0.006 (today's default);
 * ``whole``: today's recipe trained on whole letterboxed frames instead of crops;
-* ``ema``: + an exponential moving average of the weights.
+* ``ema``: today's recipe + an exponential moving average of the weights.
 
 Prints one table row per (row, budget): held-out AP50 per class, steps reached and
 training images/s, plus each row's ratio to the ``seed`` row (the reference run of
@@ -53,11 +55,13 @@ ROWS = {
         zoom_out=0.0,
         object_crops=0.0,
         min_object_px=0.0,
+        learning_rate=0.002,
     ),
-    "crops": dict(assigner="iou", class_loss="ohem", box_loss="huber"),
-    "atss": dict(class_loss="ohem", box_loss="huber"),
-    "focal": dict(box_loss="huber"),
-    "giou": dict(),
+    "crops": dict(assigner="iou", class_loss="ohem", box_loss="huber", learning_rate=0.002),
+    "atss": dict(class_loss="ohem", box_loss="huber", learning_rate=0.002),
+    "focal": dict(box_loss="huber", learning_rate=0.002),
+    "giou": dict(learning_rate=0.002),
+    "lr": dict(),
     "whole": dict(crop_training=False),
     "ema": dict(ema=0.99),
 }
@@ -74,7 +78,9 @@ def main(argv=None):
     parser.add_argument("--rows", default="all", help=f"rows, comma-separated: {', '.join(ROWS)}")
     parser.add_argument("--heldout-seed", type=int, default=4242, help="held-out generator seed")
     parser.add_argument("--heldout-videos", type=int, default=12, help="held-out videos (12)")
-    parser.add_argument("--set", action="append", default=[], help="extra KEY=VALUE (all rows)")
+    parser.add_argument(
+        "--set", action="append", default=[], help="KEY=VALUE for every row (after the row's own)"
+    )
     parser.add_argument(
         "--out",
         default=str(paths.PROJECT_ROOT / "data" / "bench" / "time_to_accuracy"),

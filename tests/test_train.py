@@ -344,3 +344,13 @@ def test_it_learns_easy_scenes_and_inference_matches_training(tmp_path):
     rows = [row for row in train.read_metrics(tmp_path / "run") if row["AP50"] is not None]
     assert rows[-1]["AP50"] >= 0.8, rows
     assert rows[-1]["val_loss"] < 2 * rows[-1]["loss"]
+
+
+def test_an_infer_size_off_the_largest_stride_is_refused_naming_valid_sizes():
+    with pytest.raises(train.TrainingError, match="infer_size: .*use 960 or 1024"):
+        train.TrainConfig.from_dict({"infer_size": 1000})
+    with pytest.raises(train.TrainingError, match="input_size must be a multiple of 64"):
+        train.TrainConfig.from_dict({"input_size": 288})
+    assert train.TrainConfig.from_dict({"infer_size": 0, "input_size": 288}).geometry(
+        960, 540
+    ) == model_lib.InputGeometry(288, 288, "squash")

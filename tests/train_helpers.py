@@ -25,7 +25,7 @@ TINY_TRAINING = {
     "init": "none",
     "batch_size": 8,
     "steps": 12,
-    "learning_rate": 0.003,
+    "learning_rate": 0.006,
     "warmup_steps": 2,
     "log_every": 2,
     "eval_every": 4,

@@ -160,6 +160,9 @@ def _train(args):
         "batch_size": args.batch_size,
         "width": args.width,
         "input_size": args.input_size,
+        "infer_size": args.infer_size,
+        "crop_training": False if args.whole_frames else None,
+        "max_minutes": args.max_minutes,
         "seed": args.seed,
     }
     values.update({key: value for key, value in overrides.items() if value is not None})
@@ -380,7 +383,21 @@ def _build_parser():
     train.add_argument("--batch-size", type=_positive(int), help="images per step")
     train.add_argument("--width", type=_positive(float), help="MobileNetV2 width multiplier")
     train.add_argument(
-        "--input-size", type=_positive(int), help="model input side (multiple of 32)"
+        "--input-size", type=_positive(int), help="training crop side (multiple of 64)"
+    )
+    train.add_argument(
+        "--infer-size",
+        type=int,
+        help="long side of the inference input, frames letterboxed whole (multiple of 64; "
+        "0: the earlier square input)",
+    )
+    train.add_argument(
+        "--whole-frames",
+        action="store_true",
+        help="train on whole letterboxed frames instead of crops at native scale",
+    )
+    train.add_argument(
+        "--max-minutes", type=float, help="stop (evaluated and saved) after this many minutes"
     )
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
