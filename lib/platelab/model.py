@@ -724,29 +724,8 @@ def resize_images_tf(images, size):
     enlarging is TensorFlow's bilinear resize.
     """
     tf = _import_tensorflow()
-    images = tf.cast(images, tf.float32)
     out_h, out_w = _input_shape(size, check=False)
-
-    def halvable(images):
-        shape = tf.shape(images)
-        return _halvable(shape[1], shape[2], out_h, out_w)
-
-    def halve(images):  # 2x2 block means, rounded half up like cv2's uint8 result
-        return (tf.floor(tf.nn.avg_pool2d(images, 2, 2, "VALID") + 0.5),)
-
-    (images,) = tf.while_loop(
-        halvable,
-        halve,
-        (images,),
-        shape_invariants=(tf.TensorShape([None, None, None, images.shape[-1]]),),
-    )
-    shape = tf.shape(images)
-    shrink = tf.logical_and(shape[1] >= out_h, shape[2] >= out_w)
-    return tf.cond(
-        shrink,
-        lambda: tf.round(tf.image.resize(images, (out_h, out_w), method="area")),
-        lambda: tf.image.resize(images, (out_h, out_w), method="bilinear"),
-    )
+    return _resize_images_dynamic(tf, tf.cast(images, tf.float32), out_h, out_w)
 
 
 def letterbox_images_tf(images, geometry):
@@ -776,13 +755,13 @@ def letterbox_images_tf(images, geometry):
 
 
 def _resize_images_dynamic(tf, images, out_h, out_w):
-    """:func:`resize_images_tf` to a size known only when the graph runs."""
+    """:func:`resize_images_tf` to a size given as numbers or as tensors of the graph."""
 
     def halvable(images):
         shape = tf.shape(images)
         return _halvable(shape[1], shape[2], out_h, out_w)
 
-    def halve(images):
+    def halve(images):  # 2x2 block means, rounded half up like cv2's uint8 result
         return (tf.floor(tf.nn.avg_pool2d(images, 2, 2, "VALID") + 0.5),)
 
     (images,) = tf.while_loop(
