@@ -139,11 +139,13 @@ def test_tracker_carries_detections_at_their_velocity_between_detector_runs():
 
 
 def test_auto_picks_the_smallest_interval_that_keeps_real_time():
+    assert video.MODEL_SHARE == 0.6  # of a frame's time: 20 ms at 30 fps
     assert video.choose_detect_every(0.010, 30) == 1
-    assert video.choose_detect_every(0.5 / 30, 30) == 1
-    assert video.choose_detect_every(0.020, 30) == 2
-    assert video.choose_detect_every(0.036, 30) == 3
-    assert video.choose_detect_every(0.036, 15) == 2
+    assert video.choose_detect_every(0.6 / 30, 30) == 1
+    assert video.choose_detect_every(0.025, 30) == 2
+    assert video.choose_detect_every(0.036, 30) == 2
+    assert video.choose_detect_every(0.045, 30) == 3
+    assert video.choose_detect_every(0.036, 15) == 1
     assert video.choose_detect_every(5.0, 30) == video.MAX_DETECT_EVERY
     assert video.parse_detect_every("auto") == "auto" and video.parse_detect_every("3") == 3
     for bad in ("0", "-2", "1.5", "often"):
@@ -243,7 +245,7 @@ def test_auto_interval_is_chosen_from_the_model_time_and_stated(tmp_path, capsys
     slow = video.annotate_video(
         MovingBoxes(delay=0.025), source, tmp_path / "slow.mp4", progress=False, detect_every="auto"
     )
-    # 25 ms a frame against half of a 30 fps frame (16.7 ms): every 2nd frame
+    # 25 ms a frame against 0.6 of a 30 fps frame (20 ms): every 2nd frame
     assert slow.detect_every_auto and slow.model_seconds >= 0.025
     assert slow.detect_every == video.choose_detect_every(slow.model_seconds, 30) == 2
     assert slow.detected_frames == 6

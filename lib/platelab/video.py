@@ -58,15 +58,19 @@ STAGES = ("decode", "preprocess", "infer", "postprocess", "track", "draw", "enco
 QUEUED_FRAMES = 8
 DETECT_EVERY_DEFAULT = "auto"
 """``platelab video``'s default: the detector on every N-th frame, N chosen to keep real time."""
-MODEL_SHARE = 0.5
+MODEL_SHARE = 0.6
 """``detect_every="auto"``: the model may take this share of a frame's time, on average.
 
-The rest of a frame's time goes to drawing, tracking and handing frames to and from
-the decoding and encoding ffmpeg processes, which share the CPUs.
+The rest goes to decoding, drawing and encoding, which share the CPUs. Measured with
+``benchmarks/bench_deploy.py --detect-every auto,1,2,3`` on two 1080p30 clips on 2
+cores (the no-model pipeline at 85-87 FPS, about 12 ms a frame; a 960x576 TFLite
+model taking 29-34 ms a frame at start-up): every frame 24.9 and 24.7 FPS, every 2nd
+39.4 and 37.2, every 3rd 44.2 and 43.3. A 0.6 share (20 ms a frame at 30 fps) picks
+2 there; at the share's limit about 12 + 20 ms a frame would still give 31 FPS.
 """
 MAX_DETECT_EVERY = 8
 """``detect_every="auto"`` never skips more: a slower model gives a video below real time."""
-MODEL_TIMING_RUNS = 3
+MODEL_TIMING_RUNS = 5
 DEFAULT_PRESET = "ultrafast"
 DEFAULT_CRF = 26
 """libx264 settings of the annotated video: a preview, written as fast as the model runs.
@@ -526,7 +530,11 @@ def choose_detect_every(model_seconds, fps, share=MODEL_SHARE, limit=MAX_DETECT_
 
 
 def time_model(predictor, frame_bgr, threshold, runs=MODEL_TIMING_RUNS):
-    """The detector's time on one frame: the median of ``runs`` after a warm-up run.
+    """The detector's time on one frame: the fastest of ``runs`` after a warm-up run.
+
+    The fastest, not the median: at start-up the decoder fills its queue and other
+    work may share the CPUs, and a single slow run must not make ``"auto"`` skip
+    frames the model has time for (measured: a median of 3 once gave 8 instead of 2).
 
     Args:
         predictor: what :func:`annotate_video` runs
@@ -542,7 +550,7 @@ def time_model(predictor, frame_bgr, threshold, runs=MODEL_TIMING_RUNS):
         clock = time.perf_counter()
         _detect(predictor, frame_bgr, threshold, dict.fromkeys(STAGES, 0.0))
         seconds.append(time.perf_counter() - clock)
-    return float(np.median(seconds))
+    return min(seconds)
 
 
 def draw_frame(frame_bgr, objects, counts=None):
