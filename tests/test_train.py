@@ -354,3 +354,17 @@ def test_an_infer_size_off_the_largest_stride_is_refused_naming_valid_sizes():
     assert train.TrainConfig.from_dict({"infer_size": 0, "input_size": 288}).geometry(
         960, 540
     ) == model_lib.InputGeometry(288, 288, "squash")
+
+
+@pytest.mark.slow
+def test_ema_weights_are_evaluated_and_saved_then_training_goes_on(tmp_path):
+    dataset = make_dataset(tmp_path / "data", counts=(8, 2, 2))
+    config = dict(TINY_TRAINING, steps=4, eval_every=2, checkpoint_every=2, log_every=2, ema=0.5)
+    state = train.train(dataset, tmp_path / "run", config, progress=False)
+    assert state["status"] == "finished" and state["step"] == 4
+    saved = detector.load(tmp_path / "run", which="last").model.get_weights()
+    plain = train.train(dataset, tmp_path / "plain", dict(config, ema=0.0), progress=False)
+    assert plain["step"] == 4
+    other = detector.load(tmp_path / "plain", which="last").model.get_weights()
+    # The same seed and batches: only the averaging differs what last.keras holds.
+    assert any(not np.allclose(a, b) for a, b in zip(saved, other, strict=True))
