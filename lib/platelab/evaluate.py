@@ -1394,17 +1394,11 @@ def ap_by_height(ground_truth, predictions, label, bins=HEIGHT_BINS):
         for image in ground_truth:
             boxes = np.asarray(image["boxes"], np.float64).reshape(-1, 4)
             heights = boxes[:, 3] - boxes[:, 1]
-            ignore = list(image.get("ignore") or [False] * len(boxes))
+            ignored = np.array(image.get("ignore") or [False] * len(boxes), bool)
             mine = np.array([name == label for name in image["labels"]], bool)
             inside = mine & (heights >= low) & (heights < high)
-            ignore = [
-                bool(flag) or (bool(own) and not bool(fits))
-                for flag, own, fits in zip(ignore, mine, inside, strict=True)
-            ]
-            truth.append(dict(image, ignore=ignore))
-            inside_boxes[image["image"]] = boxes[
-                inside & ~np.asarray(image.get("ignore") or [False] * len(boxes), bool)
-            ]
+            truth.append(dict(image, ignore=(ignored | (mine & ~inside)).tolist()))
+            inside_boxes[image["image"]] = boxes[inside & ~ignored]
         kept = [item for item in predictions if item["label"] != label]
         for name, items in by_image.items():
             targets = inside_boxes.get(name, np.zeros((0, 4)))
