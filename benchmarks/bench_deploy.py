@@ -60,6 +60,7 @@ from platelab import LABELS, export, video
 from platelab import model as model_lib
 from platelab.ffmpeg import ffmpeg_exe
 from platelab.probe import probe
+from platelab.tfimport import import_tensorflow
 
 GOAL_FPS = 150.0
 GOAL_VIDEO_FPS = 30.0
@@ -135,7 +136,7 @@ def main():
         help="model threads in the end-to-end run (default: platelab video's, all cores but one)",
     )
     arguments = parser.parse_args()
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(arguments.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     wanted = {item.strip() for item in arguments.formats.split(",") if item.strip()}

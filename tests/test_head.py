@@ -5,6 +5,7 @@ import pytest
 
 from platelab import head as head_lib
 from platelab import model as model_lib
+from platelab.tfimport import import_tensorflow
 
 
 def _head(**config):
@@ -99,7 +100,7 @@ def test_no_boxes_gives_only_background():
 
 
 def test_encoded_targets_decode_back_to_their_boxes():
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     head = _head()
     shape = (192, 320)
     boxes = np.array([[0.1, 0.2, 0.3, 0.5], [0.5, 0.5, 0.56, 0.54]], np.float32)
@@ -170,7 +171,7 @@ def test_an_input_size_off_the_largest_stride_is_refused_naming_valid_sizes():
 
 
 def test_in_graph_letterbox_equals_the_numpy_one():
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     rng = np.random.default_rng(0)
     geometry = model_lib.InputGeometry(320, 192)
     for height, width in [(540, 960), (720, 1280), (300, 300), (100, 400)]:

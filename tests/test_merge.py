@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from platelab import annotations, merge, tfrecords
+from platelab.metadata import sha256_file
 
 OBJECT = """  <object>
     <name>{label}</name><truncated>0</truncated><occluded>0</occluded><difficult>{difficult}</difficult>
@@ -96,7 +97,7 @@ def _video_batches(root, sources=24, frames=5, vantages=("overpass", "parking", 
             index["images"].append(
                 {
                     "name": f"{name}.png",
-                    "sha256": _sha256(folder / "JPEGImages" / f"{name}.png"),
+                    "sha256": sha256_file(folder / "JPEGImages" / f"{name}.png"),
                     "source_id": f"video{source:03d}",
                     "vantage": vantages[source % len(vantages)],
                     "lighting": "day",
@@ -104,10 +105,6 @@ def _video_batches(root, sources=24, frames=5, vantages=("overpass", "parking", 
                 }
             )
     return folders, index
-
-
-def _sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------- collisions, duplicates
@@ -162,7 +159,7 @@ def test_same_image_twice_later_batch_wins_and_conflict_is_listed(tmp_path):
         ("first", "x"),
         ("second", "y"),
     ]
-    assert sample.members[0]["sha256"] == sample.sha256 == _sha256(second / "JPEGImages/y.png")
+    assert sample.members[0]["sha256"] == sample.sha256 == sha256_file(second / "JPEGImages/y.png")
     (duplicate,) = result.duplicates
     assert duplicate["conflict"] and duplicate["kept"] == "second" and duplicate["name"] == "y"
     (difference,) = duplicate["differences"]
@@ -202,7 +199,7 @@ def test_pixel_hash_finds_a_losslessly_reencoded_copy(tmp_path):
     first = _batch(tmp_path / "first", {"x": (5, [PLATE])})
     second = _batch(tmp_path / "second", {"y": (5, [PLATE])})
     _write_image(second / "JPEGImages" / "y.png", 5, compression=9)  # same pixels, other bytes
-    assert _sha256(first / "JPEGImages/x.png") != _sha256(second / "JPEGImages/y.png")
+    assert sha256_file(first / "JPEGImages/x.png") != sha256_file(second / "JPEGImages/y.png")
     by_bytes = merge.merge_batches([first, second], progress=False)
     by_pixels = merge.merge_batches([first, second], hash_mode="pixels", progress=False)
     assert len(by_bytes.samples) == 2 and len(by_pixels.samples) == 1
@@ -211,7 +208,7 @@ def test_pixel_hash_finds_a_losslessly_reencoded_copy(tmp_path):
     index = {
         "images": [
             {
-                "sha256": _sha256(first / "JPEGImages/x.png"),
+                "sha256": sha256_file(first / "JPEGImages/x.png"),
                 "source_id": "cam1",
                 "vantage": "parking",
             }
@@ -436,7 +433,7 @@ def test_links_pointing_outside_a_batch_folder_are_skipped(tmp_path, capsys):
 
 def test_review_excludes_tagged_images_and_gives_metadata(tmp_path):
     folder = _batch(tmp_path / "batch", {"a": (1, [PLATE]), "b": (2, [PLATE]), "c": (3, [CAR])})
-    digest = {name: _sha256(folder / "JPEGImages" / f"{name}.png") for name in "abc"}
+    digest = {name: sha256_file(folder / "JPEGImages" / f"{name}.png") for name in "abc"}
     review = {
         digest["a"]: {"tags": ["exclude"]},
         digest["b"]: {"tags": ["fix"], "source_id": "cam7", "vantage": "parking"},

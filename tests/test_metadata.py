@@ -53,3 +53,32 @@ def test_atomic_write_leaves_no_temporary(tmp_path):
     atomic.atomic_write_json(path, {"a": 2})
     assert path.read_text().strip().endswith("}")
     assert [item.name for item in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_sha256_file(tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"abc")
+    expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert metadata.sha256_file(path) == expected
+    assert metadata.sha256_file(path, chunk_size=1) == expected
+
+
+def test_json_default_writes_paths_and_numpy_values(tmp_path):
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    document = {
+        "path": Path("a/b"),
+        "count": np.int64(3),
+        "share": np.float32(0.5),
+        "flag": np.bool_(True),
+        "one": np.array([7]),
+    }
+    text = json.dumps(document, default=atomic.json_default)
+    assert json.loads(text) == {"path": "a/b", "count": 3, "share": 0.5, "flag": True, "one": 7}
+    with pytest.raises(TypeError, match="not JSON serializable: object"):
+        json.dumps({"x": object()}, default=atomic.json_default)
+    atomic.atomic_write_json(tmp_path / "doc.json", {"n": np.int32(2), "p": Path("q")})
+    assert json.loads((tmp_path / "doc.json").read_text()) == {"n": 2, "p": "q"}

@@ -1,15 +1,14 @@
 """Tests of the synthetic traffic-video generator (platelab.synth)."""
 
-import hashlib
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from platelab import LABELS
 from platelab.ffmpeg import run_ffmpeg
+from platelab.metadata import sha256_file
 from platelab.synth import (
     VANTAGES,
     build_scene,
@@ -114,8 +113,10 @@ def test_synthesize_is_byte_identical(tmp_path):
     assert first == second
     for entry in first["videos"]:
         for key in ("video", "ground_truth"):
-            assert _sha256(tmp_path / "a" / entry[key]) == _sha256(tmp_path / "b" / entry[key])
-            assert _sha256(tmp_path / "a" / entry[key]) == entry["sha256"][key]
+            assert sha256_file(tmp_path / "a" / entry[key]) == sha256_file(
+                tmp_path / "b" / entry[key]
+            )
+            assert sha256_file(tmp_path / "a" / entry[key]) == entry["sha256"][key]
     assert (tmp_path / "a" / "manifest.json").read_bytes() == (
         tmp_path / "b" / "manifest.json"
     ).read_bytes()
@@ -277,7 +278,3 @@ def _inside(inner, outer):
         and inner[2] <= outer[2]
         and inner[3] <= outer[3]
     )
-
-
-def _sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

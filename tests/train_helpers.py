@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
-from platelab.tfrecords import encode_example, import_tensorflow
+from platelab.tfimport import import_tensorflow
+from platelab.tfrecords import encode_example
 
 LABELS = ["vehicle", "license_plate"]
 TINY_TRAINING = {

@@ -46,6 +46,7 @@ import numpy as np
 import yaml
 
 from platelab import config, paths, visualize
+from platelab.argtypes import positive
 from platelab.atomic import atomic_write_json, atomic_write_text
 from platelab.config import ConfigError
 from platelab.train import BASE_COLUMNS, PER_CLASS_METRICS  # metrics.csv's columns
@@ -1260,7 +1261,7 @@ def add_sweep_arguments(parser):
         metavar="FILE",
         help="the grid file (YAML)",
     )
-    parser.add_argument("-j", "--jobs", type=_positive_int, default=1, help="runs at a time (1)")
+    parser.add_argument("-j", "--jobs", type=positive(int), default=1, help="runs at a time (1)")
     parser.add_argument(
         "--reports",
         type=paths.from_cwd,
@@ -1709,13 +1710,3 @@ def _display_path(path):
         return Path(path).resolve().relative_to(paths.PROJECT_ROOT).as_posix()
     except ValueError:
         return str(path)
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value

@@ -23,6 +23,7 @@ import defusedxml.ElementTree as SafeElementTree
 from defusedxml import DefusedXmlException
 
 from platelab import archives
+from platelab.paths import safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +304,7 @@ def load_batch(source, work_dir=None, read_image_size=None):
         if source.suffix.lower() != ".zip":
             raise AnnotationError(f"{source}: expected a .zip or a folder")
         work_dir = Path(work_dir or tempfile.mkdtemp(prefix="platelab-batch-"))
-        extracted = work_dir / _safe_name(name)
+        extracted = work_dir / safe_name(name)
         if not extracted.exists():
             archives.safe_extract(source, extracted, skipped=skipped)
         folder = extracted
@@ -559,7 +560,3 @@ def _flag(element, path):
 
 def _label_key(label):
     return re.sub(r"[\s_\-]+", " ", str(label).strip().lower())
-
-
-def _safe_name(name):
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "batch"

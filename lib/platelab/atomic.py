@@ -41,7 +41,7 @@ def atomic_write_text(path, text):
 
 def atomic_write_json(path, document):
     """Writes a JSON document (indented, keys in insertion order) atomically."""
-    atomic_write_text(path, json.dumps(document, indent=2, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(document, indent=2, default=json_default) + "\n")
 
 
 @contextlib.contextmanager
@@ -84,11 +84,27 @@ def atomic_dir(path):
         shutil.rmtree(previous, ignore_errors=True)
 
 
-def _json_default(value):
+def json_default(value):
+    """``json.dumps``'s ``default``: what platelab's documents hold beyond plain JSON.
+
+    Example: ``json.dumps(document, default=json_default)``.
+
+    Args:
+        value: an object ``json`` cannot write itself
+
+    Returns:
+        a Path as its text; anything with ``.item()`` (a NumPy scalar, or a
+        one-element array) as that Python number; else anything with
+        ``.tolist()`` as that list
+
+    Raises:
+        TypeError: anything else (a NumPy array of several elements raises
+            NumPy's ValueError from ``.item()``)
+    """
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
-    if hasattr(value, "tolist"):  # numpy arrays
+    if hasattr(value, "tolist"):  # e.g. array.array, memoryview
         return value.tolist()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")

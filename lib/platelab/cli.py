@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from platelab import __version__
+from platelab.argtypes import positive
 from platelab.paths import from_cwd
 
 logger = logging.getLogger(__name__)
@@ -258,19 +259,6 @@ def _paths_from_cwd(handler, *names):
     return run
 
 
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-        return value
-
-    return parse
-
-
 def _build_parser():
     parser = argparse.ArgumentParser(
         prog="platelab",
@@ -305,9 +293,9 @@ def _build_parser():
 
     synth = commands.add_parser("synth", help="render synthetic traffic videos with ground truth")
     synth.add_argument("--out", required=True, type=from_cwd, metavar="DIR", help="output folder")
-    synth.add_argument("--videos", type=_positive(int), default=6, help="number of videos (6)")
-    synth.add_argument("--seconds", type=_positive(float), default=10.0, help="length of each (10)")
-    synth.add_argument("--fps", type=_positive(float), default=10.0, help="frame rate (10)")
+    synth.add_argument("--videos", type=positive(int), default=6, help="number of videos (6)")
+    synth.add_argument("--seconds", type=positive(float), default=10.0, help="length of each (10)")
+    synth.add_argument("--fps", type=positive(float), default=10.0, help="frame rate (10)")
     synth.add_argument("--size", default="960x540", help="frame size WxH (960x540)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -324,11 +312,11 @@ def _build_parser():
         help="videos, photos, folders or globs",
     )
     sample.add_argument("--out", required=True, type=from_cwd, metavar="DIR", help="output folder")
-    sample.add_argument("--fps", type=_positive(float), default=2.0, help="frames per second (2)")
+    sample.add_argument("--fps", type=positive(float), default=2.0, help="frames per second (2)")
     sample.add_argument(
         "--cut-static", action="store_true", help="also cut stretches with no motion"
     )
-    sample.add_argument("--workers", type=_positive(int), help="CPU threads (default: all)")
+    sample.add_argument("--workers", type=positive(int), help="CPU threads (default: all)")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
     sample.set_defaults(handler=_sample)
 
@@ -379,11 +367,11 @@ def _build_parser():
     train.add_argument(
         "--init", type=_init_value, help="imagenet, auto, none, a weights file or a run folder"
     )
-    train.add_argument("--steps", type=_positive(int), help="training steps")
-    train.add_argument("--batch-size", type=_positive(int), help="images per step")
-    train.add_argument("--width", type=_positive(float), help="MobileNetV2 width multiplier")
+    train.add_argument("--steps", type=positive(int), help="training steps")
+    train.add_argument("--batch-size", type=positive(int), help="images per step")
+    train.add_argument("--width", type=positive(float), help="MobileNetV2 width multiplier")
     train.add_argument(
-        "--input-size", type=_positive(int), help="training crop side (multiple of 64)"
+        "--input-size", type=positive(int), help="training crop side (multiple of 64)"
     )
     train.add_argument(
         "--infer-size",

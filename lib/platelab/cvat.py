@@ -57,6 +57,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from platelab import LABELS, annotations, archives, paths, visualize
+from platelab import boxes as boxes_lib
 from platelab.atomic import atomic_dir, atomic_write_json
 from platelab.metadata import sha256_file
 
@@ -1839,18 +1840,8 @@ def _mistake_record(task, export_name, voc_image, entry, item, kind, written, ex
         "object_id": item.get("id"),
         "true_box": true_box,
         "written_box": written_box,
-        "iou": None if written_box is None else round(_iou(true_box, written_box), 3),
+        "iou": None if written_box is None else round(boxes_lib.iou(true_box, written_box), 3),
     }
-
-
-def _iou(first, second):
-    x0, y0 = max(first[0], second[0]), max(first[1], second[1])
-    x1, y1 = min(first[2], second[2]), min(first[3], second[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    area = (first[2] - first[0]) * (first[3] - first[1]) + (second[2] - second[0]) * (
-        second[3] - second[1]
-    )
-    return inter / (area - inter) if area - inter > 0 else 0.0
 
 
 def _export_candidates(source, problems):

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from platelab import model as model_lib
+from platelab.tfimport import import_keras, import_tensorflow
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Detector:
 
     def raw_outputs(self, batch):
         """The model's ``class_logits`` and ``box_deltas`` for a preprocessed batch (NumPy)."""
-        tf = model_lib._import_tensorflow()
+        tf = import_tensorflow()
         if self._forward is None:
             self._forward = tf.function(
                 lambda x: self.model(x, training=False), reduce_retracing=True
@@ -146,7 +147,7 @@ def load(path, which="best", allow_unfinished=False):
         ModelError: naming the folder and the problem (no run there, no model yet,
             an unfinished run)
     """
-    keras = model_lib._import_keras()
+    keras = import_keras()
     path = Path(path)
     if path.is_file() and path.suffix == ".keras":
         model_path, run_dir = path, path.parent

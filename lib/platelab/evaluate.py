@@ -71,6 +71,7 @@ import numpy as np
 
 from platelab import LABELS, annotations
 from platelab.atomic import atomic_write_json
+from platelab.boxes import coco_iou_matrix, coco_iou_pairs
 from platelab.paths import from_cwd
 
 logger = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ def match_detections(
     statuses[source[hit]] = "tp"
     statuses[source[on_ignored]] = "ignored"
     overlaps[source[counted & ~hit]] = run.det_best_iou[counted & ~hit]
-    overlaps[source[hit]] = _iou_pairs(
+    overlaps[source[hit]] = coco_iou_pairs(
         run.det_box[hit], run.gt_box[box[hit]], run.gt_flag[box[hit]]
     )
     gt_index[source[hit]] = run.gt_within[box[hit]]
@@ -347,7 +348,7 @@ def confusion_matrix(
         flags = image["ignore"][keep] if keep else np.zeros(0, dtype=bool)
         boxes = _to_xywh(image["boxes"][keep]) if keep else np.zeros((0, 4))
         found = counted[starts[number] : starts[number + 1]]
-        overlaps = _iou(_to_xywh(given.boxes[found]), boxes, flags)
+        overlaps = coco_iou_matrix(_to_xywh(given.boxes[found]), boxes, flags)
         taken = np.zeros(len(truth), dtype=bool)
         for row, prediction in enumerate(found):
             candidates = (overlaps[row] >= iou_threshold) & ~taken & ~flags
@@ -833,7 +834,7 @@ def _evaluate(ground_truth, predictions, classes, thresholds, area_ranges, max_d
 
     # Every (prediction, box) pair of one group; the pairs that may match, matched.
     pair_det, pair_gt = _pairs(run.det_group, gt_group)
-    pair_iou = _iou_pairs(run.det_box[pair_det], run.gt_box[pair_gt], run.gt_flag[pair_gt])
+    pair_iou = coco_iou_pairs(run.det_box[pair_det], run.gt_box[pair_gt], run.gt_flag[pair_gt])
     run.det_best_iou = np.zeros(len(run.det_source))
     regular = ~run.gt_flag[pair_gt]
     np.maximum.at(run.det_best_iou, pair_det[regular], pair_iou[regular])
@@ -1071,34 +1072,6 @@ def _pairs(det_group, gt_group):
     offsets = np.arange(len(pair_det)) - np.repeat(np.cumsum(counts) - counts, counts)
     pair_gt = np.repeat(starts, counts) + offsets
     return pair_det, pair_gt
-
-
-def _iou_pairs(det, gt, crowd):
-    """IoU of paired xywh boxes, computed as ``pycocotools``' bbIou (crowd: over the det's area)."""
-    if not len(det):
-        return np.zeros(0)
-    det_area = det[:, 2] * det[:, 3]
-    gt_area = gt[:, 2] * gt[:, 3]
-    width = np.minimum(det[:, 2] + det[:, 0], gt[:, 2] + gt[:, 0]) - np.maximum(det[:, 0], gt[:, 0])
-    height = np.minimum(det[:, 3] + det[:, 1], gt[:, 3] + gt[:, 1]) - np.maximum(
-        det[:, 1], gt[:, 1]
-    )
-    inter = width * height
-    union = np.where(crowd, det_area, det_area + gt_area - inter)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        overlap = inter / union
-    return np.where((width > 0) & (height > 0), overlap, 0.0)
-
-
-def _iou(det, gt, crowd):
-    """IoU matrix (len(det), len(gt)) of xywh boxes (see :func:`_iou_pairs`)."""
-    if not len(det) or not len(gt):
-        return np.zeros((len(det), len(gt)))
-    rows = np.repeat(np.arange(len(det)), len(gt))
-    cols = np.tile(np.arange(len(gt)), len(det))
-    return _iou_pairs(det[rows], gt[cols], np.asarray(crowd, dtype=bool)[cols]).reshape(
-        len(det), len(gt)
-    )
 
 
 def _to_xywh(boxes):
@@ -1408,7 +1381,7 @@ def ap_by_height(ground_truth, predictions, label, bins=HEIGHT_BINS):
                 if low <= height < high:
                     kept.append(item)
                 elif len(targets):
-                    overlap = _iou(
+                    overlap = coco_iou_matrix(
                         _to_xywh(box[None]), _to_xywh(targets), np.zeros(len(targets), bool)
                     )
                     if overlap.max() >= 0.5:

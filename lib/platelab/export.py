@@ -48,7 +48,6 @@ import contextlib
 import dataclasses
 import datetime
 import functools
-import hashlib
 import json
 import logging
 import sys
@@ -64,6 +63,9 @@ from platelab import __version__
 from platelab import detector as detector_lib
 from platelab import model as model_lib
 from platelab.atomic import atomic_dir
+from platelab.boxes import nms_iou
+from platelab.metadata import sha256_file
+from platelab.tfimport import import_tensorflow
 
 logger = logging.getLogger(__name__)
 
@@ -438,7 +440,7 @@ class SavedModelPredictor(Predictor):
 
     def __init__(self, card, path):
         super().__init__(card["model"], card)
-        tf = model_lib._import_tensorflow()
+        tf = import_tensorflow()
         try:
             self.module = tf.saved_model.load(str(path))
         except Exception as error:  # noqa: BLE001 - any load failure is the file's problem
@@ -869,7 +871,7 @@ def _dataset_source(config):
 
 
 def _tfrecord_images(path, count):
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     images = []
     total = sum(1 for _ in tf.data.TFRecordDataset(str(path)))
     wanted = set(np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist())
@@ -909,7 +911,7 @@ def _folder_images(folder, count):
 
 
 def _write_saved_model(keras_detector, staging):
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     module = _detection_module(tf, keras_detector)
     detect = module.detect.get_concrete_function()
     serve = module.serve.get_concrete_function()
@@ -994,7 +996,7 @@ def _detection_module(tf, keras_detector):
 
 
 def _write_tflite(keras_detector, staging, quantize, calibration):
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     height, width = keras_detector.geometry.shape
     with tempfile.TemporaryDirectory(prefix="platelab-export-") as scratch:
         raw_dir = Path(scratch) / "raw"
@@ -1041,7 +1043,7 @@ def _export_raw_saved_model(tf, network, shape, folder):
 
 
 def _write_onnx(keras_detector, staging):
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     try:
         import tf2onnx
     except ImportError:
@@ -1191,10 +1193,10 @@ def _file_facts(staging, fmt):
     if fmt == "saved_model":
         files = [path for path in staging.rglob("*") if path.is_file()]
         size = sum(path.stat().st_size for path in files)
-        digest = _sha256(staging / MODEL_FILES[fmt])
+        digest = sha256_file(staging / MODEL_FILES[fmt])
     else:
         size = (staging / MODEL_FILES[fmt]).stat().st_size
-        digest = _sha256(staging / MODEL_FILES[fmt])
+        digest = sha256_file(staging / MODEL_FILES[fmt])
     return {"size_bytes": size, "sha256": digest}
 
 
@@ -1395,14 +1397,6 @@ def _number(value):
     return "n/a" if value is None else str(value)
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _nms(boxes, order, iou_threshold, limit):
     """Greedy NMS over ``order`` (indices into ``boxes``, best first); returns kept indices."""
     kept = []
@@ -1413,29 +1407,8 @@ def _nms(boxes, order, iou_threshold, limit):
         rest = remaining[1:]
         if not len(rest):
             break
-        remaining = rest[_iou(boxes[best], boxes[rest]) <= iou_threshold]
+        remaining = rest[nms_iou(boxes[best], boxes[rest]) <= iou_threshold]
     return kept
-
-
-def _iou(box, boxes):
-    """IoU of one xyxy box with many, as TensorFlow's NMS computes it (0 for empty boxes)."""
-    x0 = np.minimum(box[0], box[2])
-    y0 = np.minimum(box[1], box[3])
-    x1 = np.maximum(box[0], box[2])
-    y1 = np.maximum(box[1], box[3])
-    bx0 = np.minimum(boxes[:, 0], boxes[:, 2])
-    by0 = np.minimum(boxes[:, 1], boxes[:, 3])
-    bx1 = np.maximum(boxes[:, 0], boxes[:, 2])
-    by1 = np.maximum(boxes[:, 1], boxes[:, 3])
-    area = (x1 - x0) * (y1 - y0)
-    areas = (bx1 - bx0) * (by1 - by0)
-    width = np.maximum(np.minimum(x1, bx1) - np.maximum(x0, bx0), 0.0)
-    height = np.maximum(np.minimum(y1, by1) - np.maximum(y0, by0), 0.0)
-    intersection = width * height
-    union = area + areas - intersection
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where((area > 0) & (areas > 0), intersection / union, 0.0)
-    return iou
 
 
 def _input_text(model):
@@ -1485,7 +1458,7 @@ def _tflite_interpreter_class():
         return Interpreter
     import warnings
 
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
     return tf.lite.Interpreter
 

@@ -55,7 +55,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from platelab import signatures
-from platelab.atomic import atomic_write_bytes, atomic_write_json
+from platelab.atomic import atomic_write_bytes, atomic_write_json, json_default
 from platelab.ffmpeg import FFmpegError
 from platelab.metadata import sha256_file
 from platelab.probe import (
@@ -826,7 +826,7 @@ class _Run:
             "problems": problems,
             "complete": complete,
         }
-        document = json.loads(json.dumps(manifest, default=_json_default))
+        document = json.loads(json.dumps(manifest, default=json_default))
         unchanged = (
             self.last_manifest == document
             and self.previous_signatures is not None
@@ -1257,13 +1257,3 @@ def _timeline_rows(results):
         )
         for item in items
     ]
-
-
-def _json_default(value):
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -72,9 +72,11 @@ from xml.sax.saxutils import escape
 from tqdm.auto import tqdm
 
 from platelab import LABELS, annotations, archives, metadata, visualize
-from platelab.atomic import atomic_dir
-from platelab.paths import from_cwd
-from platelab.tfrecords import encode_example, import_tensorflow
+from platelab import boxes as boxes_lib
+from platelab.atomic import atomic_dir, json_default
+from platelab.paths import from_cwd, safe_file_name
+from platelab.tfimport import import_tensorflow
+from platelab.tfrecords import encode_example
 
 logger = logging.getLogger(__name__)
 
@@ -428,7 +430,7 @@ def write_dataset(result, out_dir, tfrecords=True, progress=True):
         (staging / "label_map.pbtxt").write_text(_pbtxt(result.label_map), encoding="utf-8")
         document = _document(result, staging, tfrecords, time.perf_counter() - started)
         (staging / DATASET_FILENAME).write_text(
-            json.dumps(document, indent=1, default=_json_default) + "\n", encoding="utf-8"
+            json.dumps(document, indent=1, default=json_default) + "\n", encoding="utf-8"
         )
     result.document = document
     logger.info("wrote %d images to %s", len(result.samples), out_dir)
@@ -1263,7 +1265,7 @@ def _normalise_objects(entry, lookup, unknown_labels, duplicate_iou, label_map, 
                 (other, overlap)
                 for other in kept
                 if other["label"] == label
-                and (overlap := _iou(other["bbox"], candidate["bbox"])) > duplicate_iou
+                and (overlap := boxes_lib.iou(other["bbox"], candidate["bbox"])) > duplicate_iou
             ),
             None,
         )
@@ -1317,7 +1319,7 @@ def _reconcile(entries, policy, union_iou, review_info, result):
                 for item in entry["objects"]:
                     if not any(
                         other["label"] == item["label"]
-                        and _iou(other["bbox"], item["bbox"]) >= union_iou
+                        and boxes_lib.iou(other["bbox"], item["bbox"]) >= union_iou
                         for other in objects
                     ):
                         objects.append(dict(item))
@@ -1364,7 +1366,7 @@ def _compare_objects(kept, other, kept_name, other_name):
     """Says how another copy's boxes differ from the winning copy's ('' when they agree)."""
     pairs = sorted(
         (
-            (_iou(first["bbox"], second["bbox"]), kept_index, other_index)
+            (boxes_lib.iou(first["bbox"], second["bbox"]), kept_index, other_index)
             for kept_index, first in enumerate(kept)
             for other_index, second in enumerate(other)
             if first["label"] == second["label"]
@@ -1429,7 +1431,7 @@ def _attach_metadata(sample, review_info, index_info):
 def _assign_names(samples, result):
     """Unique, file-system-safe output names; every sample of a colliding name is renamed."""
     for sample in samples:
-        sample.name = _safe_name(sample.original_name)
+        sample.name = safe_file_name(sample.original_name)
     by_name = defaultdict(list)
     for sample in samples:
         by_name[sample.name.lower()].append(sample)
@@ -1440,7 +1442,7 @@ def _assign_names(samples, result):
         clashing.sort(key=lambda sample: (sample.batch, sample.original_name, sample.sha256))
         entry = {"name": clashing[0].name, "samples": []}
         for sample in clashing:
-            sample.name = f"{_safe_name(sample.batch)}__{sample.name}"
+            sample.name = f"{safe_file_name(sample.batch)}__{sample.name}"
             entry["samples"].append(
                 {
                     "batch": sample.batch,
@@ -1543,20 +1545,6 @@ def _seeded_key(seed, name):
     return hashlib.sha256(f"{seed}\0{name}".encode()).hexdigest()
 
 
-def _iou(first, second):
-    width = min(first[2], second[2]) - max(first[0], second[0])
-    height = min(first[3], second[3]) - max(first[1], second[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    overlap = width * height
-    union = (
-        (first[2] - first[0]) * (first[3] - first[1])
-        + (second[2] - second[0]) * (second[3] - second[1])
-        - overlap
-    )
-    return overlap / union if union > 0 else 0.0
-
-
 def _header_size(path):
     """(width, height) from the image header (no decode), or None where unreadable."""
     from PIL import Image, UnidentifiedImageError
@@ -1566,10 +1554,6 @@ def _header_size(path):
             return image.size
     except (OSError, UnidentifiedImageError, ValueError):
         return None
-
-
-def _safe_name(name):
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name).replace("/", "__")).strip("._") or "image"
 
 
 def _check_output_location(out_dir, sources):
@@ -1733,14 +1717,6 @@ def _document(result, staging, tfrecords, write_seconds):
         },
         "samples": samples,
     }
-
-
-def _json_default(value):
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 if __name__ == "__main__":

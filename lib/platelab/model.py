@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from platelab.tfimport import import_keras, import_tensorflow
+
 logger = logging.getLogger(__name__)
 
 BOX_VARIANCE = (0.1, 0.1, 0.2, 0.2)
@@ -804,21 +806,10 @@ def _input_shape(size, check=True):
     return height, width
 
 
-def _import_tensorflow():
-    from platelab.tfrecords import import_tensorflow
-
-    return import_tensorflow()
-
-
-def _import_keras():
-    _import_tensorflow()
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            f"platelab's model needs Keras's TensorFlow backend, not {keras.backend.backend()}"
-        )
-    return keras
+# The public names are platelab.tfimport's; these aliases serve this module's own
+# calls and the modules not moved to tfimport yet (train, head).
+_import_tensorflow = import_tensorflow
+_import_keras = import_keras
 
 
 def _mobilenet_v2(keras, shape, width, weights):

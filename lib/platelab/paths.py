@@ -18,6 +18,7 @@ command-line argument is relative to the current directory (:func:`from_cwd`).
 """
 
 import os
+import re
 from pathlib import Path
 
 PROJECT_ROOT = Path(os.environ.get("PLATELAB_ROOT", Path(__file__).resolve().parents[2]))
@@ -62,6 +63,42 @@ def from_cwd(path):
     """
     path = Path(path).expanduser()
     return path if path.is_absolute() else Path.cwd() / path
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name, fallback="batch"):
+    """A name made safe as one file or folder name (a batch's folder, say).
+
+    Each run of characters other than ASCII letters, digits, ``.``, ``_`` and
+    ``-`` becomes one ``_`` (``"day 1/a"`` -> ``"day_1_a"``).
+
+    Args:
+        name: the name (anything; ``str()`` is taken)
+        fallback: returned where the name is empty
+
+    Returns:
+        the safe name
+    """
+    return _UNSAFE.sub("_", str(name)) or fallback
+
+
+def safe_file_name(name, fallback="image"):
+    """A relative path (an image's name inside a batch) flattened to one safe file name.
+
+    Unlike :func:`safe_name`, each ``/`` becomes ``__`` first (so that
+    ``"a/b.png"`` and ``"a_b.png"`` stay apart: ``"a__b.png"``), and leading
+    or trailing dots and underscores are stripped (no hidden files, no ``..``).
+
+    Args:
+        name: the name (anything; ``str()`` is taken)
+        fallback: returned where nothing is left
+
+    Returns:
+        the safe file name
+    """
+    return _UNSAFE.sub("_", str(name).replace("/", "__")).strip("._") or fallback
 
 
 def workspace_dir(workspace):

@@ -50,7 +50,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from platelab import LABELS, annotations, paths, visualize
+from platelab import boxes as boxes_lib
 from platelab.metadata import sha256_file
+from platelab.paths import safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +271,7 @@ def load_images(
         if images_dir is not None:
             try:
                 image_path = stage_image(
-                    image_path, Path(images_dir) / _safe_name(batch_name), digest
+                    image_path, Path(images_dir) / safe_name(batch_name), digest
                 )
             except OSError as error:
                 problems.append(
@@ -751,7 +753,7 @@ def run_qa_checks(images, tiny_pixels=None, duplicate_iou=DUPLICATE_IOU):
         for first in range(len(image.objects)):
             for second in range(first + 1, len(image.objects)):
                 a, b = image.objects[first], image.objects[second]
-                if a["label"] == b["label"] and _iou(a["bbox"], b["bbox"]) > duplicate_iou:
+                if a["label"] == b["label"] and boxes_lib.iou(a["bbox"], b["bbox"]) > duplicate_iou:
                     for item in (a, b):
                         if "qa_duplicate_boxes" not in item["qa_flags"]:
                             item["qa_flags"].append("qa_duplicate_boxes")
@@ -1311,7 +1313,7 @@ def _duplicate_evidence(image, neighbours=()):
             a, b = objects[first], objects[second]
             if a["label"] != b["label"]:
                 continue
-            overlap = _iou(a["bbox"], b["bbox"])
+            overlap = boxes_lib.iou(a["bbox"], b["bbox"])
             edges = max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"], strict=True))
             by_overlap = min(1.0, max(0.0, (overlap - 0.7) / 0.2))
             by_edges = 1.0 if edges <= 1.5 and overlap >= 0.6 else 0.0
@@ -1337,7 +1339,9 @@ def _pair_in_neighbours(first, second, neighbours):
             item
             for item in other.objects
             if item["label"] == first["label"]
-            and max(_iou(_grown(item["bbox"]), _grown(box["bbox"])) for box in (first, second))
+            and max(
+                boxes_lib.iou(_grown(item["bbox"]), _grown(box["bbox"])) for box in (first, second)
+            )
             >= 0.3
         ]
         if len(near) >= 2:
@@ -1364,14 +1368,6 @@ def _plate_outside_evidence(image):
     return found
 
 
-def _iou(first, second):
-    x0, y0 = max(first[0], second[0]), max(first[1], second[1])
-    x1, y1 = min(first[2], second[2]), min(first[3], second[3])
-    intersection = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = _area(first) + _area(second) - intersection
-    return intersection / union if union > 0 else 0.0
-
-
 def _inside_fraction(inner, outer):
     x0, y0 = max(inner[0], outer[0]), max(inner[1], outer[1])
     x1, y1 = min(inner[2], outer[2]), min(inner[3], outer[3])
@@ -1386,10 +1382,6 @@ def _area(box):
 
 def _label_key(label):
     return re.sub(r"[\s_\-]+", " ", str(label).strip().lower())
-
-
-def _safe_name(name):
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)) or "batch"
 
 
 def _source_from_name(name):
@@ -1689,7 +1681,8 @@ def _label_seen(item, findings):
         there = [
             other
             for other in finding["neighbour"].objects
-            if other["known"] and _iou(_grown(other["bbox"]), _grown(found[0])) >= MATCH_SAME_PLACE
+            if other["known"]
+            and boxes_lib.iou(_grown(other["bbox"]), _grown(found[0])) >= MATCH_SAME_PLACE
         ]
         labels = {other["label"] for other in there}
         if item["label"] in labels:
@@ -1811,7 +1804,7 @@ def _frame_findings(current, neighbour, grey):
         if item["label"] == "vehicle" and _match_confidence(ncc) > 0:
             moved[id(item)] = (box[0] - item["bbox"][0], box[1] - item["bbox"][1])
         overlaps = [
-            (index, _iou(box, other["bbox"]), other["label"] == item["label"])
+            (index, boxes_lib.iou(box, other["bbox"]), other["label"] == item["label"])
             for index, other in enumerate(current.objects)
             if other["known"]
         ]
@@ -1895,7 +1888,8 @@ def _edges_agree(predicted, box):
 def _still_elsewhere(item, findings, number):
     """Whether another neighbouring frame has a box of ``item``'s label where it stands (it stands still)."""
     return any(
-        other["label"] == item["label"] and _iou(_grown(other["bbox"]), _grown(item["bbox"])) >= 0.8
+        other["label"] == item["label"]
+        and boxes_lib.iou(_grown(other["bbox"]), _grown(item["bbox"])) >= 0.8
         for other_number, finding in enumerate(findings)
         if other_number != number
         for other in finding["neighbour"].objects
@@ -1934,7 +1928,7 @@ def _combine_findings(image, findings):
             if disagreement <= 0:
                 continue
             still = _still_elsewhere(item, findings, number)
-            if still and _iou(entry["box"], item["bbox"]) < 0.5:
+            if still and boxes_lib.iou(entry["box"], item["bbox"]) < 0.5:
                 continue  # it stood still in both neighbours but is not where it stood: hidden
             if "returns" not in entry:
                 radius = 0.5 if entry["offset"] != (0.0, 0.0) else 1.0
@@ -1946,7 +1940,7 @@ def _combine_findings(image, findings):
                     (-entry["offset"][0], -entry["offset"][1]),
                     VEHICLE_SIZES if item["label"] == "vehicle" else (1.0,),
                 )
-                entry["returns"] = back is not None and _iou(back[0], item["bbox"]) >= 0.5
+                entry["returns"] = back is not None and boxes_lib.iou(back[0], item["bbox"]) >= 0.5
             if not entry["returns"]:
                 continue  # the match does not lead back to the object: chance likeness
             reliability = _size_reliability(item["bbox"], item["label"])
@@ -1969,7 +1963,7 @@ def _combine_findings(image, findings):
             if other_number != number
             and other_position not in used
             and other["item"]["label"] == entry["item"]["label"]
-            and _iou(other["box"], entry["box"]) >= MATCH_SAME_PLACE
+            and boxes_lib.iou(other["box"], entry["box"]) >= MATCH_SAME_PLACE
             and _steady(image, (findings[number], entry), (findings[other_number], other))
         ]
         if partners:
@@ -2034,7 +2028,7 @@ def _still_shift_evidence(image, findings):
         if not item["known"] or not any(
             other["known"]
             and other["label"] == item["label"]
-            and _iou(_grown(other["bbox"]), _grown(item["bbox"])) >= 0.9
+            and boxes_lib.iou(_grown(other["bbox"]), _grown(item["bbox"])) >= 0.9
             for other in second.objects
         ):
             continue
@@ -2045,14 +2039,15 @@ def _still_shift_evidence(image, findings):
             if other["known"] and other["label"] == item["label"]
         ]
         if any(
-            _iou(_grown(other["bbox"]), _grown(box)) >= MATCH_SAME_PLACE for _, other in same_label
+            boxes_lib.iou(_grown(other["bbox"]), _grown(box)) >= MATCH_SAME_PLACE
+            for _, other in same_label
         ):
             continue
         width, height = box[2] - box[0], box[3] - box[1]
         for index, other in same_label:
             other_width = other["bbox"][2] - other["bbox"][0]
             other_height = other["bbox"][3] - other["bbox"][1]
-            overlap = _iou(other["bbox"], box)
+            overlap = boxes_lib.iou(other["bbox"], box)
             if (
                 overlap > 0
                 and abs(other_width - width) <= max(1.5, 0.05 * width)
@@ -2115,7 +2110,7 @@ def _third_frame(entry, findings, number):
     annotated = any(
         item["known"]
         and item["label"] == label
-        and _iou(_grown(item["bbox"]), _grown(found[0])) >= MATCH_SAME_PLACE
+        and boxes_lib.iou(_grown(item["bbox"]), _grown(found[0])) >= MATCH_SAME_PLACE
         for item in other["neighbour"].objects
     )
     return 1.0 if annotated else 0.25

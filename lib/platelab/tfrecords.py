@@ -25,15 +25,14 @@ and platelab's own:
     image/batch                   the annotation batch the boxes came from
     image/original_name           the image's name in that batch
 
-TensorFlow is imported lazily (:func:`import_tensorflow`): importing it takes
-seconds.
+TensorFlow is imported lazily (:func:`platelab.tfimport.import_tensorflow`):
+importing it takes seconds.
 """
 
-import contextlib
 import logging
-import os
-import sys
 from pathlib import Path
+
+from platelab.tfimport import import_tensorflow
 
 logger = logging.getLogger(__name__)
 
@@ -54,28 +53,11 @@ FLOAT_FEATURES = (
 )
 
 
-def import_tensorflow():
-    """Imports TensorFlow and returns the module.
-
-    The import's C++ start-up lines (oneDNN notices, absl's "log messages
-    before InitializeLog" warning) would land in every notebook's report:
-    the process's standard error is muted for the import only. Python
-    errors still raise as usual.
-    """
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _muted_native_stderr():
-        import tensorflow as tf
-
-    return tf
-
-
 def encode_example(tf, sample, data, label_ids):
     """Builds one ``tf.train.Example`` for an image and its boxes.
 
     Args:
-        tf: the tensorflow module (see :func:`import_tensorflow`)
+        tf: the tensorflow module (see :func:`platelab.tfimport.import_tensorflow`)
         sample: a :class:`platelab.merge.Sample` (or an object with its attributes)
         data: the image file's bytes
         label_ids: label -> id (1-based)
@@ -168,25 +150,6 @@ def count_records(path):
     """The number of records in a TFRecord file."""
     tf = import_tensorflow()
     return sum(1 for _ in tf.data.TFRecordDataset(str(path)))
-
-
-@contextlib.contextmanager
-def _muted_native_stderr():
-    """Points file descriptor 2 at /dev/null for the duration (no-op where that fails)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _as_dict(example, with_images):

@@ -47,6 +47,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from platelab import LABELS, visualize
+from platelab.boxes import iou_matrix
 from platelab.ffmpeg import FFmpegError, ffmpeg_exe
 from platelab.probe import MediaError, probe
 
@@ -247,7 +248,7 @@ class IouTracker:
             candidates = [track for track in self.tracks if track["label"] == label]
             pairs = []
             if candidates:
-                overlap = _iou_matrix(
+                overlap = iou_matrix(
                     np.stack([self._expected(track, frames) for track in candidates]),
                     boxes[detections],
                 )
@@ -995,20 +996,6 @@ def _read_into(stream, view):
             break
         total += got
     return total
-
-
-def _iou_matrix(first, second):
-    """IoU of every box in ``first`` (M, 4) with every box in ``second`` (N, 4), xyxy."""
-    x0 = np.maximum(first[:, None, 0], second[None, :, 0])
-    y0 = np.maximum(first[:, None, 1], second[None, :, 1])
-    x1 = np.minimum(first[:, None, 2], second[None, :, 2])
-    y1 = np.minimum(first[:, None, 3], second[None, :, 3])
-    intersection = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_first = (first[:, 2] - first[:, 0]) * (first[:, 3] - first[:, 1])
-    area_second = (second[:, 2] - second[:, 0]) * (second[:, 3] - second[:, 1])
-    union = area_first[:, None] + area_second[None, :] - intersection
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, intersection / union, 0.0)
 
 
 if __name__ == "__main__":

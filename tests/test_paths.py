@@ -1,0 +1,52 @@
+"""File names made safe (platelab.paths.safe_name, safe_file_name).
+
+The path rules themselves (:func:`platelab.paths.from_cwd`) are tested with the
+commands in test_cli_paths.py.
+"""
+
+import pytest
+
+from platelab import paths
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("batch-01_a.v2", "batch-01_a.v2"),
+        ("day 1/a b", "day_1_a_b"),
+        ("  x  ", "_x_"),
+        ("été", "_t_"),
+        ("..", ".."),
+        (7, "7"),
+        ("", "batch"),
+    ],
+)
+def test_safe_name(name, expected):
+    assert paths.safe_name(name) == expected
+
+
+def test_safe_name_fallback():
+    assert paths.safe_name("", fallback="other") == "other"
+    assert paths.safe_name("???", fallback="other") == "_"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("frame_0001.png", "frame_0001.png"),
+        ("sub/dir/x.png", "sub__dir__x.png"),
+        ("a b/c.png", "a_b__c.png"),
+        ("/abs.png", "abs.png"),
+        ("../up.png", "up.png"),
+        (".hidden_", "hidden"),
+        ("..", "image"),
+        ("", "image"),
+    ],
+)
+def test_safe_file_name(name, expected):
+    assert paths.safe_file_name(name) == expected
+
+
+def test_safe_file_name_keeps_slashes_apart_from_underscores():
+    assert paths.safe_file_name("a/b.png") != paths.safe_file_name("a_b.png")
+    assert paths.safe_file_name("", fallback="batch") == "batch"
