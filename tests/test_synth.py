@@ -11,8 +11,11 @@ from platelab.ffmpeg import run_ffmpeg
 from platelab.metadata import sha256_file
 from platelab.synth import (
     VANTAGES,
+    ReservedSeedError,
     build_scene,
+    check_seed,
     draw_boxes,
+    is_evaluation_seed,
     pipeline,
     render_frame,
     render_video,
@@ -168,6 +171,42 @@ def test_failed_run_keeps_previous_result(tmp_path, monkeypatch):
     after = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
     assert after == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["synthetic"]
+
+
+@pytest.mark.parametrize("seed", [4242, 987654, 1_000_000, 1_234_567])
+def test_training_data_refuses_the_seeds_reserved_for_evaluation(tmp_path, seed):
+    out = tmp_path / "synthetic"
+    for call in (synthesize, pipeline.synthesize_or_reuse):
+        with pytest.raises(ReservedSeedError, match=f"seed {seed} is reserved for evaluation"):
+            call(out, workers=1, **{**TINY, "seed": seed})
+    assert not out.exists()
+    assert is_evaluation_seed(seed)
+    check_seed(seed, "evaluation")  # held-out sets may use it
+
+
+def test_the_cli_refuses_a_reserved_seed_for_training_in_one_line(tmp_path, capsys):
+    from platelab import cli
+
+    out = tmp_path / "synthetic"
+    assert cli.main(["synth", "--out", str(out), "--seed", "987654", "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "seed 987654 is reserved for evaluation" in lines[0]
+    assert not out.exists()
+
+
+def test_evaluation_sets_may_use_reserved_seeds_and_say_so(tmp_path):
+    manifest = synthesize(
+        tmp_path / "heldout", workers=1, **{**TINY, "videos": 1, "seed": 4242}, purpose="evaluation"
+    )
+    assert manifest["purpose"] == "evaluation" and manifest["parameters"]["seed"] == 4242
+    assert (
+        synthesize(tmp_path / "train", workers=1, **{**TINY, "videos": 1})["purpose"] == "training"
+    )
+    for seed in (0, 1234, 4241, 4243, 999_999):
+        assert not is_evaluation_seed(seed)
+        check_seed(seed, "training")
+    with pytest.raises(ValueError, match="purpose"):
+        check_seed(5, "pretraining")
 
 
 def test_coverage_of_a_default_batch(default_batch):

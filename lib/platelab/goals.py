@@ -135,6 +135,7 @@ def evaluate_heldout_videos(
         seed=int(seed),
         vantages=vantages,
         progress=progress,
+        purpose="evaluation",
     )
     every = max(1, int(round(float(fps) / float(sample_fps))))
     labels = [label for label in model.labels if label in LABELS]

@@ -13,7 +13,9 @@ Public API::
 
     VANTAGES                      # overpass, street_high, street_low, parking, storefront, dashcam
     synthesize(out_dir, videos=6, seconds=10.0, fps=10.0, size=(960, 540), seed=0,
-               vantages=None, workers=None, progress=True)   # -> manifest dict
+               vantages=None, workers=None, progress=True,
+               purpose="training")   # -> manifest dict
+    check_seed(seed, purpose)     # ReservedSeedError: an evaluation seed for training data
     video_specs(videos, seconds, fps, size, seed, vantages=None)  # -> [VideoSpec]
     render_video(spec)            # -> iterator of (frame BGR, frame truth), in memory
     build_scene(spec)             # -> Scene
@@ -32,7 +34,8 @@ Frames carry ``state``: ``ok``, ``black``, ``frozen`` or ``empty``.
 Modules: scene.py (plans, scenes, traffic), layouts.py and town.py (the
 vantage points), props.py (scenery and distractors), vehicles.py (vehicle
 models), sprites.py (drawing them), plates.py, geometry.py (camera and
-rasteriser), render.py (frames, effects, ground truth), pipeline.py (files).
+rasteriser), render.py (frames, effects, ground truth), pipeline.py (files), seeds.py (the
+seeds reserved for evaluation).
 """
 
 from platelab.synth.pipeline import load_current_manifest, synthesize, synthesize_or_reuse
@@ -45,6 +48,13 @@ from platelab.synth.scene import (
     VideoSpec,
     build_scene,
     video_specs,
+)
+from platelab.synth.seeds import (
+    EVALUATION_SEED_FLOOR,
+    EVALUATION_SEEDS,
+    ReservedSeedError,
+    check_seed,
+    is_evaluation_seed,
 )
 
 __all__ = [
@@ -62,4 +72,9 @@ __all__ = [
     "synthesize_or_reuse",
     "load_current_manifest",
     "video_specs",
+    "EVALUATION_SEEDS",
+    "EVALUATION_SEED_FLOOR",
+    "ReservedSeedError",
+    "check_seed",
+    "is_evaluation_seed",
 ]

@@ -12,7 +12,6 @@ result intact.
 """
 
 import concurrent.futures
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -25,6 +24,8 @@ from tqdm.auto import tqdm
 from platelab import LABELS, __version__
 from platelab.atomic import atomic_dir
 from platelab.ffmpeg import FFmpegError, ffmpeg_exe
+from platelab.metadata import sha256_file
+from platelab.synth import seeds
 from platelab.synth.render import scene_frames
 from platelab.synth.scene import build_scene, video_specs
 
@@ -45,6 +46,7 @@ def synthesize(
     vantages=None,
     workers=None,
     progress=True,
+    purpose="training",
 ):
     """Renders synthetic traffic videos with ground truth into a folder.
 
@@ -65,14 +67,18 @@ def synthesize(
             a script calling this with several workers needs the usual
             ``if __name__ == "__main__":`` guard (notebooks and the CLI are fine)
         progress: whether to show a progress bar over the videos
+        purpose: ``training`` (refuses the seeds reserved for evaluation, see
+            :mod:`platelab.synth.seeds`) or ``evaluation``; recorded in the manifest
 
     Returns:
         the manifest (the dict written to manifest.json)
 
     Raises:
+        ReservedSeedError: an evaluation seed asked for training data
         ValueError: on a bad argument
         FFmpegError: if encoding fails
     """
+    seeds.check_seed(seed, purpose)
     specs = video_specs(videos, seconds, fps, size, seed, vantages)
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
@@ -107,6 +113,7 @@ def synthesize(
             bar.close()
         summaries.sort(key=lambda summary: summary["index"])
         manifest = _manifest(specs, summaries, videos, seconds, fps, size, seed, vantages)
+        manifest["purpose"] = purpose
         _write_text(staging / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -125,6 +132,7 @@ def synthesize_or_reuse(out_dir, **kwargs):
     Returns:
         the manifest
     """
+    seeds.check_seed(kwargs.get("seed", 0), kwargs.get("purpose", "training"))
     out_dir = Path(out_dir)
     existing = load_current_manifest(out_dir, **kwargs)
     if existing is not None:
@@ -155,7 +163,7 @@ def load_current_manifest(out_dir, **kwargs):
     for video in manifest.get("videos", []):
         for key in ("video", "ground_truth"):
             path = Path(out_dir) / video[key]
-            if not path.is_file() or _sha256(path) != video["sha256"][key]:
+            if not path.is_file() or sha256_file(path) != video["sha256"][key]:
                 return None
     return manifest
 
@@ -222,7 +230,7 @@ def write_video(spec, folder):
         "states": states,
         "objects": objects,
         "tracks": {label: len(ids) for label, ids in tracks.items()},
-        "sha256": {"video": _sha256(video_path), "ground_truth": _sha256(truth_path)},
+        "sha256": {"video": sha256_file(video_path), "ground_truth": sha256_file(truth_path)},
     }
 
 
@@ -350,11 +358,3 @@ def _write_text(path, text):
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
