@@ -49,6 +49,7 @@ from platelab import config, paths, visualize
 from platelab.argtypes import positive
 from platelab.atomic import atomic_write_json, atomic_write_text
 from platelab.config import ConfigError
+from platelab.exceptions import PlatelabError
 from platelab.train import BASE_COLUMNS, PER_CLASS_METRICS  # metrics.csv's columns
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ SWEEP_KEYS = ("description", "base", "name", "stages", "grid")
 _MISSING = object()
 
 
-class RunError(ValueError):
+class RunError(PlatelabError, ValueError):
     """A run folder that cannot be read at all (one-line message)."""
 
 

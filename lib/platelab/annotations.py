@@ -23,6 +23,7 @@ import defusedxml.ElementTree as SafeElementTree
 from defusedxml import DefusedXmlException
 
 from platelab import archives
+from platelab.exceptions import PlatelabError
 from platelab.paths import safe_name
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ DEFAULT_ALIASES = {
 """Canonical label -> the spellings that mean it (compared case-insensitively)."""
 
 
-class AnnotationError(ValueError):
+class AnnotationError(PlatelabError, ValueError):
     """A problem with one annotation file (one-line message naming it)."""
 
 

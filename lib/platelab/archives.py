@@ -20,6 +20,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
+from platelab.exceptions import PlatelabError
+
 logger = logging.getLogger(__name__)
 
 MAX_TOTAL_BYTES = 4 * 1024**3
@@ -28,7 +30,7 @@ MAX_RATIO = 200
 _CHUNK = 1 << 20
 
 
-class ArchiveError(ValueError):
+class ArchiveError(PlatelabError, ValueError):
     """An archive that cannot be extracted at all (one-line message naming it)."""
 
 

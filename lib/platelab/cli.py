@@ -14,13 +14,14 @@ from pathlib import Path
 
 from platelab import __version__
 from platelab.argtypes import positive
+from platelab.exceptions import PlatelabError
 from platelab.paths import from_cwd
 
 logger = logging.getLogger(__name__)
 
 
-class CommandError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+class CommandError(PlatelabError):
+    """A bad command line the parser cannot catch (printed as one line, exit status 2)."""
 
 
 def main(argv=None):
@@ -39,17 +40,27 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("platelab: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - turned into a one-line message
+    except (PlatelabError, OSError, ValueError) as error:
+        # Every platelab error, and a file or value the system refuses, is the user's to
+        # fix: its message alone.
         if args.debug:
             raise
-        from platelab.config import ConfigError
+        return _fail(_one_line(error))
+    except Exception as error:  # noqa: BLE001 - a bug: its type, and where to look
+        if args.debug:
+            raise
+        return _fail(
+            f"{type(error).__name__}: {_one_line(error)} (rerun with --debug for the traceback)"
+        )
 
-        expected = (CommandError, ConfigError, OSError, ValueError)
-        text = " ".join(str(error).split()) or type(error).__name__
-        if not isinstance(error, expected):
-            text = f"{type(error).__name__}: {text} (rerun with --debug for the traceback)"
-        print(f"platelab: error: {text}", file=sys.stderr)
-        return 2
+
+def _one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _fail(text):
+    print(f"platelab: error: {text}", file=sys.stderr)
+    return 2
 
 
 def _run(args):

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from platelab import paths
+from platelab.exceptions import PlatelabError
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ RUNNER_PARAMETERS = ("report_dir",)
 """Parameters the runner sets itself; a profile may not set them."""
 
 
-class ConfigError(ValueError):
+class ConfigError(PlatelabError, ValueError):
     """A problem with a profile, parameter file or stage selection (one-line message)."""
 
 

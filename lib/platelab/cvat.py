@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 from platelab import LABELS, annotations, archives, paths, visualize
 from platelab import boxes as boxes_lib
 from platelab.atomic import atomic_dir, atomic_write_json
+from platelab.exceptions import PlatelabError
 from platelab.metadata import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ _SIDECAR_SUFFIXES = (".json", ".txt", ".md", ".yaml", ".yml", ".csv")
 _TASK_PATTERN = re.compile(r"(task_\d{3,})")
 
 
-class CvatError(ValueError):
+class CvatError(PlatelabError, ValueError):
     """A problem that stops an exchange with CVAT (one-line message naming the file or URL)."""
 
 

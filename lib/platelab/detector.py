@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from platelab import model as model_lib
+from platelab.exceptions import PlatelabError
 from platelab.tfimport import import_keras, import_tensorflow
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ LAST_MODEL_FILENAME = "last.keras"
 MODEL_CONFIG_KEYS = ("input_size", "width", "levels", "anchors", "labels")
 
 
-class ModelError(ValueError):
+class ModelError(PlatelabError, ValueError):
     """A model folder that cannot be used (missing, unfinished, or another configuration)."""
 
 

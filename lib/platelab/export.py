@@ -64,6 +64,7 @@ from platelab import detector as detector_lib
 from platelab import model as model_lib
 from platelab.atomic import atomic_dir
 from platelab.boxes import nms_iou
+from platelab.exceptions import PlatelabError
 from platelab.metadata import sha256_file
 from platelab.tfimport import import_tensorflow
 
@@ -102,7 +103,7 @@ LIMITATIONS = (
 )
 
 
-class ExportError(ValueError):
+class ExportError(PlatelabError, ValueError):
     """An export that cannot be done as asked (bad format, quantisation or inputs)."""
 
 

@@ -12,10 +12,12 @@ import os
 import shutil
 import subprocess
 
+from platelab.exceptions import PlatelabError
+
 logger = logging.getLogger(__name__)
 
 
-class FFmpegError(RuntimeError):
+class FFmpegError(PlatelabError, RuntimeError):
     """Raised when ffmpeg is missing or a call to it fails."""
 
 

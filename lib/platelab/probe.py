@@ -50,6 +50,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from platelab.exceptions import PlatelabError
 from platelab.ffmpeg import FFmpegError, ffmpeg_exe
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ MINIMUM_FFMPEG = (6, 1)
 """Frame sampling needs ``-stats_enc_pre`` (ffmpeg 6.1 and later)."""
 
 
-class MediaError(ValueError):
+class MediaError(PlatelabError, ValueError):
     """An input file (or live source) that cannot be used.
 
     Attributes:

@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from platelab import LABELS, annotations, paths, visualize
 from platelab import boxes as boxes_lib
+from platelab.exceptions import PlatelabError
 from platelab.metadata import sha256_file
 from platelab.paths import safe_name
 
@@ -126,7 +127,7 @@ EVIDENCE_WEIGHTS = {
 All 1: each strength already carries its own reliability (see :func:`rank_images`)."""
 
 
-class ReviewError(ValueError):
+class ReviewError(PlatelabError, ValueError):
     """A problem that stops the review (one-line message naming the file or dataset)."""
 
 

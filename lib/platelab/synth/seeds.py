@@ -12,6 +12,8 @@ seeded with ``(seed, index)``), so the rule is kept on batch seeds:
 and allows any seed for ``evaluation``.
 """
 
+from platelab.exceptions import PlatelabError
+
 EVALUATION_SEEDS = (4242, 987654)
 """Reserved batch seeds below :data:`EVALUATION_SEED_FLOOR`."""
 
@@ -21,7 +23,7 @@ EVALUATION_SEED_FLOOR = 1_000_000
 PURPOSES = ("training", "evaluation")
 
 
-class ReservedSeedError(ValueError):
+class ReservedSeedError(PlatelabError, ValueError):
     """A seed reserved for evaluation was asked for training data (one-line message)."""
 
 
