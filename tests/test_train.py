@@ -12,6 +12,7 @@ import pytest
 
 from platelab import detector, train
 from platelab import model as model_lib
+from platelab.tfimport import import_tensorflow
 from train_helpers import LABELS, TINY_TRAINING, make_dataset
 
 
@@ -34,7 +35,7 @@ def test_batch_indices_cover_every_image_once_per_epoch():
 
 @pytest.mark.parametrize("scale", [0.5, 1.0, 1.5])
 def test_augmentation_keeps_boxes_on_their_objects(scale):
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     size = 96
     config = train.TrainConfig(
         input_size=size, infer_size=160, levels=(8, 16, 32), scale_min=scale, scale_max=scale,
@@ -70,7 +71,7 @@ def test_augmentation_keeps_boxes_on_their_objects(scale):
 
 
 def test_zoom_out_shrinks_the_frame_onto_a_padded_canvas():
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     config = train.TrainConfig(
         input_size=128, infer_size=128, levels=(8, 16, 32), scale_min=0.5, scale_max=0.5,
         zoom_out=0.0, object_crops=0.0, augment=True,
@@ -92,7 +93,7 @@ def test_zoom_out_shrinks_the_frame_onto_a_padded_canvas():
 
 
 def test_small_boxes_after_scaling_become_difficult():
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     config = train.TrainConfig(
         input_size=128, infer_size=128, levels=(8, 16, 32), scale_min=0.25, scale_max=0.25,
         zoom_out=0.0, min_object_px=8.0,
@@ -104,6 +105,49 @@ def test_small_boxes_after_scaling_become_difficult():
         tf.constant([0, 0], tf.int64), (128, 128), config,
     )  # fmt: skip
     assert int(classes[0]) == 2 and bool(difficult[0])
+
+
+def test_mosaic_puts_four_images_in_the_four_quarters_with_their_boxes():
+    tf = import_tensorflow()
+    config = train.TrainConfig(
+        input_size=128, infer_size=128, levels=(8, 16, 32), scale_min=1.0, scale_max=1.0,
+        zoom_out=0.0, object_crops=1.0, mosaic=1.0, augment=True,
+    )  # fmt: skip
+    # Four 128x128 images, each one grey level with one bright 32x32 box near its centre.
+    levels = [40.0, 80.0, 120.0, 160.0]
+    images = np.stack([np.full((128, 128, 3), level, np.float32) for level in levels])
+    for image in images:
+        image[48:80, 48:80] = 250.0
+    boxes = np.tile(np.array([[[0.375, 0.375, 0.625, 0.625], [0, 0, 0, 0]]], np.float32), (4, 1, 1))
+    classes = np.array([[1, 0], [2, 0], [1, 0], [2, 0]], np.int32)
+    difficult = np.zeros((4, 2), bool)
+    split = tuple(
+        tf.constant(array) for array in (images.astype(np.uint8), boxes, classes, difficult)
+    )
+    out, out_boxes, out_classes, out_difficult = train.augment(
+        tf.constant(images[0]), tf.constant(boxes[0]), tf.constant(classes[0]),
+        tf.constant(difficult[0]), tf.constant([5, 2], tf.int64), (128, 128), config, split=split,
+    )  # fmt: skip
+    out, out_boxes, out_classes = np.asarray(out), np.asarray(out_boxes), np.asarray(out_classes)
+    assert out.shape == (128, 128, 3)
+    assert out_boxes.shape == (8, 4) and out_classes.shape == (8,) and out_difficult.shape == (8,)
+    real = out_classes > 0
+    assert real.sum() == 4  # one object from each quarter's image
+    # Each box lies in its own quarter: 32 px at scale 1 is 0.25 of the mosaic, less where
+    # the quarter's edge cuts it (its centre stays inside, so at least 0.19 is left).
+    quarters = {(int(x0 >= 0.5), int(y0 >= 0.5)) for x0, y0, _, _ in out_boxes[real]}
+    assert len(quarters) == 4
+    for x0, y0, x1, y1 in out_boxes[real]:
+        assert 0.19 <= x1 - x0 <= 0.26 and 0.19 <= y1 - y0 <= 0.26
+        assert (x0 < 0.5) == (x1 <= 0.5) and (y0 < 0.5) == (y1 <= 0.5)
+        inside = out[int(y0 * 128) + 3 : int(y1 * 128) - 3, int(x0 * 128) + 3 : int(x1 * 128) - 3]
+        assert inside.mean() > out.mean() + 40  # the bright box is where its box says
+    # Without the split (or with mosaic 0) the same call gives one crop, boxes padded alike.
+    *_, single_classes, _ = train.augment(
+        tf.constant(images[0]), tf.constant(boxes[0]), tf.constant(classes[0]),
+        tf.constant(difficult[0]), tf.constant([5, 2], tf.int64), (128, 128), config,
+    )  # fmt: skip
+    assert np.asarray(single_classes).shape == (2,)
 
 
 def test_load_split_skips_corrupt_images_and_counts_unknown_labels(tmp_path):
@@ -368,3 +412,21 @@ def test_ema_weights_are_evaluated_and_saved_then_training_goes_on(tmp_path):
     other = detector.load(tmp_path / "plain", which="last").model.get_weights()
     # The same seed and batches: only the averaging differs what last.keras holds.
     assert any(not np.allclose(a, b) for a, b in zip(saved, other, strict=True))
+
+
+def test_resuming_a_folder_of_another_configuration_raises_run_mismatch(tmp_path):
+    config = {"input_size": 64, "width": 0.35, "levels": [8, 16], "anchors": {}, "labels": LABELS}
+    config["training"] = {"steps": 10, "eval_every": 5, "seed": 0}
+    run_dir = tmp_path / "run"
+    (run_dir / train.CHECKPOINT_DIR).mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert train._check_resume(run_dir, config) is True
+    logging_only = dict(config, training={**config["training"], "eval_every": 2})
+    assert train._check_resume(run_dir, logging_only)  # how often it evaluates may change
+    for other in (dict(config, input_size=128), dict(config, training={"steps": 20, "seed": 0})):
+        with pytest.raises(train.RunMismatchError, match="holds a run of another configuration"):
+            train._check_resume(run_dir, other)
+    (run_dir / "config.json").write_text("{")
+    with pytest.raises(train.TrainingError, match="cannot resume") as unreadable:
+        train._check_resume(run_dir, config)
+    assert not isinstance(unreadable.value, train.RunMismatchError)

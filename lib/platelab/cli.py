@@ -101,6 +101,7 @@ def _synth(args):
         size=(width, height),
         seed=args.seed,
         progress=not args.quiet,
+        purpose=args.purpose,
     )
     frames = sum(video["frames"] for video in manifest["videos"])
     print(f"wrote {len(manifest['videos'])} videos, {frames} frames, to {args.out}")
@@ -178,16 +179,13 @@ def _train(args):
         "seed": args.seed,
     }
     values.update({key: value for key, value in overrides.items() if value is not None})
-    try:
-        state = train.train(
-            args.data,
-            args.out,
-            values,
-            progress=not args.quiet,
-            echo=print,
-        )
-    except train.TrainingError as error:
-        raise CommandError(str(error)) from None
+    state = train.train(
+        args.data,
+        args.out,
+        values,
+        progress=not args.quiet,
+        echo=print,
+    )
     print(
         f"{args.out}: {state['status']} at step {state['step']}; best mAP "
         f"{state['best_map']:.4f} at step {state['best_step']}"
@@ -309,6 +307,13 @@ def _build_parser():
     synth.add_argument("--fps", type=positive(float), default=10.0, help="frame rate (10)")
     synth.add_argument("--size", default="960x540", help="frame size WxH (960x540)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    synth.add_argument(
+        "--purpose",
+        choices=("training", "evaluation"),
+        default="training",
+        help="training data (the default) may not use the seeds reserved for evaluation: "
+        "4242, 987654 and every seed from 1,000,000",
+    )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth)
 

@@ -59,6 +59,7 @@ from platelab import detector, metadata
 from platelab import head as head_lib
 from platelab import model as model_lib
 from platelab.atomic import atomic_write_json, atomic_write_text
+from platelab.exceptions import PlatelabError
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,12 @@ THROUGHPUT_GOAL = 0.9
 """Training images/s through the input pipeline over the bare train step's, at least."""
 
 
-class TrainingError(RuntimeError):
+class TrainingError(PlatelabError, RuntimeError):
     """Training cannot start or go on (one-line message naming the cause)."""
+
+
+class RunMismatchError(TrainingError):
+    """The run folder holds a run of another configuration or dataset: it cannot be resumed."""
 
 
 @dataclasses.dataclass
@@ -110,6 +115,9 @@ class TrainConfig:
             ``scale_min``: the frame shrunk onto a larger canvas
         zoom_out_min: smallest zoom-out scale
         object_crops: share of crops centred on an object (the rest anywhere)
+        mosaic: share of training images made of four quarter-size crops of four
+            images (2x2), each drawn as a crop is: four times the objects in the pixels
+            of one image
         min_object_px: boxes fewer pixels high than this at the network input (after
             the crop's scaling) are ignored in training
         anchors: ``generic`` (every scale on every level,
@@ -161,6 +169,7 @@ class TrainConfig:
     zoom_out: float = 0.2
     zoom_out_min: float = 0.25
     object_crops: float = 0.8
+    mosaic: float = 0.0
     min_object_px: float = 6.0
     width: float = 0.5
     levels: tuple = (8, 16, 32, 64)
@@ -222,8 +231,10 @@ class TrainConfig:
                 f"scale_min and scale_max must satisfy 0 < min <= max, got "
                 f"{self.scale_min}, {self.scale_max}"
             )
-        if not 0 <= self.zoom_out <= 1 or not 0 <= self.object_crops <= 1:
-            raise TrainingError("zoom_out and object_crops are shares from 0 to 1")
+        if not all(0 <= value <= 1 for value in (self.zoom_out, self.object_crops, self.mosaic)):
+            raise TrainingError("zoom_out, object_crops and mosaic are shares from 0 to 1")
+        if self.mosaic and self.input_size % 2:
+            raise TrainingError(f"mosaic needs an even input_size, got {self.input_size}")
         if self.anchors not in ("generic", "fit"):
             raise TrainingError(f"anchors must be generic or fit, got {self.anchors!r}")
         if not 0 <= self.ema < 1:
@@ -650,6 +661,7 @@ def make_train_dataset(data, head, config, start_step, global_batch):
             stateless_seed,
             shape,
             config,
+            split=(images, boxes, classes, difficult),
         )
         class_targets, box_targets = head.encode(image_boxes, image_classes, image_difficult, shape)
         return image, class_targets, box_targets
@@ -664,11 +676,14 @@ def make_train_dataset(data, head, config, start_step, global_batch):
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def augment(image, boxes, classes, difficult, seed, shape, config):
-    """A training image: a scaled crop, then flip, colour, blur and JPEG noise.
+def augment(image, boxes, classes, difficult, seed, shape, config, split=None):
+    """A training image: a scaled crop (or a mosaic), then flip, colour, blur and JPEG noise.
 
     With ``config.augment`` False only the crop is taken, at scale 1 (crop training) or
-    none at all (whole-frame training).
+    none at all (whole-frame training). With ``config.mosaic`` and ``split`` given, that
+    share of images is a 2x2 mosaic (:func:`_mosaic`): this image and three drawn from
+    ``split``, each a crop of a quarter of ``shape``. The box arrays then have ``4 * G``
+    rows either way, so that both kinds batch together.
 
     Args:
         image: ``(H, W, 3)`` float32 pixels 0-255, at the inference geometry
@@ -676,6 +691,9 @@ def augment(image, boxes, classes, difficult, seed, shape, config):
         seed: ``(2,)`` int64 stateless seed
         shape: ``(height, width)`` of the output
         config: the :class:`TrainConfig`
+        split: ``(images, boxes, classes, difficult)`` of the whole training split,
+            ``(N, H, W, 3)`` uint8, ``(N, G, 4)``, ``(N, G)``, ``(N, G)``: where mosaic
+            partners come from (None: no mosaic)
 
     Returns:
         ``(image, boxes, classes, difficult)``: the image ``(height, width, 3)`` float32;
@@ -687,7 +705,26 @@ def augment(image, boxes, classes, difficult, seed, shape, config):
     out_h, out_w = shape
     scale = _draw_scale(tf, seeds[0], config) if config.augment else tf.constant(1.0)
     whole = tuple(shape) == tuple(image.shape[:2]) and not config.augment
-    if not whole:
+    if config.augment and config.mosaic > 0 and split is not None:
+        mosaic_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 7)
+        use = tf.random.stateless_uniform([], mosaic_seed) < config.mosaic
+        single = boxes.shape[0]
+
+        def one():
+            crop = _scaled_crop(
+                tf, image, boxes, classes, scale, seeds[1], shape, config.object_crops
+            )
+            return (crop[0], *_pad_rows(tf, (crop[1], crop[2], difficult), 3 * single))
+
+        image, boxes, classes, difficult = tf.cond(
+            use,
+            lambda: _mosaic(
+                tf, image, boxes, classes, difficult, split, mosaic_seed, shape, config
+            ),
+            one,
+        )
+        boxes.set_shape([4 * single, 4])
+    elif not whole:
         image, boxes, classes = _scaled_crop(
             tf, image, boxes, classes, scale, seeds[1], shape, config.object_crops
         )
@@ -721,6 +758,68 @@ def augment(image, boxes, classes, difficult, seed, shape, config):
     )
     image = tf.reshape(image * 255.0, [out_h, out_w, 3])
     return image, boxes, classes, difficult
+
+
+def _pad_rows(tf, arrays, rows):
+    """Each array with ``rows`` more rows of zeros (padding boxes: class 0)."""
+    return tuple(
+        tf.concat([array, tf.zeros(tf.concat([[rows], tf.shape(array)[1:]], 0), array.dtype)], 0)
+        for array in arrays
+    )
+
+
+def _mosaic(tf, image, boxes, classes, difficult, split, seed, shape, config):
+    """A 2x2 mosaic: this image and three others of the split, a scaled crop in each quarter.
+
+    Each quarter is ``shape / 2`` and drawn as :func:`_scaled_crop` draws a crop (its own
+    scale, centred near one of its objects ``config.object_crops`` of the time), so one
+    training image holds the objects of four at the same cost: more positives per step,
+    which is what a short CPU run lacks.
+
+    Args:
+        image: ``(H, W, 3)`` float32; boxes ``(G, 4)`` fractions; classes, difficult ``(G,)``
+        split: ``(images, boxes, classes, difficult)`` of the training split (partners)
+        seed: ``(2,)`` int64 stateless seed
+        shape: ``(height, width)`` of the output (even)
+        config: the :class:`TrainConfig`
+
+    Returns:
+        ``(image, boxes, classes, difficult)``: ``(height, width, 3)`` float32, then
+        ``(4G, 4)`` boxes as fractions of the mosaic, ``(4G,)`` classes and difficult
+    """
+    images, all_boxes, all_classes, all_difficult = split
+    seeds = tf.random.experimental.stateless_split(seed, 9)
+    count = tf.shape(images, out_type=tf.int64)[0]
+    partners = tf.random.stateless_uniform([3], seeds[0], 0, count, dtype=tf.int64)
+    half = (shape[0] // 2, shape[1] // 2)
+    parts = [(image, boxes, classes, difficult)] + [
+        (
+            tf.cast(tf.gather(images, partners[k]), tf.float32),
+            tf.gather(all_boxes, partners[k]),
+            tf.gather(all_classes, partners[k]),
+            tf.gather(all_difficult, partners[k]),
+        )
+        for k in range(3)
+    ]
+    tiles, out_boxes, out_classes, out_difficult = [], [], [], []
+    for k, (part_image, part_boxes, part_classes, part_difficult) in enumerate(parts):
+        scale = _draw_scale(tf, seeds[1 + 2 * k], config)
+        tile, tile_boxes, tile_classes = _scaled_crop(
+            tf, part_image, part_boxes, part_classes, scale, seeds[2 + 2 * k], half,
+            config.object_crops,
+        )  # fmt: skip
+        offset = tf.constant([k % 2, k // 2, k % 2, k // 2], tf.float32) * 0.5
+        tiles.append(tile)
+        out_boxes.append(tile_boxes * 0.5 + offset)
+        out_classes.append(tile_classes)
+        out_difficult.append(tf.cast(part_difficult, difficult.dtype))
+    mosaic = tf.concat([tf.concat(tiles[:2], axis=1), tf.concat(tiles[2:], axis=1)], axis=0)
+    return (
+        tf.reshape(mosaic, [shape[0], shape[1], 3]),
+        tf.concat(out_boxes, 0),
+        tf.concat(out_classes, 0),
+        tf.concat(out_difficult, 0),
+    )
 
 
 def _draw_scale(tf, seed, config):
@@ -1584,7 +1683,7 @@ def _check_resume(run_dir, run_config):
     if theirs != mine:
         differences.append("the dataset's TFRecords changed")
     if differences:
-        raise TrainingError(
+        raise RunMismatchError(
             f"{run_dir} holds a run of another configuration ({'; '.join(differences)}): "
             "use a new run folder, or the same parameters to resume"
         )
