@@ -23,9 +23,16 @@ The rows form an ablation ladder from the earlier recipe to today's default:
 * ``atss``: + ATSS assignment;
 * ``focal``: + focal loss instead of hard-negative mining;
 * ``giou``: + GIoU box loss;
-* ``lr``: + peak learning rate 0.006 (today's default);
-* ``whole``: today's recipe trained on whole letterboxed frames instead of crops;
-* ``ema``: today's recipe + an exponential moving average of the weights.
+* ``lr``: + peak learning rate 0.006;
+* ``crop256``: + 256 px training crops instead of 320 (more images a second);
+* ``crop192``: + 192 px crops (today's default);
+
+and rows off the ladder, each today's recipe with one change:
+
+* ``whole``: trained on whole letterboxed frames instead of crops;
+* ``ema``: + an exponential moving average of the weights;
+* ``mosaic``: half the training images 2x2 mosaics of four crops (on 320 px crops);
+* ``batch8``: 8 images a step instead of 16 (on 320 px crops).
 
 Prints one table row per (row, budget): held-out AP50 per class, steps reached and
 training images/s, plus each row's ratio to the ``seed`` row (the reference run of
@@ -56,14 +63,21 @@ ROWS = {
         object_crops=0.0,
         min_object_px=0.0,
         learning_rate=0.002,
+        input_size=320,
     ),
-    "crops": dict(assigner="iou", class_loss="ohem", box_loss="huber", learning_rate=0.002),
-    "atss": dict(class_loss="ohem", box_loss="huber", learning_rate=0.002),
-    "focal": dict(box_loss="huber", learning_rate=0.002),
-    "giou": dict(learning_rate=0.002),
-    "lr": dict(),
+    "crops": dict(
+        assigner="iou", class_loss="ohem", box_loss="huber", learning_rate=0.002, input_size=320
+    ),
+    "atss": dict(class_loss="ohem", box_loss="huber", learning_rate=0.002, input_size=320),
+    "focal": dict(box_loss="huber", learning_rate=0.002, input_size=320),
+    "giou": dict(learning_rate=0.002, input_size=320),
+    "lr": dict(input_size=320),
+    "crop256": dict(input_size=256),
+    "crop192": dict(input_size=192),
     "whole": dict(crop_training=False),
     "ema": dict(ema=0.99),
+    "mosaic": dict(mosaic=0.5, input_size=320),
+    "batch8": dict(batch_size=8, input_size=320),
 }
 
 

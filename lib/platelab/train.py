@@ -161,7 +161,7 @@ class TrainConfig:
             budget on a slow machine, at the price of a machine-dependent last step.
     """
 
-    input_size: int = 320
+    input_size: int = 192
     infer_size: int = 960
     crop_training: bool = True
     scale_min: float = 0.6
