@@ -5,9 +5,8 @@ Conventions used throughout:
 * Boxes are ``[xmin, ymin, xmax, ymax]`` as fractions of the network input (0 to 1),
   the layout of the TFRecords' ``image/object/bbox/*`` features. How an image maps
   onto the network input is its :class:`InputGeometry`: ``letterbox`` (aspect kept,
-  the image at the top left, black padding right and below; today's models) or
-  ``squash`` (the whole image stretched to a square; runs trained before rectangular
-  inputs existed).
+  the image at the top left, black padding right and below; the default) or
+  ``squash`` (the whole image stretched to a square; runs with a square input).
 * Class ids follow the label map: 0 is background, ``platelab.LABELS[i]`` is ``i + 1``.
 * Anchors are listed level by level (finest stride first), then row by row, column
   by column, and anchor shape by anchor shape: the order of the model's outputs.
@@ -18,9 +17,9 @@ An *anchor spec* is a JSON-serialisable dict::
      "unit": "px",                              # shapes in network-input pixels
      "shapes": [[[w, h], ...], ...]}            # per level, anchor sizes
 
-A spec without ``"unit"`` (older runs) gives its shapes as fractions of a square
-input. :func:`generic_anchor_spec` covers every scale on every level whatever the
-training boxes (today's default); :func:`anchors_from_boxes` fits shapes to training
+A spec without ``"unit"`` gives its shapes as fractions of a square input.
+:func:`generic_anchor_spec` covers every scale on every level whatever the
+training boxes (the default); :func:`anchors_from_boxes` fits shapes to training
 boxes; :func:`generate_anchors` lays a spec out over the feature grids of an input
 of any size.
 
@@ -378,7 +377,7 @@ class InputGeometry:
       padded with :data:`PAD_VALUE`. A box at network fractions ``(fx, fy)`` is at
       ``(fx * width / scale, fy * height / scale)`` image pixels.
     * ``squash``: the whole image is resized to ``height`` x ``width`` (aspect not
-      kept; the square models of earlier runs).
+      kept; runs with a square input).
 
     Resizing is :func:`resize_image`'s (area averaging when shrinking).
 
@@ -676,10 +675,9 @@ def resize_image(image, size, dtype=np.float32):
     pixels each output pixel covers (``cv2.INTER_AREA``, rounded to whole grey
     levels): small plates stay visible instead of aliasing away. An image at least
     twice the input on both sides, with even sides and no whole scale factor, is
-    first halved by averaging 2x2 blocks, repeatedly (OpenCV's whole-factor path: a
-    1080p frame to 320 takes about 3 ms instead of 8). Every source pixel still
-    counts; only pixels straddling an output pixel's edge are weighted slightly
-    differently than in one area resize.
+    first halved by averaging 2x2 blocks, repeatedly (OpenCV's faster whole-factor
+    path). Every source pixel still counts; only pixels straddling an output pixel's
+    edge are weighted slightly differently than in one area resize.
     Enlarging along either side is bilinear (``cv2.INTER_LINEAR``). Training,
     evaluation, every export's predictor and the SavedModel's in-graph resize
     (:func:`resize_images_tf`) use this.

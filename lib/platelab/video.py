@@ -62,12 +62,10 @@ DETECT_EVERY_DEFAULT = "auto"
 MODEL_SHARE = 0.6
 """``detect_every="auto"``: the model may take this share of a frame's time, on average.
 
-The rest goes to decoding, drawing and encoding, which share the CPUs. Measured with
-``benchmarks/bench_deploy.py --detect-every auto,1,2,3`` on two 1080p30 clips on 2
-cores (the no-model pipeline at 85-87 FPS, about 12 ms a frame; a 960x576 TFLite
-model taking 29-34 ms a frame at start-up): every frame 24.9 and 24.7 FPS, every 2nd
-39.4 and 37.2, every 3rd 44.2 and 43.3. A 0.6 share (20 ms a frame at 30 fps) picks
-2 there; at the share's limit about 12 + 20 ms a frame would still give 31 FPS.
+The rest goes to decoding, drawing and encoding, which share the CPUs: at 30 fps a
+0.6 share leaves the model 20 ms a frame on average.
+``benchmarks/bench_deploy.py --detect-every auto,1,2,3`` measures the frame rate each
+choice gives (the README's "Measured here" table holds its figures).
 """
 MAX_DETECT_EVERY = 8
 """``detect_every="auto"`` never skips more: a slower model gives a video below real time."""
@@ -76,14 +74,11 @@ DEFAULT_PRESET = "ultrafast"
 DEFAULT_CRF = 26
 """libx264 settings of the annotated video: a preview, written as fast as the model runs.
 
-Measured with ``benchmarks/bench_deploy.py --encoder-sweep`` on two 1080p30 clips
-on 2 cores: ultrafast takes half the encoding CPU of veryfast or less (testsrc2 with
-noise: 10.9 against 21.8 ms a frame; synthetic traffic: 11.5 against 28.6), which
-lifts ``platelab video`` from 44 and 38 FPS (veryfast, CRF 23) to 54 and 56. At CRF
-26 its quality is that of veryfast at CRF 23 (SSIM to the clip 0.9942 against
-0.9923 on testsrc2, 0.9961 against 0.9970 on traffic; PSNR 44.1 against 41.7 dB and
-43.4 against 43.4 dB) for files about 2.4 times as large. ``platelab video --preset
-veryfast`` (or ``--crf``) trades speed for size.
+ultrafast takes much less encoding CPU than the slower presets, which leaves the
+CPUs to the model; at CRF 26 its quality is about that of veryfast at CRF 23, in
+larger files. ``platelab video --preset veryfast`` (or ``--crf``) trades speed for
+size. ``benchmarks/bench_deploy.py --encoder-sweep`` measures presets and CRFs (the
+README's "Measured here" table holds its figures).
 """
 X264_PRESETS = (
     "ultrafast",
@@ -479,9 +474,8 @@ def model_threads():
     """CPU threads for the model while a video is annotated: all cores but one.
 
     The decoding and encoding ffmpeg processes need about one core at 1080p; a model
-    that takes both of 2 cores makes them wait (measured with
-    ``benchmarks/bench_deploy.py`` at 1080p30 on 2 cores: 36.9 FPS end to end with
-    1 model thread, 32.6 FPS with 2).
+    that takes every core makes them wait (``benchmarks/bench_deploy.py
+    --video-threads N`` runs the end-to-end video with N model threads).
     """
     try:
         cores = len(os.sched_getaffinity(0))
@@ -535,7 +529,7 @@ def time_model(predictor, frame_bgr, threshold, runs=MODEL_TIMING_RUNS):
 
     The fastest, not the median: at start-up the decoder fills its queue and other
     work may share the CPUs, and a single slow run must not make ``"auto"`` skip
-    frames the model has time for (measured: a median of 3 once gave 8 instead of 2).
+    frames the model has time for.
 
     Args:
         predictor: what :func:`annotate_video` runs
