@@ -420,11 +420,9 @@ def rank_images(images, *, seed=0, read_image=None):
     An image's score is its strongest evidence plus 30 % of the rest (one
     sure mistake outranks a few vague hints; several hints add up).
 
-    On the default profile's synthetic data with rare mistakes (in about 5 %
-    of the images), the top 10 % of this ranking holds about 82-85 % of the
-    injected mistakes on seeds it was not developed on, 65-94 % per seed
-    (each seed pooling six injections, 15-70 mistakes);
-    ``benchmarks/bench_review_quality.py`` measures it.
+    ``benchmarks/bench_review_quality.py`` measures how many injected
+    mistakes the top of this ranking holds on held-out synthetic seeds (its
+    figure is in the README's "Measured here" table).
 
     Args:
         images: :class:`ReviewImage` objects
