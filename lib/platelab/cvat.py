@@ -1,9 +1,9 @@
 """Stage 03 (annotate): exchanging images and annotations with CVAT.
 
-The seed's way of working, made repeatable: curated frames go to CVAT in
-tasks of a few dozen images, annotators draw boxes (optionally correcting a
-detector's pre-annotations), and each task comes back as a "PASCAL VOC 1.1"
-export, with label spellings that drift from batch to batch.
+Curated frames go to CVAT in tasks of a few dozen images, annotators draw
+boxes (optionally correcting a detector's pre-annotations), and each task
+comes back as a "PASCAL VOC 1.1" export, with label spellings that drift
+from batch to batch.
 
 * :func:`export_tasks` cuts stage 02's kept images into task batches:
   ``tasks/task_NNN/`` with the images (hard links or copies), a zip to upload
@@ -139,7 +139,7 @@ DRIFT_SPELLINGS = (
     {"vehicle": "vehicles", "license_plate": "license_plates"},
     {"vehicle": "vehicle", "license_plate": "license_plate"},
 )
-"""Label spellings of successive annotation batches (the seed renamed labels along the way)."""
+"""Label spellings of successive simulated batches: the drift the alias map must undo."""
 
 MISTAKE_KINDS = ("missing", "shifted", "wrong_label", "duplicate")
 OCCLUDED_FLAG = 0.2

@@ -86,7 +86,7 @@ class HeadConfig:
 
     @classmethod
     def from_dict(cls, values):
-        """A config from a dict, unknown keys left out (older runs have none)."""
+        """A config from a dict (None or missing keys: the defaults), unknown keys left out."""
         known = {item.name for item in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in (values or {}).items() if key in known})
 

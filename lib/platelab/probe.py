@@ -338,8 +338,8 @@ class DecodePass:
     The sampled frames are ffmpeg's ``-r FPS`` output. For the common 8-bit
     formats they leave the decoding ffmpeg in their decoded format (Matroska,
     which keeps the colour properties) and a second ffmpeg converts them to
-    RGB, so only the sampled frames are converted (the seed's command converts
-    every decoded frame before ``-r`` drops most of them); the conversion is
+    RGB, so only the sampled frames are converted (a plain ``ffmpeg -i VIDEO -r FPS``
+    converts every decoded frame before ``-r`` drops most of them); the conversion is
     the same auto-inserted swscale conversion, so the pixels are the same.
     Other formats are converted to RGB in the decoding ffmpeg itself.
     """
@@ -377,7 +377,7 @@ class DecodePass:
         command += ["-loglevel", "level+info", "-debug_ts", "-i", str(self.path)]
         stats = ["-stats_enc_pre_fmt", "{n} {ni} {ptsi} {tbi}", "-stats_enc_pre"]
         if self.sample_fps:
-            # exactly the seed's "-r FPS" conversion, to raw RGB; "-stats_enc_pre" tells
+            # exactly ffmpeg's own "-r FPS" conversion, to raw RGB; "-stats_enc_pre" tells
             # which decoded frame each output frame is
             rate = Fraction(self.sample_fps).limit_denominator(100000)
             command += ["-map", stream, "-r", f"{rate.numerator}/{rate.denominator}"]
