@@ -11,9 +11,8 @@ def test_import_tensorflow_and_keras():
     assert tf is sys.modules["tensorflow"] and tfimport.import_tensorflow() is tf
     keras = tfimport.import_keras()
     assert keras.backend.backend() == "tensorflow"
-    # the old private names still work for the modules that use them
-    assert model._import_tensorflow is tfimport.import_tensorflow
-    assert model._import_keras is tfimport.import_keras
+    # one home: the model module has no private copies left
+    assert not hasattr(model, "_import_tensorflow") and not hasattr(model, "_import_keras")
 
 
 def test_native_stderr_is_muted_for_the_import_only(capfd):

@@ -29,6 +29,7 @@ import logging
 import numpy as np
 
 from platelab import model as model_lib
+from platelab.tfimport import import_tensorflow
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class DetectionHead:
             ``(class_targets, box_targets)``: ``(N,)`` int32 (0 background, -1
             ignored) and ``(N, 4)`` float32 deltas (zeros where not positive)
         """
-        tf = model_lib._import_tensorflow()
+        tf = import_tensorflow()
         anchors = tf.constant(self.anchors(shape))
         classes = tf.cast(tf.reshape(classes, [-1]), tf.int32)
         kept = classes > 0
@@ -170,7 +171,7 @@ class DetectionHead:
 
     def _assign_iou(self, anchors, boxes, valid):
         """SSD matching: IoU at least ``match_iou``, plus each box's best anchor."""
-        tf = model_lib._import_tensorflow()
+        tf = import_tensorflow()
         count = tf.shape(anchors)[0]
         iou = tf.where(valid[None, :], _pairwise_iou(tf, anchors, boxes), -1.0)  # (N, G)
         best_anchor = tf.argmax(iou, axis=0, output_type=tf.int32)  # (G,)
@@ -182,7 +183,7 @@ class DetectionHead:
 
     def _assign_atss(self, anchors, boxes, valid, shape):
         """ATSS (Zhang et al., 2020): adaptive IoU threshold over per-level nearest anchors."""
-        tf = model_lib._import_tensorflow()
+        tf = import_tensorflow()
         height, width = model_lib._input_shape(shape)
         scale = tf.constant([width, height, width, height], tf.float32)
         anchors_px, boxes_px = anchors * scale, boxes * scale
@@ -240,7 +241,7 @@ class DetectionHead:
         Returns:
             ``(class_loss, box_loss)`` float32 scalars
         """
-        tf = model_lib._import_tensorflow()
+        tf = import_tensorflow()
         class_targets = tf.cast(class_targets, tf.int32)
         class_logits = tf.cast(class_logits, tf.float32)
         box_deltas = tf.cast(box_deltas, tf.float32)
@@ -306,7 +307,7 @@ def set_background_prior(net, num_classes, prior=BACKGROUND_PRIOR):
 
 def encode_deltas(anchors, boxes):
     """SSD deltas of ``boxes`` against ``anchors`` (both ``(..., 4)`` xyxy fractions)."""
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     variance = tf.constant(model_lib.BOX_VARIANCE, tf.float32)
     anchor_wh = tf.maximum(anchors[..., 2:] - anchors[..., :2], 1e-6)
     anchor_centre = (anchors[..., :2] + anchors[..., 2:]) / 2
@@ -320,7 +321,7 @@ def encode_deltas(anchors, boxes):
 
 def decode_deltas(deltas, anchors):
     """Boxes (xyxy fractions) from SSD deltas ``(..., N, 4)`` against ``(N, 4)`` anchors."""
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     deltas = deltas * tf.constant(model_lib.BOX_VARIANCE, tf.float32)
     anchor_wh = anchors[..., 2:] - anchors[..., :2]
     anchor_centre = (anchors[..., :2] + anchors[..., 2:]) / 2

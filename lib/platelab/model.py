@@ -110,7 +110,7 @@ def build_ssd(
         RuntimeError: the ImageNet weights could not be downloaded (the message says
             which file to place where)
     """
-    keras = _import_keras()
+    keras = import_keras()
     from keras import layers
 
     levels = _check_levels(levels)
@@ -548,7 +548,7 @@ def encode_targets(gt_boxes, gt_labels, anchors, iou_threshold=0.5):
         ``(class_targets, box_targets)``: ``(N,)`` int32 class ids (0 background) and
         ``(N, 4)`` float32 deltas (zeros for background anchors)
     """
-    _import_keras()
+    import_keras()
     from keras import ops
     from keras.utils import bounding_boxes
 
@@ -598,7 +598,7 @@ def decode_predictions(deltas, anchors):
     Returns:
         boxes ``[xmin, ymin, xmax, ymax]`` (fractions), shaped like ``deltas``
     """
-    _import_keras()
+    import_keras()
     from keras import ops
     from keras.utils import bounding_boxes
 
@@ -637,7 +637,7 @@ def postprocess(
         ``(batch,)``; rows past ``num_detections`` are zero. Without a batch axis in
         the inputs, none in the outputs.
     """
-    tf = _import_tensorflow()
+    tf = import_tensorflow()
     class_logits = tf.convert_to_tensor(class_logits, tf.float32)
     deltas = tf.convert_to_tensor(deltas, tf.float32)
     unbatched = len(class_logits.shape) == 2
@@ -723,7 +723,7 @@ def resize_images_tf(images, size):
     resize, rounded, equals ``cv2.INTER_AREA`` when shrinking (up to rounding ties);
     enlarging is TensorFlow's bilinear resize.
     """
-    tf = _import_tensorflow()
+    tf = import_tensorflow()
     out_h, out_w = _input_shape(size, check=False)
     return _resize_images_dynamic(tf, tf.cast(images, tf.float32), out_h, out_w)
 
@@ -738,7 +738,7 @@ def letterbox_images_tf(images, geometry):
     Returns:
         ``(batch, geometry.height, geometry.width, 3)`` float32
     """
-    tf = _import_tensorflow()
+    tf = import_tensorflow()
     if geometry.mode == "squash":
         return resize_images_tf(images, geometry.shape)
     shape = tf.shape(images)
@@ -802,12 +802,6 @@ def _input_shape(size, check=True):
     if check and (height % 32 or width % 32 or height < 32 or width < 32):
         raise ValueError(f"input sides must be multiples of 32 (at least 32), got {width}x{height}")
     return height, width
-
-
-# The public names are platelab.tfimport's; these aliases serve this module's own
-# calls and the modules not moved to tfimport yet (train, head).
-_import_tensorflow = import_tensorflow
-_import_keras = import_keras
 
 
 def _mobilenet_v2(keras, shape, width, weights):

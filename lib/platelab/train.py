@@ -60,6 +60,7 @@ from platelab import head as head_lib
 from platelab import model as model_lib
 from platelab.atomic import atomic_write_json, atomic_write_text
 from platelab.exceptions import PlatelabError
+from platelab.tfimport import import_keras, import_tensorflow
 
 logger = logging.getLogger(__name__)
 
@@ -387,7 +388,7 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
     Raises:
         TrainingError: the split's file is missing or unreadable
     """
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     import cv2
     from tqdm.auto import tqdm
 
@@ -514,7 +515,7 @@ def frame_size(dataset_dir, split="train"):
     Raises:
         TrainingError: the split's file is missing or holds no image size
     """
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     path = Path(dataset_dir) / "tfrecords" / SPLIT_FILES[split]
     if not path.is_file():
         raise TrainingError(f"{path}: no such file (run stage 05 merge with write_tfrecords)")
@@ -626,7 +627,7 @@ def make_train_dataset(data, head, config, start_step, global_batch):
         a ``tf.data.Dataset`` of ``(images, class_targets, box_targets)`` batches, images
         ``(batch, height, width, 3)`` at :meth:`TrainConfig.train_shape`
     """
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     count = len(data)
     images = tf.constant(data.images)
     boxes = tf.constant(data.boxes)
@@ -700,7 +701,7 @@ def augment(image, boxes, classes, difficult, seed, shape, config, split=None):
         boxes whose centre left the crop get class 0 (padding); boxes under
         ``config.min_object_px`` high become difficult
     """
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 8)
     out_h, out_w = shape
     scale = _draw_scale(tf, seeds[0], config) if config.augment else tf.constant(1.0)
@@ -1016,8 +1017,8 @@ class _TrainingSetup:
     @classmethod
     def prepare(cls, dataset_dir, run_dir, config, progress, echo):
         self = cls()
-        self.tf = model_lib._import_tensorflow()
-        keras = model_lib._import_keras()
+        self.tf = import_tensorflow()
+        keras = import_keras()
         if config is None:
             config = TrainConfig()
         elif isinstance(config, dict):
@@ -1186,7 +1187,7 @@ class MetricsLog:
         self.chief, self.echo = chief, echo
         self.writer = None
         if chief:
-            tf = model_lib._import_tensorflow()
+            tf = import_tensorflow()
             self.writer = tf.summary.create_file_writer(str(Path(run_dir) / "tensorboard"))
         self.window = {"class_loss": [], "box_loss": []}
 
@@ -1208,7 +1209,7 @@ class MetricsLog:
     def write(self, row, elapsed):
         if row is None:
             return
-        tf = model_lib._import_tensorflow()
+        tf = import_tensorflow()
         row["elapsed_s"] = round(elapsed, 2)
         if self.chief:
             _append_metrics(self.path, row, self.columns)
@@ -1391,7 +1392,7 @@ def make_train_step(net, optimizer, strategy, head, shape):
     Returns:
         a function ``step(batch) -> (class_loss, box_loss)`` (mean over replicas)
     """
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     variables = net.trainable_variables
     replicas = strategy.num_replicas_in_sync
 
@@ -1440,7 +1441,7 @@ def evaluate_split(net, data, head, labels, config, batch_size=8, progress=False
         dict with ``loss``, ``class_loss``, ``box_loss``, ``metrics`` (the evaluation
         engine's dict) and ``predictions`` (the flat list it scored, image pixels)
     """
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     from tqdm.auto import tqdm
 
     from platelab import evaluate
@@ -1517,7 +1518,7 @@ def make_strategy(name="auto"):
     ``auto``: MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster,
     MirroredStrategy with several GPUs, else the default (one device).
     """
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     if name == "auto":
         cluster = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("cluster", {})
         if sum(len(value) for value in cluster.values()) > 1:
@@ -1722,7 +1723,7 @@ def _forward_function(net):
     at every evaluation: TensorFlow warns about retracing otherwise)."""
     forward = _FORWARD_FUNCTIONS.get(net)
     if forward is None:
-        tf = model_lib._import_tensorflow()
+        tf = import_tensorflow()
         network = weakref.ref(net)  # a strong one here would keep the dict entry forever
         forward = tf.function(
             lambda images: network()(images, training=False), reduce_retracing=True
@@ -2010,7 +2011,7 @@ def _memory_probe(argument):
     import resource
 
     values = json.loads(argument)
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     config = TrainConfig.from_dict(values["config"])
     shape = tuple(values["shape"])
     spec = model_lib.generic_anchor_spec(config.levels)
@@ -2032,8 +2033,8 @@ def _memory_probe(argument):
 
 def _probe_train_step(config, anchor_spec, num_classes, shape):
     """A train step on a fresh model of ``config`` (random weights), for measurements."""
-    tf = model_lib._import_tensorflow()
-    keras = model_lib._import_keras()
+    tf = import_tensorflow()
+    keras = import_keras()
     net = model_lib.build_ssd(
         num_classes, None, config.width, anchor_spec, weights=None, levels=config.levels
     )
@@ -2050,7 +2051,7 @@ def _chroma_matrix(saturation, hue):
     fraction of the full circle, as in ``tf.image.adjust_hue``). One matrix product
     instead of two RGB-HSV round trips, which take many times longer.
     """
-    tf = model_lib._import_tensorflow()
+    tf = import_tensorflow()
     saturation = tf.cast(saturation, tf.float32)
     angle = -2.0 * np.pi * tf.cast(hue, tf.float32)  # YIQ turns the other way round
     cos, sin = saturation * tf.cos(angle), saturation * tf.sin(angle)
