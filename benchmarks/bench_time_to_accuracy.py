@@ -30,6 +30,7 @@ The rows form an ablation ladder from the earlier recipe to today's default:
 and rows off the ladder, each today's recipe with one change:
 
 * ``whole``: trained on whole letterboxed frames instead of crops;
+* ``crop128``: 128 px crops instead of 192 (vehicles over 128 px are cut);
 * ``ema``: + an exponential moving average of the weights;
 * ``mosaic``: half the training images 2x2 mosaics of four crops (on 320 px crops);
 * ``batch8``: 8 images a step instead of 16 (on 320 px crops).
@@ -74,6 +75,7 @@ ROWS = {
     "lr": dict(input_size=320),
     "crop256": dict(input_size=256),
     "crop192": dict(input_size=192),
+    "crop128": dict(input_size=128),
     "whole": dict(crop_training=False),
     "ema": dict(ema=0.99),
     "mosaic": dict(mosaic=0.5, input_size=320),
