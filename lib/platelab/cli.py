@@ -393,7 +393,7 @@ def _build_parser():
         "--infer-size",
         type=int,
         help="long side of the inference input, frames letterboxed whole (multiple of 64; "
-        "0: the earlier square input)",
+        "0: a square input, the frame squashed into it)",
     )
     train.add_argument(
         "--whole-frames",
