@@ -27,17 +27,15 @@ and shrunk, and the shrunk/1x ratio. Trainings run one after the other.
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+from bench_openalpr_finetune import run_platelab
 
 from platelab import annotations, cvat, detector, paths, train
-
-PLATELAB = [sys.executable, "-m", "platelab"]
 
 ROWS = {
     "default": {},
@@ -74,7 +72,7 @@ def main(argv=None):
         work.mkdir(parents=True, exist_ok=True)
         dataset = work / "dataset"
         if not dataset.is_dir():
-            _platelab(
+            run_platelab(
                 "merge", *map(str, exports), "--out", str(dataset), "--split", arguments.split,
                 "--seed", str(arguments.seed), "--quiet",
             )  # fmt: skip
@@ -95,14 +93,17 @@ def main(argv=None):
                 init="none", steps=100000, max_minutes=arguments.minutes, seed=arguments.seed,
                 **ROWS[name],
             )  # fmt: skip
-            train.train(dataset, run_dir, values, progress=False, echo=lambda line: None)
+            try:
+                train.train(dataset, run_dir, values, progress=False, echo=lambda line: None)
+            except train.RunMismatchError as error:
+                sys.exit(f"FAIL: {error} (or choose another --work)")
             row = {"row": name, "steps": detector.read_state(run_dir).get("step")}
             for scale, data, split in (
                 ("1x", dataset, ["--split", "test"]),
                 ("shrunk", shrunk, []),
             ):
                 out = work / f"{name}-{scale}.json"
-                _platelab(
+                run_platelab(
                     "evaluate", "--model", str(run_dir), "--data", str(data), *split,
                     "--classes", "license_plate", "--out", str(out),
                 )  # fmt: skip
@@ -183,14 +184,6 @@ def _format(row, shrink):
         f"(recall {one['recall']:.3f}), shrunk to {shrink:g} {small['AP50']:.3f} "
         f"(recall {small['recall']:.3f}), shrunk/1x {ratio:.2f}"
     )
-
-
-def _platelab(*arguments):
-    result = subprocess.run([*PLATELAB, *arguments], capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        sys.exit(f"FAIL: platelab {arguments[0]}: " + " | ".join(tail))
-    return result.stdout
 
 
 if __name__ == "__main__":

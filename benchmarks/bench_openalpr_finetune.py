@@ -68,7 +68,7 @@ def main(argv=None):
         work = Path(arguments.work or scratch)
         work.mkdir(parents=True, exist_ok=True)
         dataset = work / "dataset"
-        _platelab(
+        run_platelab(
             "merge", *map(str, exports), "--out", str(dataset), "--split", arguments.split,
             "--seed", str(arguments.seed), "--quiet",
         )  # fmt: skip
@@ -87,12 +87,12 @@ def main(argv=None):
             ("from scratch", "none"),
         ):
             run_dir = work / f"run-{init == 'none' and 'scratch' or 'finetune'}"
-            _platelab(
+            run_platelab(
                 "train", "--data", str(dataset), "--out", str(run_dir), "--params", str(params),
                 "--init", init, "--seed", str(arguments.seed), "--quiet",
             )  # fmt: skip
             metrics_path = work / f"{run_dir.name}-test.json"
-            _platelab(
+            run_platelab(
                 "evaluate", "--model", str(run_dir), "--data", str(dataset), "--split", "test",
                 "--classes", "license_plate", "--out", str(metrics_path),
             )  # fmt: skip
@@ -126,7 +126,8 @@ def _train_parameters(config, arguments):
     }
 
 
-def _platelab(*arguments):
+def run_platelab(*arguments):
+    """Runs ``platelab ARGUMENTS`` as a user would; exits with its last lines on failure."""
     result = subprocess.run([*PLATELAB, *arguments], capture_output=True, text=True)
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
