@@ -193,6 +193,44 @@ def _train(args):
     return 0 if state["status"] in ("finished", "early_stopped", "time_limited") else 1
 
 
+def _pretrain(args):
+    from platelab import pretrain
+
+    folder = pretrain.work_dir(args.work)
+    if args.continue_:
+        config = pretrain.extend(folder, args.hours if args.hours is not None else 1.0)
+        print(f"{folder}: plan extended to {config.hours:g} hours of training")
+    else:
+        values = {"hours": args.hours, "videos": args.videos, "seed": args.seed}
+        config = pretrain.PretrainConfig.from_dict(
+            {key: value for key, value in values.items() if value is not None}
+        )
+        config = pretrain.start(folder, config)
+    chunks = 0
+    while not pretrain.plan_done(folder) and (args.chunks is None or chunks < args.chunks):
+        result = pretrain.run_chunk(
+            folder, args.chunk_minutes, progress=not args.quiet, echo=print
+        )
+        chunks += 1
+        if result is None:
+            break
+        ap50 = ", ".join(f"{label} {value}" for label, value in result.heldout["ap50"].items())
+        print(
+            f"chunk {result.chunk}: step {result.steps}, {result.minutes:g} of "
+            f"{60 * config.hours:g} minutes, {result.cpu_seconds / 3600:.2f} CPU-hours; "
+            f"held-out AP50 (seed {result.heldout['seed']}, {result.heldout['frames']} "
+            f"frames): {ap50}"
+        )
+    if pretrain.plan_done(folder):
+        print(f"{folder}: the plan's {config.hours:g} hours are trained")
+    if args.ship:
+        from platelab import starter
+
+        shipped = starter.ship(folder, args.ship, progress=not args.quiet)
+        print(f"{shipped}: starter written")
+    return 0
+
+
 def _predict(args):
     from platelab import detector, evaluate
     from platelab.atomic import atomic_write_json
@@ -406,6 +444,46 @@ def _build_parser():
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
+
+    pretrain = commands.add_parser(
+        "pretrain",
+        help="pretrain the starter on a synthetic corpus, in resumable chunks",
+    )
+    pretrain.add_argument(
+        "--work", type=from_cwd, metavar="DIR", help="work folder (default data/pretrain)"
+    )
+    pretrain.add_argument(
+        "--hours",
+        type=positive(float),
+        help="hours of training in the plan (default 2); with --continue, hours to add (default 1)",
+    )
+    pretrain.add_argument(
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="add --hours to the work folder's plan and train them",
+    )
+    pretrain.add_argument(
+        "--chunk-minutes",
+        type=positive(float),
+        default=30.0,
+        help="training minutes per chunk (checkpointed and scored after each; default 30)",
+    )
+    pretrain.add_argument(
+        "--chunks", type=positive(int), help="chunks to train in this call (default: until done)"
+    )
+    pretrain.add_argument("--videos", type=positive(int), help="corpus videos (default 600)")
+    pretrain.add_argument(
+        "--seed", type=int, help="first corpus batch seed (default 20000; never an evaluation seed)"
+    )
+    pretrain.add_argument(
+        "--ship",
+        type=from_cwd,
+        metavar="DIR",
+        help="then write the starter (weights, model card, provenance) to DIR, e.g. models/starter",
+    )
+    pretrain.add_argument("--quiet", action="store_true", help="no progress bars")
+    pretrain.set_defaults(handler=_pretrain)
 
     predict = commands.add_parser("predict", help="run a trained model over a folder of images")
     predict.add_argument(

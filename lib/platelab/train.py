@@ -910,7 +910,15 @@ def _scaled_crop(tf, image, boxes, classes, scale, seed, shape, object_crops):
 # Training
 
 
-def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_after=None):
+def train(
+    dataset_dir,
+    run_dir,
+    config=None,
+    progress=True,
+    echo=None,
+    stop_after=None,
+    pause_after_minutes=None,
+):
     """Trains (or resumes training of) a detector.
 
     The loop itself is short: a step, then the side jobs, each a named piece
@@ -925,6 +933,10 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
         progress: show a progress bar
         echo: a function receiving one line per log row (default: logger.info)
         stop_after: stop (as if killed) after this many steps of this call (tests)
+        pause_after_minutes: end this call after this many minutes of training,
+            evaluated and saved with status ``paused``; the same call again continues
+            the run (pretraining's chunks). Unlike ``max_minutes`` it does not change
+            the learning-rate schedule
 
     Returns:
         the final state dict (also in ``state.json``)
@@ -951,6 +963,7 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
     checkpointer = Checkpointer(setup)
     stopper = EarlyStopping(config.patience_steps)
     time_limit = TimeLimit(config.max_minutes, _last_elapsed(run_dir / "metrics.csv"))
+    pause = TimeLimit(pause_after_minutes or 0, 0.0)
     step_function = _FreezeSchedule(setup, echo)
     bar = tqdm(
         total=config.steps, initial=setup.start_step, desc="train",
@@ -974,7 +987,8 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
                 break
             log.add(losses)
             out_of_time = time_limit.reached()
-            last = step == config.steps or out_of_time
+            paused = pause.reached() and not out_of_time
+            last = step == config.steps or out_of_time or paused
             row = log.training_row(step, setup) if step % config.log_every == 0 or last else None
             evaluated = step % config.eval_every == 0 or last
             if evaluated:
@@ -993,6 +1007,10 @@ def train(dataset_dir, run_dir, config=None, progress=True, echo=None, stop_afte
                     f"time limit: stopped at step {step} of {config.steps} after "
                     f"{config.max_minutes:g} minutes (max_minutes)"
                 )
+                break
+            if paused and step < config.steps:
+                status = "paused"
+                echo(f"paused at step {step} after {pause_after_minutes:g} minutes of this call")
                 break
             if stop_after is not None and step - setup.start_step >= stop_after:
                 return dict(checkpointer.state, step=step)
