@@ -91,7 +91,8 @@ def evaluate_heldout_videos(
     frame is decoded and scored against the generator's ground truth.
 
     Args:
-        run_dir: a training run folder
+        run_dir: a training run folder (its best model), or a
+            :class:`platelab.detector.Detector`
         out_dir: the folder for the held-out videos
         seed: the generator seed of the held-out videos
         videos: number of videos (the vantage points are cycled)
@@ -124,7 +125,11 @@ def evaluate_heldout_videos(
             "videos, seconds, fps and sample_fps must be positive, got "
             f"{videos}, {seconds}, {fps}, {sample_fps}"
         )
-    model = detector.load(run_dir, allow_unfinished=True)
+    model = (
+        run_dir
+        if isinstance(run_dir, detector.Detector)
+        else detector.load(run_dir, allow_unfinished=True)
+    )
     out_dir = Path(out_dir)
     manifest = synth.synthesize_or_reuse(
         out_dir,

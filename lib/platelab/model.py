@@ -175,6 +175,15 @@ def build_ssd(
     return model
 
 
+def all_layers(net):
+    """Yields a model's layers, those of nested models (the backbone) one by one."""
+    for layer in net.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from layer.layers
+        else:
+            yield layer
+
+
 def default_anchor_spec(input_size, levels=(8, 16, 32, 64), aspect_ratios=(1.0, 2.0, 4.7)):
     """A generic anchor spec: each level gets ``aspect_ratios`` (width / height).
 

@@ -58,6 +58,7 @@ import numpy as np
 from platelab import detector, metadata
 from platelab import head as head_lib
 from platelab import model as model_lib
+from platelab import starter as starter_lib
 from platelab.atomic import atomic_write_json, atomic_write_text
 from platelab.exceptions import PlatelabError
 from platelab.tfimport import import_keras, import_tensorflow
@@ -132,8 +133,9 @@ class TrainConfig:
         width: MobileNetV2 width multiplier
         levels: feature-level strides (8 is the small-plate level)
         anchors_per_level: anchor shapes per level (``anchors: fit``)
-        init: ``imagenet``, ``auto`` (ImageNet where the weights can be had, else random),
-            ``none``, a MobileNetV2 weights file, or a previous run folder
+        init: ``starter`` (the shipped starter, :mod:`platelab.starter`), ``imagenet``,
+            ``auto`` (ImageNet where the weights can be had, else random), ``none``, a
+            MobileNetV2 weights file, a starter folder, or a previous run folder
         batch_size: images per step (over all replicas)
         steps: training steps at most
         learning_rate: peak learning rate (after warm-up), cosine decay to 0 at ``steps``
@@ -1123,7 +1125,7 @@ class _TrainingSetup:
     def _build(self, keras, anchor_spec, resuming):
         tf, config = self.tf, self.config
         with self.strategy.scope():
-            self.net = _build_model(config, anchor_spec, len(self.labels), resuming, self.echo)
+            self.net = _build_model(config, anchor_spec, self.labels, resuming, self.echo)
             self.progress = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="progress")
             self.schedule = _warmup_cosine(keras, tf, config, self.progress)
             self.optimizer = keras.optimizers.AdamW(
@@ -1572,12 +1574,13 @@ def read_metrics(run_dir):
 # Private helpers
 
 
-def _build_model(config, anchor_spec, num_classes, resuming, echo):
+def _build_model(config, anchor_spec, labels, resuming, echo):
     """Builds the model and applies ``init`` (unless resuming: the checkpoint wins)."""
     init = str(config.init or "none")
     weights = None
     init_run = None
-    if not resuming:
+    starter_dir = None if resuming else starter_lib.resolve(init)
+    if not resuming and starter_dir is None:
         if init == "imagenet":
             weights = "imagenet"
         elif init.lower() in ("none", "auto"):
@@ -1595,7 +1598,7 @@ def _build_model(config, anchor_spec, num_classes, resuming, echo):
 
     def build(weights):
         net = model_lib.build_ssd(
-            num_classes=num_classes,
+            num_classes=len(labels),
             input_size=None if config.infer_size else config.input_size,
             width=config.width,
             anchors=anchor_spec,
@@ -1603,7 +1606,7 @@ def _build_model(config, anchor_spec, num_classes, resuming, echo):
             levels=config.levels,
         )
         if config.class_loss == "focal":
-            head_lib.set_background_prior(net, num_classes)
+            head_lib.set_background_prior(net, len(labels))
         return net
 
     try:
@@ -1620,10 +1623,16 @@ def _build_model(config, anchor_spec, num_classes, resuming, echo):
     # hundred steps they still mostly hold their initial values (or ImageNet's), and the
     # model in inference mode sees other activations than in training. 0.9 follows
     # the data within tens of steps.
-    for layer in _all_layers(net):
+    for layer in model_lib.all_layers(net):
         if hasattr(layer, "momentum") and "BatchNormalization" in type(layer).__name__:
             layer.momentum = config.bn_momentum
-    if init_run is not None:
+    if starter_dir is not None:
+        try:
+            starter = starter_lib.load(starter_dir)
+            starter_lib.apply(net, starter, labels, config.width, config.levels, echo)
+        except starter_lib.StarterError as error:
+            raise TrainingError(f"init {init}: {error}") from None
+    elif init_run is not None:
         _init_from_run(net, init_run, config, echo)
     elif not resuming:
         echo(f"init: {init}")
@@ -1640,8 +1649,8 @@ def _init_from_run(net, init_run, config, echo):
         )
     source = detector.load(init_run, allow_unfinished=True).model
     copied, reset = 0, []
-    source_layers = {layer.name: layer for layer in _all_layers(source)}
-    for layer in _all_layers(net):
+    source_layers = {layer.name: layer for layer in model_lib.all_layers(source)}
+    for layer in model_lib.all_layers(net):
         if not layer.weights or layer.name not in source_layers:
             continue
         theirs = source_layers[layer.name].get_weights()
@@ -1657,14 +1666,6 @@ def _init_from_run(net, init_run, config, echo):
         f"init: {copied} layers from {init_run}"
         + (f"; {len(reset)} layers re-initialised (other classes or anchors)" if reset else "")
     )
-
-
-def _all_layers(net):
-    for layer in net.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            yield from layer.layers
-        else:
-            yield layer
 
 
 def _check_resume(run_dir, run_config):
