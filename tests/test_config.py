@@ -123,7 +123,7 @@ def test_unknown_profile():
 
 def test_shipped_profiles_resolve():
     stages = config.discover_stages()
-    for profile in ("default", "full", "smoke"):
+    for profile in ("default", "full", "research", "smoke"):
         params = config.load_params(config.profile_path(profile))
         resolved = config.resolve_params(params, stages)
         assert resolved["00_synthesize"]["workspace"] == profile

@@ -119,9 +119,18 @@ def test_smoke_chain(tmp_path):
         assert stage.name in index
         assert read_json(run_dir / stage.name / "metrics.json")["key_figures"]
     # The goals are measured and reported: input throughput (06), held-out video (07).
+    annotate = read_json(run_dir / "03_annotate" / "metrics.json")["key_figures"]
+    # No trained model in a fresh workspace: the shipped starter pre-annotates the tasks.
+    assert annotate["pre-annotated by"].startswith("starter ")
     training = read_json(run_dir / "06_train" / "metrics.json")
     assert 0 < training["key_figures"]["input ratio"] < 5
     assert training["details"]["throughput"]["steps"] == 2
+    starter_rows = training["details"]["starter_table"]
+    assert [row["model"] for row in starter_rows][:2] == [
+        "starter, zero-shot (no fine-tuning)",
+        "this run (fine-tuned)",
+    ]
+    assert all(row["frames"] == 10 for row in starter_rows[:2])
     analysis = read_json(run_dir / "07_analyze" / "metrics.json")
     # 2 videos of 1 s at 5 fps, every 2nd frame (2 a second of 5): frames 0, 2, 4.
     assert analysis["key_figures"]["held-out frames"] == 2 * 3

@@ -208,9 +208,7 @@ def _pretrain(args):
         config = pretrain.start(folder, config)
     chunks = 0
     while not pretrain.plan_done(folder) and (args.chunks is None or chunks < args.chunks):
-        result = pretrain.run_chunk(
-            folder, args.chunk_minutes, progress=not args.quiet, echo=print
-        )
+        result = pretrain.run_chunk(folder, args.chunk_minutes, progress=not args.quiet, echo=print)
         chunks += 1
         if result is None:
             break
@@ -286,8 +284,8 @@ def _input_path(text):
 
 
 def _init_value(text):
-    """``--init``: a keyword (imagenet, auto, none) as given, else a path from the current directory."""
-    if text == "imagenet" or text.lower() in ("auto", "none"):
+    """``--init``: a keyword (starter, imagenet, auto, none) as given, else a path from the current directory."""
+    if text in ("starter", "imagenet") or text.lower() in ("auto", "none"):
         return text
     return str(from_cwd(text))
 
@@ -419,7 +417,10 @@ def _build_parser():
         "--params", type=from_cwd, metavar="FILE", help="a parameter file (YAML) instead"
     )
     train.add_argument(
-        "--init", type=_init_value, help="imagenet, auto, none, a weights file or a run folder"
+        "--init",
+        type=_init_value,
+        help="starter (the default: models/starter), imagenet, auto, none, a weights file, "
+        "a starter folder or a run folder",
     )
     train.add_argument("--steps", type=positive(int), help="training steps")
     train.add_argument("--batch-size", type=positive(int), help="images per step")

@@ -393,6 +393,54 @@ def export_tasks(
     return index
 
 
+def preannotator(source="auto", workspace=None, run_name="ssd"):
+    """A detector for pre-annotating tasks (model-assisted labelling), and its name.
+
+    Args:
+        source: ``auto`` (the workspace's trained run ``run_name`` where it has a model,
+            else the shipped starter: from the very first batch), ``starter``, a starter
+            folder, a run folder, or ``none``
+        workspace: the workspace whose run ``auto`` looks for
+        run_name: that run's folder name under ``data/<workspace>/models/``
+
+    Returns:
+        ``(predict, name)``: ``predict(image_bgr) -> [{"label", "score", "bbox"}]`` (the
+        callable :func:`export_tasks` takes, ``bbox`` ``[xmin, ymin, xmax, ymax]`` pixels)
+        and the model's name; ``(None, "none")`` for ``none``
+
+    Raises:
+        platelab.starter.StarterError, platelab.detector.ModelError: no usable model
+    """
+    from platelab import detector
+    from platelab import starter as starter_lib
+
+    source = str(source or "none")
+    if source.lower() == "none":
+        return None, "none"
+    if source == "auto":
+        run = paths.models_dir(workspace) / run_name if workspace else None
+        found = run is not None and (run / detector.BEST_MODEL_FILENAME).is_file()
+        source = str(run) if found else "starter"
+    starter_dir = starter_lib.resolve(source)
+    if starter_dir is not None:
+        model = starter_lib.load(starter_dir).detector()
+        name = f"starter {starter_dir}"
+    else:
+        model = detector.load(paths.resolve(source), allow_unfinished=True)
+        name = f"run {paths.resolve(source)}"
+
+    def predict(image_bgr):
+        result = model.predict([image_bgr[:, :, ::-1]])[0]
+        return [
+            {"label": label, "score": float(score), "bbox": [float(value) for value in box]}
+            for label, score, box in zip(
+                result["labels"], result["scores"], result["boxes"], strict=True
+            )
+        ]
+
+    return predict, name
+
+
 def load_predictions(path):
     """Reads a detector's predictions for pre-annotation from a JSON file.
 

@@ -217,6 +217,69 @@ def training_video_parameters(workspace):
     return parameters if isinstance(parameters, dict) else None
 
 
+RANDOM_INIT_REFERENCE = {
+    "vehicle": 0.483,
+    "license_plate": 0.312,
+    "frames": 120,
+    "source": "benchmarks/bench_time_to_accuracy.py, row crop192 (7 minutes from random "
+    "weights, default recipe, seed 4242)",
+}
+"""Held-out AP50 of the default recipe trained 7 minutes from random weights (measured)."""
+
+
+def starter_rows(run_dir, out_dir, *, starter_dir=None, progress=False, **heldout):
+    """What the starter brings: held-out AP50 zero-shot, after this run, from random weights.
+
+    The first two rows are measured now on the same held-out frames
+    (:func:`evaluate_heldout_videos`); the third is quoted from the benchmark
+    (:data:`RANDOM_INIT_REFERENCE`).
+
+    Args:
+        run_dir: the training run (its best model)
+        out_dir: the held-out videos' folder (reused when it holds the same set)
+        starter_dir: the starter (default: the shipped one)
+        progress: show progress bars
+        **heldout: :func:`evaluate_heldout_videos` arguments (``seed``, ``videos``...)
+
+    Returns:
+        a list of dicts ``model``, ``measured``, ``frames``, then AP50 per class
+    """
+    from platelab import starter as starter_lib
+
+    starter = starter_lib.load(starter_dir)
+    rows = []
+    for name, model in (
+        ("starter, zero-shot (no fine-tuning)", starter.detector()),
+        ("this run (fine-tuned)", run_dir),
+    ):
+        evaluation = evaluate_heldout_videos(model, out_dir, progress=progress, **heldout)
+        per_class = evaluation.metrics["per_class"]
+        rows.append(
+            {
+                "model": name,
+                "measured": "now",
+                "frames": evaluation.frames,
+                **{label: _ap50(per_class.get(label, {})) for label in HELDOUT_AP50_GOALS},
+            }
+        )
+    rows.append(
+        {
+            "model": "random weights, 7 minutes",
+            "measured": RANDOM_INIT_REFERENCE["source"],
+            "frames": RANDOM_INIT_REFERENCE["frames"],
+            **{label: RANDOM_INIT_REFERENCE[label] for label in HELDOUT_AP50_GOALS},
+        }
+    )
+    return rows
+
+
+def _ap50(values):
+    value = values.get("AP50")
+    if value is None or np.isnan(value) or not values.get("num_gt", 0):
+        return None
+    return round(float(value), 3)
+
+
 def goal_rows(metrics, goals=None):
     """The held-out AP50 goals against what was measured, one row per class.
 

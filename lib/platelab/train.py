@@ -182,7 +182,7 @@ class TrainConfig:
     class_loss: str = "focal"
     box_loss: str = "giou"
     ema: float = 0.0
-    init: str = "imagenet"
+    init: str = "starter"
     batch_size: int = 16
     steps: int = 2000
     learning_rate: float = 6e-3

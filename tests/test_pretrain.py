@@ -1,0 +1,83 @@
+"""Pretraining (platelab.pretrain): seed discipline, the corpus, chunks that resume."""
+
+import json
+
+import pytest
+
+from platelab import cli, pretrain, synth
+
+TINY_TRAINING = {
+    "input_size": 128,
+    "infer_size": 192,
+    "width": 0.35,
+    "batch_size": 4,
+    "learning_rate": 0.003,
+    "warmup_steps": 2,
+    "log_every": 2,
+    "eval_every": 4,
+    "checkpoint_every": 2,
+    "init": "none",
+}
+
+
+def tiny_plan(**overrides):
+    values = dict(
+        videos=6,
+        seconds=1.0,
+        fps=2.0,
+        seed=30_000,
+        val_fraction=0.2,
+        hours=0.02,
+        heldout_videos=1,
+        training=TINY_TRAINING,
+    )
+    values.update(overrides)
+    return pretrain.PretrainConfig(**values)
+
+
+@pytest.mark.parametrize(
+    ("seed", "videos", "reserved"),
+    [(4242, 6, 4242), (987_600, 600, 987_654), (999_990, 600, 1_000_000)],
+)
+def test_a_corpus_touching_an_evaluation_seed_is_refused_naming_it(seed, videos, reserved):
+    with pytest.raises(synth.ReservedSeedError, match=f"seed {reserved} is reserved"):
+        tiny_plan(seed=seed, videos=videos).check()
+
+
+def test_the_command_refuses_a_reserved_seed_in_one_line(tmp_path, capsys):
+    status = cli.main(["pretrain", "--work", str(tmp_path / "w"), "--seed", "999990"])
+    error = capsys.readouterr().err.strip()
+    assert status == 2
+    assert error.count("\n") == 0 and "seed 1000000 is reserved for evaluation" in error
+    assert not (tmp_path / "w" / "corpus").exists()
+
+
+def test_chunks_resume_the_run_and_log_held_out_scores(tmp_path):
+    folder = tmp_path / "pretrain"
+    plan = pretrain.start(folder, tiny_plan())
+    first = pretrain.run_chunk(folder, minutes=0.05, progress=False)
+    corpus = json.loads((folder / "corpus" / "corpus.json").read_text())
+    # six videos of 1 s at 2 fps: 12 frames, less any dead feed
+    assert 6 <= corpus["frames"] <= 12
+    assert corpus["parameters"]["seeds"] == [30_000, 30_000]
+    assert first.status == "paused" and first.steps > 0
+    assert set(first.heldout["ap50"]) == {"vehicle", "license_plate"}
+    assert first.heldout["seed"] == 4242 and first.heldout["frames"] == 10
+    second = pretrain.run_chunk(folder, minutes=0.05, progress=False)
+    assert second.chunk == 2 and second.steps > first.steps
+    assert second.images_seen == second.steps * TINY_TRAINING["batch_size"]
+    logged = [row["steps"] for row in json.loads((folder / "chunks.json").read_text())]
+    assert logged == [first.steps, second.steps]
+    while not pretrain.plan_done(folder):
+        last = pretrain.run_chunk(folder, minutes=1.0, progress=False)
+    assert last.status == "time_limited" and last.minutes >= 60 * plan.hours - 0.05
+    extended = pretrain.extend(folder, 0.01)
+    assert extended.hours == pytest.approx(0.03) and not pretrain.plan_done(folder)
+
+
+def test_another_corpus_in_the_same_folder_is_refused(tmp_path):
+    folder = tmp_path / "pretrain"
+    pretrain.start(folder, tiny_plan())
+    with pytest.raises(pretrain.PretrainError, match="another corpus or recipe"):
+        pretrain.start(folder, tiny_plan(videos=12))
+    assert pretrain.start(folder, tiny_plan(hours=0.5)).hours == 0.5
