@@ -457,6 +457,8 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
         )
 
     items, skipped, unknown = [], [], {}
+    # One array filled in place: a list of images then np.stack would hold them twice.
+    images = np.empty((len(raw_records), geometry.height, geometry.width, 3), np.uint8)
     with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
         results = pool.map(parse, raw_records)
         for item, problem in tqdm(
@@ -478,7 +480,9 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
             item["classes"] = np.asarray(
                 [label_ids[label] for label in item["labels"] if label in label_ids], np.int32
             )
+            images[len(items)] = item.pop("image")
             items.append(item)
+    del raw_records
     if unknown:
         logger.warning(
             "%s: boxes with labels the model does not know were dropped: %s", path, unknown
@@ -494,9 +498,7 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
         classes[index, :found] = item["classes"]
         difficult[index, :found] = item["difficult"]
     data = SplitData(
-        images=np.stack([item["image"] for item in items])
-        if items
-        else np.zeros((0, geometry.height, geometry.width, 3), np.uint8),
+        images=images[:count] if count < len(images) else images,
         boxes=boxes,
         classes=classes,
         difficult=difficult,
@@ -631,7 +633,10 @@ def make_train_dataset(data, head, config, start_step, global_batch):
     """
     tf = import_tensorflow()
     count = len(data)
-    images = tf.constant(data.images)
+    # The images stay in their NumPy array: a tf.constant captured by the pipeline's
+    # functions is copied (three times over, measured), while fetching one image
+    # through tf.numpy_function copies only that image.
+    images = _ImageSource(tf, data.images)
     boxes = tf.constant(data.boxes)
     classes = tf.constant(data.classes)
     difficult = tf.constant(data.difficult)
@@ -657,7 +662,7 @@ def make_train_dataset(data, head, config, start_step, global_batch):
     def prepare(step, position, index):
         stateless_seed = tf.stack([tf.cast(seed, tf.int64) * 1000003 + step, position])
         image, image_boxes, image_classes, image_difficult = augment(
-            tf.cast(tf.gather(images, index), tf.float32),
+            tf.cast(images(index), tf.float32),
             tf.gather(boxes, index),
             tf.gather(classes, index),
             tf.gather(difficult, index),
@@ -677,6 +682,24 @@ def make_train_dataset(data, head, config, start_step, global_batch):
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.deterministic = True
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+class _ImageSource:
+    """A split's ``(N, H, W, 3)`` uint8 images read one at a time inside ``tf.data``.
+
+    Calling it with an int64 index gives that ``(H, W, 3)`` uint8 image tensor.
+    """
+
+    def __init__(self, tf, array):
+        self.tf, self.array, self.count = tf, array, len(array)
+
+    def __call__(self, index):
+        array = self.array
+        image = self.tf.numpy_function(
+            lambda value: array[int(value)], [index], self.tf.uint8, stateful=False
+        )
+        image.set_shape(array.shape[1:])
+        return image
 
 
 def augment(image, boxes, classes, difficult, seed, shape, config, split=None):
@@ -781,7 +804,8 @@ def _mosaic(tf, image, boxes, classes, difficult, split, seed, shape, config):
 
     Args:
         image: ``(H, W, 3)`` float32; boxes ``(G, 4)`` fractions; classes, difficult ``(G,)``
-        split: ``(images, boxes, classes, difficult)`` of the training split (partners)
+        split: ``(images, boxes, classes, difficult)`` of the training split (partners);
+            ``images`` a ``(N, H, W, 3)`` uint8 tensor or the pipeline's image source
         seed: ``(2,)`` int64 stateless seed
         shape: ``(height, width)`` of the output (even)
         config: the :class:`TrainConfig`
@@ -792,12 +816,16 @@ def _mosaic(tf, image, boxes, classes, difficult, split, seed, shape, config):
     """
     images, all_boxes, all_classes, all_difficult = split
     seeds = tf.random.experimental.stateless_split(seed, 9)
-    count = tf.shape(images, out_type=tf.int64)[0]
+    if isinstance(images, _ImageSource):
+        count, fetch = tf.constant(images.count, tf.int64), images
+    else:
+        count = tf.shape(images, out_type=tf.int64)[0]
+        fetch = lambda index: tf.gather(images, index)  # noqa: E731 - one line
     partners = tf.random.stateless_uniform([3], seeds[0], 0, count, dtype=tf.int64)
     half = (shape[0] // 2, shape[1] // 2)
     parts = [(image, boxes, classes, difficult)] + [
         (
-            tf.cast(tf.gather(images, partners[k]), tf.float32),
+            tf.cast(fetch(partners[k]), tf.float32),
             tf.gather(all_boxes, partners[k]),
             tf.gather(all_classes, partners[k]),
             tf.gather(all_difficult, partners[k]),
