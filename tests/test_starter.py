@@ -94,9 +94,9 @@ def test_apply_loads_every_layer_when_labels_match(saved):
     assert lines and lines[0].startswith("init: starter") and "re-initialised" not in lines[0]
 
 
-@pytest.mark.parametrize("labels", [["license_plate"], ["car", "plate"]])
-def test_other_labels_reinitialise_only_the_class_layers(saved, labels):
+def test_other_labels_reinitialise_only_the_class_layers(saved):
     folder, _ = saved
+    labels = ["car", "plate"]
     fresh = tiny_net(num_classes=len(labels), seed=2)
     before = {layer.name: layer.get_weights() for layer in model_lib.all_layers(fresh)}
     lines = []
@@ -109,7 +109,22 @@ def test_other_labels_reinitialise_only_the_class_layers(saved, labels):
         if layer.name in reset:
             for a, b in zip(layer.get_weights(), before[layer.name], strict=True):
                 np.testing.assert_array_equal(a, b)
-    assert "differ from the dataset's" in lines[0] and "re-initialised" in lines[0]
+    assert "differ from the dataset's" in lines[0] and "4 class layers re-initialised" in lines[0]
+
+
+def test_a_subset_of_the_labels_keeps_their_class_outputs(saved):
+    folder, net = saved
+    fresh = tiny_net(num_classes=1, seed=2)
+    lines = []
+    copied, reset = starter.apply(
+        fresh, starter.load(folder), ["license_plate"], 0.35, (8, 16, 32, 64), lines.append
+    )
+    assert reset == [] and "keep the starter's ['license_plate'] outputs" in lines[0]
+    image = np.random.default_rng(1).integers(0, 255, (1, 128, 192, 3)).astype(np.float32)
+    theirs = net(image, training=False)["class_logits"].numpy()
+    mine = fresh(image, training=False)["class_logits"].numpy()
+    # background and license_plate (the starter's classes 0 and 2), anchor by anchor
+    np.testing.assert_allclose(mine, theirs[..., [0, 2]], atol=0.05)
 
 
 def test_a_starter_of_another_architecture_is_refused_naming_the_mismatch(saved):

@@ -183,14 +183,24 @@ def apply(net, starter, labels, width, levels, echo=None):
             "starter != this model); train with init none, or use the starter's "
             + ", ".join(f"{key} {theirs[key]}" for key in ARCHITECTURE_KEYS)
         )
-    same_labels = list(labels) == starter.labels
-    skip = () if same_labels else (CLASS_LAYER_SUFFIX,)
-    copied, reset = _copy_weights(net, starter.weights, skip=skip)
+    labels = list(labels)
+    weights = starter.weights
+    if labels == starter.labels:
+        how = "same"
+    elif set(labels) <= set(starter.labels):
+        how = "mapped"
+        weights = _class_subset(weights, starter.labels, labels)
+    else:
+        how = "other"
+    skip = (CLASS_LAYER_SUFFIX,) if how == "other" else ()
+    copied, reset = _copy_weights(net, weights, skip=skip)
     line = f"init: starter {starter.path} (sha256 {starter.sha256[:12]}): {copied} layers loaded"
-    if not same_labels:
+    if how == "mapped":
+        line += f"; the class layers keep the starter's {labels} outputs of {starter.labels}"
+    if how == "other":
         line += (
-            f"; its labels {starter.labels} differ from the dataset's {list(labels)}: "
-            f"{len(reset)} class/anchor layers re-initialised"
+            f"; its labels {starter.labels} differ from the dataset's {labels}: "
+            f"{len(reset)} class layers re-initialised"
         )
     elif reset:
         line += f"; {len(reset)} layers re-initialised (other anchors)"
@@ -423,6 +433,28 @@ def _check_sample(model, folder, progress):
             for label, values in evaluation.metrics["per_class"].items()
         },
     }
+
+
+def _class_subset(weights, starter_labels, labels):
+    """The starter's weights with each class layer cut to ``labels`` (background first).
+
+    A class layer's outputs are ``anchors * (classes + 1)`` channels, anchor-major, each
+    anchor's block ``[background, class 1, ...]`` in the starter's label order.
+    """
+    keep = [0] + [starter_labels.index(label) + 1 for label in labels]
+    block = len(starter_labels) + 1
+    subset = dict(weights)
+    for name, arrays in weights.items():
+        if not name.endswith(CLASS_LAYER_SUFFIX):
+            continue
+        channels = arrays[-1].shape[-1]
+        if channels % block:
+            continue
+        order = np.asarray(
+            [anchor * block + k for anchor in range(channels // block) for k in keep]
+        )
+        subset[name] = [array[..., order] for array in arrays]
+    return subset
 
 
 def _write_json(path, document):
