@@ -1,27 +1,28 @@
-"""Real photos: fine-tuning on openalpr-br from a synthetic-pretrained run, against from scratch.
+"""Real photos: openalpr-br fine-tuned from the starter, from random weights, and the starter as is.
 
 Usage::
 
-    python benchmarks/bench_openalpr_finetune.py [--pretrained RUN_DIR] [--minutes 5]
+    python benchmarks/bench_openalpr_finetune.py [--pretrained models/starter] [--minutes 5]
         [--shared ../shared/data/openalpr-br] [--split 0.7,0.15,0.15] [--seed 0]
         [--work DIR]
 
-Issue 5's real-photo goal: pretrained on synthetic data (stage 06 of the default
-profile: ``data/default/models/ssd`` after ``make run``), fine-tuned on the two
-real CVAT exports of ``../shared/data/openalpr-br``, reported as license-plate
-recall at IoU 0.5 and AP50 on its held-out part. Steps:
+The real-photo goal: a detector fine-tuned from the starter (``models/starter``, or
+any run or starter folder given as ``--pretrained``) on the two real CVAT exports of
+``../shared/data/openalpr-br``, reported as license-plate AP50 and recall at IoU 0.5
+on its held-out part, beside the same training from random weights and the starter
+with no fine-tuning at all. Steps:
 
 1. ``platelab merge`` of both exports (labels ``license plate`` and
    ``license_plate`` normalised) with a group-safe split by photo (``--split``,
    ``--seed``);
 2. ``platelab train`` twice with the same parameters and the same time budget
    (``--minutes`` each): ``--init PRETRAINED`` and ``--init none``;
-3. ``platelab evaluate --split test`` of each; the set annotates plates only
-   (one per photo; vehicles and other plates are not annotated), so only
-   ``license_plate`` is scored.
+3. ``platelab evaluate --split test`` of each, and of PRETRAINED itself; the set
+   annotates plates only (one per photo; vehicles and other plates are not
+   annotated), so only ``license_plate`` is scored.
 
-Prints both rows side by side (steps reached, test AP50, recall, precision at the
-operating threshold). The two trainings run one after the other, never at once.
+Prints the three rows side by side (steps reached, test AP50, recall, precision at the
+operating threshold). The trainings run one after the other, never at once.
 """
 
 import argparse
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from platelab import detector, paths
+from platelab import detector, paths, starter
 
 PLATELAB = [sys.executable, "-m", "platelab"]
 
@@ -42,8 +43,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--pretrained",
-        default=str(paths.models_dir("default") / "ssd"),
-        help="synthetic-pretrained run folder (default: data/default/models/ssd)",
+        default=str(starter.STARTER_DIR),
+        help="starter or run folder to fine-tune from (default: the shipped starter, models/starter)",
     )
     parser.add_argument(
         "--shared",
@@ -61,9 +62,12 @@ def main(argv=None):
         sys.exit(f"SKIP: {arguments.shared}: the two openalpr-br exports are not there")
     pretrained = Path(arguments.pretrained)
     try:
-        pretrained_config = detector.read_config(pretrained)
-    except detector.ModelError as error:
-        sys.exit(f"FAIL: {error} (run `make run` first)")
+        if starter.resolve(pretrained) is not None:
+            pretrained_config = starter.load(pretrained).config
+        else:
+            pretrained_config = detector.read_config(pretrained)
+    except (detector.ModelError, starter.StarterError) as error:
+        sys.exit(f"FAIL: {error}")
     with tempfile.TemporaryDirectory(prefix="bench-openalpr-") as scratch:
         work = Path(arguments.work or scratch)
         work.mkdir(parents=True, exist_ok=True)
@@ -83,21 +87,24 @@ def main(argv=None):
         )
         rows = []
         for name, init in (
-            ("fine-tuned from synthetic", str(pretrained)),
-            ("from scratch", "none"),
+            ("fine-tuned from the starter", str(pretrained)),
+            ("from random weights", "none"),
+            ("the starter, no fine-tuning", None),
         ):
-            run_dir = work / f"run-{init == 'none' and 'scratch' or 'finetune'}"
+            run_dir = work / f"run-{'scratch' if init == 'none' else 'finetune'}"
+            if init is not None:
+                run_platelab(
+                    "train", "--data", str(dataset), "--out", str(run_dir), "--params",
+                    str(params), "--init", init, "--seed", str(arguments.seed), "--quiet",
+                )  # fmt: skip
+            model = run_dir if init is not None else pretrained
+            metrics_path = work / f"{run_dir.name if init else 'zero-shot'}-test.json"
             run_platelab(
-                "train", "--data", str(dataset), "--out", str(run_dir), "--params", str(params),
-                "--init", init, "--seed", str(arguments.seed), "--quiet",
-            )  # fmt: skip
-            metrics_path = work / f"{run_dir.name}-test.json"
-            run_platelab(
-                "evaluate", "--model", str(run_dir), "--data", str(dataset), "--split", "test",
+                "evaluate", "--model", str(model), "--data", str(dataset), "--split", "test",
                 "--classes", "license_plate", "--out", str(metrics_path),
             )  # fmt: skip
             plate = json.loads(metrics_path.read_text())["per_class"]["license_plate"]
-            state = detector.read_state(run_dir)
+            state = detector.read_state(run_dir) if init is not None else {"step": 0}
             rows.append((name, state, plate))
     print()
     print(f"license plates on the held-out photos ({counts['test']}), IoU 0.5:")
@@ -111,7 +118,7 @@ def main(argv=None):
 
 
 def _train_parameters(config, arguments):
-    """The pretrained run's model shape, a short schedule and the time budget."""
+    """The pretrained model's shape, a short schedule and the time budget."""
     return {
         "input_size": config["input_size"],
         "width": config["width"],

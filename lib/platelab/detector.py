@@ -135,8 +135,11 @@ class Detector:
 def load(path, which="best", allow_unfinished=False):
     """Loads a detector from a training run folder (or a ``.keras`` file inside one).
 
+    A starter folder (:mod:`platelab.starter`, ``models/starter``), or ``starter`` for
+    the shipped one, loads the starter as it is (zero-shot).
+
     Args:
-        path: the run folder, or one of its ``.keras`` files
+        path: the run folder, one of its ``.keras`` files, or a starter folder
         which: ``"best"`` (best validation mAP) or ``"last"``
         allow_unfinished: accept a run whose ``state.json`` says it is still running
             (or that was killed); the best model so far is used
@@ -148,6 +151,14 @@ def load(path, which="best", allow_unfinished=False):
         ModelError: naming the folder and the problem (no run there, no model yet,
             an unfinished run)
     """
+    from platelab import starter as starter_lib
+
+    starter_dir = starter_lib.resolve(path)
+    if starter_dir is not None:
+        try:
+            return starter_lib.load(starter_dir).detector()
+        except starter_lib.StarterError as error:
+            raise ModelError(str(error)) from None
     keras = import_keras()
     path = Path(path)
     if path.is_file() and path.suffix == ".keras":
