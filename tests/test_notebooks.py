@@ -180,3 +180,34 @@ def test_stage_00_reproduces_byte_for_byte(tmp_path):
         fingerprints.append(metrics["outputs"][0])
     assert fingerprints[0]["files"] > 0
     assert fingerprints[0]["sha256"] == fingerprints[1]["sha256"]
+
+
+def test_notebook_06_defaults_are_the_training_defaults():
+    """06's parameters default to TrainConfig's, so the notebook and `platelab train` agree.
+
+    ``seed`` is the exception: it is the workspace's common seed, shared by every stage.
+    """
+    import dataclasses
+
+    from platelab import train
+
+    path = next(stage.path for stage in config.discover_stages() if stage.name == "06_train")
+    cell = next(
+        cell
+        for cell in nbformat.read(path, as_version=4).cells
+        if "parameters" in cell.metadata.get("tags", [])
+    )
+    defaults = {
+        node.target.id: ast.literal_eval(node.value)
+        for node in ast.parse(cell.source).body
+        if isinstance(node, ast.AnnAssign)
+    }
+    notebook_values = train.config_values(defaults)
+    library = dataclasses.asdict(train.TrainConfig())
+    differing = {
+        key: (value, library[key])
+        for key, value in notebook_values.items()
+        if key != "seed" and value != library[key]
+    }
+    assert differing == {}
+    assert notebook_values["init"] == "starter"
