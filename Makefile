@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROFILE ?= default
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-fast lab lint format check-notebooks benchmarks doctor constraints clean
+.PHONY: help setup run pretrain pretrain-more test test-fast lab lint format check-notebooks benchmarks doctor constraints clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -16,6 +16,12 @@ setup: ## create .venv and install everything (idempotent)
 
 run: setup ## run the whole chain on the embedded default data (PROFILE=default)
 	$(BIN)/platelab run --profile $(PROFILE)
+
+pretrain: setup ## pretrain the starter in data/pretrain (resumed where it stopped), then ship it to models/starter
+	$(BIN)/platelab pretrain --ship models/starter
+
+pretrain-more: setup ## add HOURS (default 1) to data/pretrain's plan, train them, ship to models/starter
+	$(BIN)/platelab pretrain --continue --hours $(or $(HOURS),1) --ship models/starter
 
 test: setup ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

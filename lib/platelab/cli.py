@@ -197,9 +197,13 @@ def _pretrain(args):
     from platelab import pretrain
 
     folder = pretrain.work_dir(args.work)
+    existing = pretrain.load_plan(folder)
     if args.continue_:
         config = pretrain.extend(folder, args.hours if args.hours is not None else 1.0)
         print(f"{folder}: plan extended to {config.hours:g} hours of training")
+    elif existing is not None and (args.hours, args.videos, args.seed) == (None, None, None):
+        config = existing
+        print(f"{folder}: resuming its plan of {config.hours:g} hours")
     else:
         values = {"hours": args.hours, "videos": args.videos, "seed": args.seed}
         config = pretrain.PretrainConfig.from_dict(
@@ -456,7 +460,8 @@ def _build_parser():
     pretrain.add_argument(
         "--hours",
         type=positive(float),
-        help="hours of training in the plan (default 2); with --continue, hours to add (default 1)",
+        help="hours of training in the plan (default 2; a folder's own plan when resuming); "
+        "with --continue, hours to add (default 1)",
     )
     pretrain.add_argument(
         "--continue",
