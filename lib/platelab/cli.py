@@ -228,7 +228,7 @@ def _pretrain(args):
     if args.ship:
         from platelab import starter
 
-        shipped = starter.ship(folder, args.ship, progress=not args.quiet)
+        shipped = starter.ship(folder, args.ship, progress=not args.quiet, note=args.note or "")
         print(f"{shipped}: starter written")
     return 0
 
@@ -488,6 +488,7 @@ def _build_parser():
         metavar="DIR",
         help="then write the starter (weights, model card, provenance) to DIR, e.g. models/starter",
     )
+    pretrain.add_argument("--note", help="with --ship: a remark for provenance.json")
     pretrain.add_argument("--quiet", action="store_true", help="no progress bars")
     pretrain.set_defaults(handler=_pretrain)
 

@@ -208,7 +208,7 @@ def apply(net, starter, labels, width, levels, echo=None):
     return copied, reset
 
 
-def ship(work, out=None, command=None, progress=True):
+def ship(work, out=None, command=None, progress=True, note=""):
     """Writes a starter from a pretraining work folder (see :mod:`platelab.pretrain`).
 
     The run's best model is stored in float16; the check sample
@@ -220,6 +220,7 @@ def ship(work, out=None, command=None, progress=True):
         out: the starter folder (default :data:`STARTER_DIR`), replaced atomically
         command: the command line that made it (default: this process's)
         progress: show progress bars
+        note: anything else the provenance should say (recorded as ``note``)
 
     Returns:
         the starter folder
@@ -276,6 +277,7 @@ def ship(work, out=None, command=None, progress=True):
         },
         "chunks": [dataclasses.asdict(chunk) for chunk in chunks],
         "heldout": chunks[-1].heldout,
+        "note": note,
     }
     return save(
         out, model.model, config, provenance, check_dir=sample_dir, float32_check=fp32,
@@ -394,7 +396,8 @@ weights. Command: `{provenance["command"]}`, commit `{provenance["commit"]}`.
 {rows}
 
 AP50 on held-out synthetic video (seed {heldout["seed"]}, {heldout["frames"]} frames at
-960x540, plates scored from 8 px high), the run's float32 model.
+960x540, plates scored from 8 px high), the run's float32 model. CPU-hours count the
+chunk processes (user and system time).{(" " + provenance["note"]) if provenance.get("note") else ""}
 
 ## Weights
 `{provenance["weights"]["file"]}`: {provenance["weights"]["parameters"]} parameters in
