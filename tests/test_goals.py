@@ -177,3 +177,9 @@ def test_spearman_matches_scipy_on_ties():
             continue
         expected = scipy_stats.spearmanr(first, second).statistic
         assert goals._spearman(first, second) == pytest.approx(expected, abs=1e-12)
+
+
+def test_goals_per_profile():
+    assert goals.goals_for("default") == ("default", {"vehicle": 0.90, "license_plate": 0.80})
+    assert goals.goals_for("full") == ("full", goals.HELDOUT_AP50_GOALS)
+    assert goals.goals_for("my-workspace") == ("full", goals.HELDOUT_AP50_GOALS)

@@ -32,6 +32,20 @@ HELDOUT_AP50_GOALS = {"vehicle": 0.95, "license_plate": 0.90}
 GOAL_PROFILE = "full"
 """The profile the held-out AP50 goals are set for."""
 
+PROFILE_GOALS = {
+    "default": {"vehicle": 0.90, "license_plate": 0.80},
+    "full": HELDOUT_AP50_GOALS,
+}
+"""Held-out AP50 goals per profile: the default chain (the starter fine-tuned for 7
+minutes) and ``full`` (a longer fine-tune on more data)."""
+
+
+def goals_for(workspace):
+    """``(profile, label -> AP50 goal)`` for a workspace: its profile's, else ``full``'s."""
+    profile = workspace if workspace in PROFILE_GOALS else GOAL_PROFILE
+    return profile, PROFILE_GOALS[profile]
+
+
 RISING_CORRELATION = 0.8
 """Rank correlation of validation mAP with step from which the curve counts as rising."""
 
