@@ -1,4 +1,4 @@
-"""Checks the tools platelab needs: ffmpeg, FiftyOne's MongoDB, chromium, the Jupyter kernel."""
+"""Checks what platelab needs: ffmpeg, FiftyOne's MongoDB, the starter weights, chromium."""
 
 import logging
 import os
@@ -37,6 +37,7 @@ def checks():
         )
         results.append(("mongod", bool(version), detail, True))
 
+    results.append(_starter_check())
     chromium = find_chromium()
     results.append(
         (
@@ -57,6 +58,24 @@ def checks():
         )
     )
     return results
+
+
+def _starter_check():
+    """The shipped starter: present, and its weights matching their recorded SHA-256."""
+    from platelab import starter
+
+    try:
+        loaded = starter.load()
+    except starter.StarterError as error:
+        return ("starter", False, str(error), True)
+    heldout = loaded.provenance.get("heldout", {}).get("ap50", {})
+    scores = ", ".join(f"{label} {value}" for label, value in heldout.items())
+    return (
+        "starter",
+        True,
+        f"{loaded.path}: SHA-256 {loaded.sha256[:12]} ok; held-out AP50 {scores}",
+        True,
+    )
 
 
 def report(echo=print):
