@@ -1161,21 +1161,7 @@ def run_sweep(
     if not dry_run:
         root = Path(reports_dir or paths.REPORTS_DIR)
         sweep_dir = _new_folder(root, f"sweep-{started:%Y%m%d-%H%M%S}")
-    params_dir = (sweep_dir or Path()) / "params"
-    runs = [
-        {
-            "name": name,
-            "overrides": _overrides(params, document),
-            "params_file": params_dir / f"{name}.yaml",
-            "report_dir": (sweep_dir / name) if sweep_dir else None,
-            "run_dir": None,
-            "status": "planned",
-            "returncode": None,
-            "duration_s": None,
-            "log": (sweep_dir / f"{name}.log") if sweep_dir else None,
-        }
-        for name, params in combinations
-    ]
+    runs = _plan_runs(combinations, document, sweep_dir)
     echo(
         f"sweep {grid_path}: {len(runs)} combination(s), {jobs} at a time"
         + (f", stages {stages}" if stages else "")
@@ -1192,12 +1178,55 @@ def run_sweep(
     for run, (_, params) in zip(runs, combinations, strict=True):
         atomic_write_text(run["params_file"], yaml.safe_dump(params, sort_keys=False))
     _write_sweep_json(sweep_dir, grid_path, document, runs, started)
-    lock = threading.Lock()
+    execute = _SweepRunner(command, sweep_dir, stages, echo)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as executor:
+        list(executor.map(execute, runs))
+    table = _sweep_table(runs, _read_sweep_runs(runs, locate))
+    table.to_csv(sweep_dir / "comparison.csv", index=False)
+    atomic_write_text(sweep_dir / "comparison.html", _sweep_html(table, grid_path, started))
+    _write_sweep_json(sweep_dir, grid_path, document, runs, started)
+    ok = sum(run["status"] == "ok" for run in runs)
+    echo(
+        f"sweep: {ok} of {len(runs)} run(s) ok; comparison "
+        f"{_display_path(sweep_dir / 'comparison.html')}"
+    )
+    return SweepResult(sweep_dir, runs, table)
 
-    def execute(run):
-        argv = command(run["params_file"], run["name"], sweep_dir, stages)
-        with lock:
-            echo(f"[{run['name']}] started")
+
+def _plan_runs(combinations, document, sweep_dir):
+    """One run record per combination: its overrides, files and (planned) status."""
+    params_dir = (sweep_dir or Path()) / "params"
+    return [
+        {
+            "name": name,
+            "overrides": _overrides(params, document),
+            "params_file": params_dir / f"{name}.yaml",
+            "report_dir": (sweep_dir / name) if sweep_dir else None,
+            "run_dir": None,
+            "status": "planned",
+            "returncode": None,
+            "duration_s": None,
+            "log": (sweep_dir / f"{name}.log") if sweep_dir else None,
+        }
+        for name, params in combinations
+    ]
+
+
+class _SweepRunner:
+    """Runs one sweep combination as a process (its output to the run's log), thread-safe.
+
+    Calling it with a run record fills ``returncode``, ``duration_s``, ``status`` and, if
+    the process cannot start, ``error``; one progress line goes to ``echo`` at the start
+    and at the end.
+    """
+
+    def __init__(self, command, sweep_dir, stages, echo):
+        self.command, self.sweep_dir, self.stages, self.echo = command, sweep_dir, stages, echo
+        self.lock = threading.Lock()
+
+    def __call__(self, run):
+        argv = self.command(run["params_file"], run["name"], self.sweep_dir, self.stages)
+        self.say(f"[{run['name']}] started")
         begin = time.perf_counter()
         try:
             with open(run["log"], "w", encoding="utf-8") as log:
@@ -1214,15 +1243,19 @@ def run_sweep(
             run["error"] = f"cannot start {argv[0]}: {error.strerror or error}"
         run["duration_s"] = round(time.perf_counter() - begin, 2)
         run["status"] = "ok" if run["returncode"] == 0 else "failed"
-        with lock:
-            if run["status"] == "ok":
-                echo(f"[{run['name']}] ok in {run['duration_s']:.1f} s")
-            else:
-                why = run.get("error") or f"exit status {run['returncode']}"
-                echo(f"[{run['name']}] FAILED ({why}); see {run['log']}")
+        if run["status"] == "ok":
+            self.say(f"[{run['name']}] ok in {run['duration_s']:.1f} s")
+        else:
+            why = run.get("error") or f"exit status {run['returncode']}"
+            self.say(f"[{run['name']}] FAILED ({why}); see {run['log']}")
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as executor:
-        list(executor.map(execute, runs))
+    def say(self, line):
+        with self.lock:
+            self.echo(line)
+
+
+def _read_sweep_runs(runs, locate):
+    """``(name, Run)`` of every finished run whose training run folder can be read."""
     read = []
     for run in runs:
         run["run_dir"] = locate(run["report_dir"])
@@ -1232,16 +1265,7 @@ def run_sweep(
             except RunError as error:
                 run["error"] = str(error)
                 run["run_dir"] = None
-    table = _sweep_table(runs, read)
-    table.to_csv(sweep_dir / "comparison.csv", index=False)
-    atomic_write_text(sweep_dir / "comparison.html", _sweep_html(table, grid_path, started))
-    _write_sweep_json(sweep_dir, grid_path, document, runs, started)
-    ok = sum(run["status"] == "ok" for run in runs)
-    echo(
-        f"sweep: {ok} of {len(runs)} run(s) ok; comparison "
-        f"{_display_path(sweep_dir / 'comparison.html')}"
-    )
-    return SweepResult(sweep_dir, runs, table)
+    return read
 
 
 def add_sweep_arguments(parser):

@@ -287,16 +287,7 @@ def merge_batches(
         ValueError: on a bad option
     """
     started = time.perf_counter()
-    if policy not in POLICIES:
-        raise ValueError(
-            f"unknown duplicate policy {policy!r}: choose one of {', '.join(POLICIES)}"
-        )
-    if hash_mode not in HASH_MODES:
-        raise ValueError(f"unknown hash mode {hash_mode!r}: choose one of {', '.join(HASH_MODES)}")
-    if unknown_labels not in UNKNOWN_LABEL_MODES:
-        raise ValueError(
-            f"unknown_labels must be one of {', '.join(UNKNOWN_LABEL_MODES)}, not {unknown_labels!r}"
-        )
+    _check_options(policy, hash_mode, unknown_labels)
     fractions = parse_fractions(fractions)
     alias_table = load_aliases(aliases) if isinstance(aliases, (str, Path)) else aliases
     alias_table = annotations.extend_aliases(alias_table)
@@ -333,6 +324,42 @@ def merge_batches(
             entry, lookup, unknown_labels, duplicate_iou, label_map, result
         )
     samples = _reconcile(entries, policy, union_iou, review_info, result)
+    _attach_all_metadata(samples, review_info, index_info, result)
+    _assign_names(samples, result)
+    reconciled = time.perf_counter()
+    _split_samples(samples, fractions, seed, result)
+    _log_findings(result)
+    result.timings = _timings(started, loaded, hashed, reconciled, time.perf_counter())
+    return result
+
+
+def _timings(started, loaded, hashed, reconciled, finished):
+    """Seconds per merge step from the ``time.perf_counter()`` readings between them."""
+    return {
+        "load_s": loaded - started,
+        "hash_s": hashed - loaded,
+        "reconcile_s": reconciled - hashed,
+        "split_s": finished - reconciled,
+        "total_s": finished - started,
+    }
+
+
+def _check_options(policy, hash_mode, unknown_labels):
+    """Raises ValueError naming an unknown policy, hash mode or unknown-label mode."""
+    if policy not in POLICIES:
+        raise ValueError(
+            f"unknown duplicate policy {policy!r}: choose one of {', '.join(POLICIES)}"
+        )
+    if hash_mode not in HASH_MODES:
+        raise ValueError(f"unknown hash mode {hash_mode!r}: choose one of {', '.join(HASH_MODES)}")
+    if unknown_labels not in UNKNOWN_LABEL_MODES:
+        raise ValueError(
+            f"unknown_labels must be one of {', '.join(UNKNOWN_LABEL_MODES)}, not {unknown_labels!r}"
+        )
+
+
+def _attach_all_metadata(samples, review_info, index_info, result):
+    """Source, vantage, lighting, time and group of every sample; warns of unfixed reviews."""
     fixes = 0
     for sample in samples:
         _attach_metadata(sample, review_info, index_info)
@@ -342,8 +369,10 @@ def merge_batches(
             f"{fixes} merged image(s) are still tagged '{REVIEW_FIX_TAG}' in the review "
             "(their corrections may not be in these batches yet)"
         )
-    _assign_names(samples, result)
-    reconciled = time.perf_counter()
+
+
+def _split_samples(samples, fractions, seed, result):
+    """Assigns whole groups to splits (:func:`split_groups`); fills ``result.samples``."""
     groups = _group_table(samples)
     assignment, split_warnings = split_groups(groups, fractions, seed)
     result.warnings.extend(split_warnings)
@@ -355,19 +384,13 @@ def merge_batches(
     result.samples = sorted(samples, key=lambda sample: sample.name)
     if not result.samples:
         result.warnings.append("no images to merge: every source was empty or unusable")
+
+
+def _log_findings(result):
     for problem in result.problems:
         logger.info("%s", problem)
     for warning in result.warnings:
         logger.warning("%s", warning)
-    finished = time.perf_counter()
-    result.timings = {
-        "load_s": loaded - started,
-        "hash_s": hashed - loaded,
-        "reconcile_s": reconciled - hashed,
-        "split_s": finished - reconciled,
-        "total_s": finished - started,
-    }
-    return result
 
 
 def write_dataset(result, out_dir, tfrecords=True, progress=True):
