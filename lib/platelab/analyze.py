@@ -438,19 +438,7 @@ def find_stop_step(steps, values, tolerance=0.005, window=None, seconds=None):
     """
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    steps = np.asarray(steps, dtype=float)
-    values = np.asarray(values, dtype=float)
-    times = None if seconds is None else np.asarray(seconds, dtype=float)
-    keep = np.isfinite(steps) & np.isfinite(values)
-    steps, values = steps[keep], values[keep]
-    times = None if times is None else times[keep]
-    order = np.argsort(steps, kind="stable")
-    steps, values = steps[order], values[order]
-    times = None if times is None else times[order]
-    # One value per step: the last one given.
-    last = np.append(steps[1:] != steps[:-1], True) if len(steps) else np.array([], dtype=bool)
-    steps, values = steps[last], values[last]
-    times = None if times is None else times[last]
+    steps, values, times = _clean_curve(steps, values, seconds)
     if len(values) == 0:
         return StopPoint(None, None, None, None, "no evaluations")
     best_index = int(np.argmax(values))
@@ -512,6 +500,23 @@ def find_stop_step(steps, values, tolerance=0.005, window=None, seconds=None):
         f"({len(values) - index - 1} evaluations; {threshold_text})",
         **numbers,
     )
+
+
+def _clean_curve(steps, values, seconds):
+    """The finite ``(step, value)`` pairs sorted by step, one per step (the last given).
+
+    Returns:
+        ``(steps, values, times)`` float arrays (``times`` None without ``seconds``)
+    """
+    steps = np.asarray(steps, dtype=float)
+    values = np.asarray(values, dtype=float)
+    times = None if seconds is None else np.asarray(seconds, dtype=float)
+    keep = np.isfinite(steps) & np.isfinite(values)
+    order = np.argsort(steps[keep], kind="stable")
+    steps, values = steps[keep][order], values[keep][order]
+    times = None if times is None else times[keep][order]
+    last = np.append(steps[1:] != steps[:-1], True) if len(steps) else np.array([], dtype=bool)
+    return steps[last], values[last], None if times is None else times[last]
 
 
 def find_run_stop(run, metric="mAP", tolerance=0.005, window=None):
@@ -614,38 +619,44 @@ def diagnose_overfitting(run, threshold=0.05, weight=0.9, val_weight=0.6):
         at_end = float(np.interp(val_steps[-1], train_steps, smoothed_train))
         train_change = (at_end - at_low) / abs(at_low) if at_low else math.nan
     result["train_change"] = train_change
-    low_step = int(val_steps[low])
+    overfitting, verdict = _overfitting_verdict(
+        rise, train_change, int(val_steps[low]), low == len(val_values) - 1, threshold
+    )
+    if overfitting is not None:
+        result["overfitting"] = overfitting
+    result["verdict"] = verdict
+    return result
+
+
+def _overfitting_verdict(rise, train_change, low_step, low_is_last, threshold):
+    """``(overfitting, verdict)`` from the rise of validation loss and the training loss change.
+
+    ``overfitting`` is None where it cannot be told (no training loss).
+    """
     if rise > threshold:
         if np.isfinite(train_change) and train_change < 0:
-            result["overfitting"] = True
-            result["verdict"] = (
+            return True, (
                 f"validation loss rose {rise:.0%} from its minimum at step {low_step} while "
                 f"training loss fell {-train_change:.0%}: overfitting"
             )
-        elif np.isfinite(train_change):
-            result["overfitting"] = False
-            result["verdict"] = (
+        if np.isfinite(train_change):
+            return False, (
                 f"validation loss rose {rise:.0%} from its minimum at step {low_step} and "
                 f"training loss changed {train_change:+.0%}: unstable training "
                 "(learning rate too high?), not overfitting"
             )
-        else:
-            result["verdict"] = (
-                f"validation loss rose {rise:.0%} from its minimum at step {low_step}; without "
-                "training loss it cannot be told from unstable training"
-            )
-        return result
-    result["overfitting"] = False
-    if low == len(val_values) - 1:
-        result["verdict"] = (
+        return None, (
+            f"validation loss rose {rise:.0%} from its minimum at step {low_step}; without "
+            "training loss it cannot be told from unstable training"
+        )
+    if low_is_last:
+        return False, (
             "no sign of overfitting: validation loss still falling (lowest at the last evaluation)"
         )
-    else:
-        result["verdict"] = (
-            f"no sign of overfitting: validation loss flat since step {low_step} "
-            f"(within {rise:.1%} of its minimum; {threshold:.0%} would count)"
-        )
-    return result
+    return False, (
+        f"no sign of overfitting: validation loss flat since step {low_step} "
+        f"(within {rise:.1%} of its minimum; {threshold:.0%} would count)"
+    )
 
 
 # --------------------------------------------------------------------------------------
