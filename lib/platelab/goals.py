@@ -127,7 +127,6 @@ def evaluate_heldout_videos(
         ValueError: ``seed`` is the training seed, or a count or rate is not positive
         platelab.detector.ModelError: no usable model in ``run_dir``
     """
-    import cv2
     from tqdm.auto import tqdm
 
     if training_seed is not None and int(seed) == int(training_seed):
@@ -160,30 +159,8 @@ def evaluate_heldout_videos(
     labels = [label for label in model.labels if label in LABELS]
     ground_truth, predictions = [], []
     for entry in tqdm(manifest["videos"], desc="held-out videos", disable=not progress):
-        truth = json.loads((out_dir / entry["ground_truth"]).read_text(encoding="utf-8"))
-        wanted = {frame["index"]: frame for frame in truth["frames"] if frame["index"] % every == 0}
-        names, images = [], []
-        capture = cv2.VideoCapture(str(out_dir / entry["video"]))
-        try:
-            index = 0
-            while wanted:
-                ok, frame_bgr = capture.read()
-                if not ok:
-                    break
-                frame = wanted.pop(index, None)
-                if frame is not None:
-                    name = f"{entry['source_id']}/{index:06d}"
-                    names.append(name)
-                    images.append(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
-                    ground_truth.append(_ground_truth_entry(name, frame, truth, labels))
-                index += 1
-        finally:
-            capture.release()
-        if wanted:
-            raise ValueError(
-                f"{out_dir / entry['video']}: {len(wanted)} frame(s) of its ground truth "
-                "could not be decoded"
-            )
+        names, images, truths = _decode_scored_frames(out_dir, entry, every, labels)
+        ground_truth += truths
         results = model.predict(images, score_threshold=min_score)
         predictions += [
             prediction
@@ -359,6 +336,45 @@ def map_trend(steps, values):
         and values.max() > values[0]
     )
     return result
+
+
+def _decode_scored_frames(out_dir, entry, every, labels):
+    """Decodes every ``every``-th frame of one held-out video with its ground truth.
+
+    Returns:
+        ``(names, images, ground_truth)``: ``"<source_id>/<frame>"`` names, ``(H, W, 3)``
+        uint8 RGB frames and the evaluation engine's per-frame dicts
+
+    Raises:
+        ValueError: frames of the ground truth that the video does not hold
+    """
+    import cv2
+
+    truth = json.loads((out_dir / entry["ground_truth"]).read_text(encoding="utf-8"))
+    wanted = {frame["index"]: frame for frame in truth["frames"] if frame["index"] % every == 0}
+    names, images, ground_truth = [], [], []
+    capture = cv2.VideoCapture(str(out_dir / entry["video"]))
+    try:
+        index = 0
+        while wanted:
+            ok, frame_bgr = capture.read()
+            if not ok:
+                break
+            frame = wanted.pop(index, None)
+            if frame is not None:
+                name = f"{entry['source_id']}/{index:06d}"
+                names.append(name)
+                images.append(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
+                ground_truth.append(_ground_truth_entry(name, frame, truth, labels))
+            index += 1
+    finally:
+        capture.release()
+    if wanted:
+        raise ValueError(
+            f"{out_dir / entry['video']}: {len(wanted)} frame(s) of its ground truth "
+            "could not be decoded"
+        )
+    return names, images, ground_truth
 
 
 def _ground_truth_entry(name, frame, truth, labels):
