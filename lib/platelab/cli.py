@@ -309,6 +309,7 @@ def _paths_from_cwd(handler, *names):
 
 
 def _build_parser():
+    """The ``platelab`` parser: global options, then one subcommand per ``_add_*_parser``."""
     parser = argparse.ArgumentParser(
         prog="platelab",
         description="Traffic video to an evaluated, exported vehicle and license-plate detector.",
@@ -317,7 +318,25 @@ def _build_parser():
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_run_parser(commands)
+    _add_stages_parser(commands)
+    _add_synth_parser(commands)
+    _add_sample_parser(commands)
+    _add_curate_parser(commands)
+    _add_merge_parser(commands)
+    _add_train_parser(commands)
+    _add_pretrain_parser(commands)
+    _add_predict_parser(commands)
+    _add_evaluate_parser(commands)
+    _add_export_parser(commands)
+    _add_video_parser(commands)
+    _add_sweep_parser(commands)
+    _add_doctor_parser(commands)
+    return parser
 
+
+def _add_run_parser(commands):
+    """``platelab run``: the notebook chain with papermill."""
     run = commands.add_parser(
         "run", help="run the notebook chain with papermill, with HTML reports"
     )
@@ -336,10 +355,16 @@ def _build_parser():
     run.add_argument("--kernel", help="Jupyter kernel name (default: the notebooks' python3)")
     run.set_defaults(handler=_run)
 
+
+def _add_stages_parser(commands):
+    """``platelab stages``: the stages and their parameters."""
     stages = commands.add_parser("stages", help="list the stages and their parameters")
     stages.add_argument("--notebooks", type=from_cwd, metavar="DIR", help=argparse.SUPPRESS)
     stages.set_defaults(handler=_stages)
 
+
+def _add_synth_parser(commands):
+    """``platelab synth``: synthetic traffic videos with ground truth."""
     synth = commands.add_parser("synth", help="render synthetic traffic videos with ground truth")
     synth.add_argument("--out", required=True, type=from_cwd, metavar="DIR", help="output folder")
     synth.add_argument("--videos", type=positive(int), default=6, help="number of videos (6)")
@@ -357,6 +382,9 @@ def _build_parser():
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth)
 
+
+def _add_sample_parser(commands):
+    """``platelab sample``: lossless frames from videos and photos (stage 01)."""
     sample = commands.add_parser(
         "sample", help="sample lossless frames from videos and photos (stage 01)"
     )
@@ -376,6 +404,9 @@ def _build_parser():
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
     sample.set_defaults(handler=_sample)
 
+
+def _add_curate_parser(commands):
+    """``platelab curate``: drop duplicate and empty frames (stage 02)."""
     curate = commands.add_parser("curate", help="drop duplicate and empty frames (stage 02)")
     curate.add_argument(
         "inputs",
@@ -394,6 +425,9 @@ def _build_parser():
     curate.add_argument("--quiet", action="store_true", help="no progress bar")
     curate.set_defaults(handler=_curate)
 
+
+def _add_merge_parser(commands):
+    """``platelab merge``: annotation batches into one split dataset (stage 05)."""
     from platelab import merge as merge_module
 
     merge_module.add_merge_arguments(
@@ -402,6 +436,9 @@ def _build_parser():
         )
     )
 
+
+def _add_train_parser(commands):
+    """``platelab train``: the detector on a merged dataset (stage 06)."""
     train = commands.add_parser("train", help="train the detector on a merged dataset (stage 06)")
     train.add_argument(
         "--data", required=True, type=from_cwd, metavar="DIR", help="merged dataset (stage 05)"
@@ -450,6 +487,9 @@ def _build_parser():
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
 
+
+def _add_pretrain_parser(commands):
+    """``platelab pretrain``: the starter on a synthetic corpus."""
     pretrain = commands.add_parser(
         "pretrain",
         help="pretrain the starter on a synthetic corpus, in resumable chunks",
@@ -492,6 +532,9 @@ def _build_parser():
     pretrain.add_argument("--quiet", action="store_true", help="no progress bars")
     pretrain.set_defaults(handler=_pretrain)
 
+
+def _add_predict_parser(commands):
+    """``platelab predict``: a trained model over a folder of images."""
     predict = commands.add_parser("predict", help="run a trained model over a folder of images")
     predict.add_argument(
         "--model", required=True, type=from_cwd, metavar="RUN_DIR", help="a training run folder"
@@ -509,22 +552,32 @@ def _build_parser():
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(handler=_predict)
 
+
+def _add_evaluate_parser(commands):
+    """``platelab evaluate``: COCO metrics (the arguments are evaluate's own)."""
     from platelab import evaluate as evaluate_module
 
     evaluate_module.add_evaluate_arguments(
         commands.add_parser("evaluate", help="COCO metrics of predictions or a model on VOC data")
     )
 
-    from platelab import export as export_module
-    from platelab import video as video_module
 
-    # These two modules declare their own arguments; their paths are made absolute here.
+def _add_export_parser(commands):
+    """``platelab export``: export's own arguments, its paths taken from the current directory."""
+    from platelab import export as export_module
+
     export_parser = export_module.add_export_arguments(
         commands.add_parser("export", help="export a trained model (SavedModel, TFLite, ONNX)")
     )
     export_parser.set_defaults(
         handler=_paths_from_cwd(export_module.run_export_command, "model", "out", "representative")
     )
+
+
+def _add_video_parser(commands):
+    """``platelab video``: video's own arguments, its paths taken from the current directory."""
+    from platelab import video as video_module
+
     video_parser = video_module.add_video_arguments(
         commands.add_parser("video", help="draw a model's detections on a video (stage 08)")
     )
@@ -532,12 +585,17 @@ def _build_parser():
         handler=_paths_from_cwd(video_module.run_video_command, "model", "input", "output")
     )
 
+
+def _add_sweep_parser(commands):
+    """``platelab sweep``: a grid of parameter sets (the arguments are analyze's own)."""
     from platelab import analyze as analyze_module
 
     analyze_module.add_sweep_arguments(
         commands.add_parser("sweep", help="run a grid of parameter sets and compare the runs")
     )
 
+
+def _add_doctor_parser(commands):
+    """``platelab doctor``: check the tools the chain needs."""
     doctor = commands.add_parser("doctor", help="check ffmpeg, mongod, chromium and the kernel")
     doctor.set_defaults(handler=_doctor)
-    return parser
