@@ -84,7 +84,24 @@ def run_chain(
     run_dir = Path(reports_dir or paths.REPORTS_DIR) / run_id
     _check_writable(run_dir)
 
-    run = {
+    run = _new_run_record(run_id, started, params, params_path, selected, resolved)
+    reports.write_index(run_dir, run)
+    echo(
+        f"platelab run {run_id}: {len(selected)} stage(s), report {_display_path(run_dir)}/index.html"
+    )
+
+    for record, stage in zip(run["stages"], selected, strict=True):
+        if not _run_stage(
+            run, record, stage, run_dir, resolved[stage.name], kernel_name, show_code, echo
+        ):
+            break
+    _finish_run(run, run_dir, echo)
+    return run
+
+
+def _new_run_record(run_id, started, params, params_path, selected, resolved):
+    """The run record before any stage runs: every selected stage pending, with run metadata."""
+    return {
         "run_id": run_id,
         "profile": params.name,
         "description": params.description,
@@ -105,45 +122,67 @@ def run_chain(
             + [metadata.fingerprint(stage.path, paths.PROJECT_ROOT) for stage in selected],
         },
     }
-    reports.write_index(run_dir, run)
-    echo(
-        f"platelab run {run_id}: {len(selected)} stage(s), report {_display_path(run_dir)}/index.html"
-    )
 
-    for record, stage in zip(run["stages"], selected, strict=True):
-        stage_dir = run_dir / stage.name
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        record["status"] = "running"
-        reports.write_index(run_dir, run)
-        echo(f"[{stage.name}] running")
-        begin = time.perf_counter()
-        error = _execute_stage(stage, stage_dir, resolved[stage.name], kernel_name)
-        record["duration_s"] = round(time.perf_counter() - begin, 2)
-        notebook_path = stage_dir / reports.NOTEBOOK_FILENAME
-        if notebook_path.exists():
-            try:
-                reports.render_notebook_html(
-                    notebook_path, stage_dir / reports.REPORT_FILENAME, show_code=show_code
-                )
-                record["report"] = f"{stage.name}/{reports.REPORT_FILENAME}"
-            except Exception as render_error:  # noqa: BLE001 - a report problem must not hide the stage's
-                logger.warning("Could not render %s: %s", notebook_path, render_error)
-                record["report"] = f"{stage.name}/{reports.NOTEBOOK_FILENAME}"
-        if error is None:
-            stage_metrics = reports.load_metrics(stage_dir)
-            if stage_metrics is None:
-                error = f"the notebook wrote no {reports.METRICS_FILENAME}"
-            else:
-                record["key_figures"] = stage_metrics.get("key_figures", {})
-                run["metadata"]["inputs"].extend(stage_metrics.get("inputs", []))
-        if error is None:
-            record["status"] = "ok"
-            echo(f"[{stage.name}] ok in {record['duration_s']:.1f} s")
+
+def _run_stage(run, record, stage, run_dir, parameters, kernel_name, show_code, echo):
+    """Runs one stage and fills in its record (status, duration, report, key figures).
+
+    Args:
+        run: the run record; the stage's input fingerprints join its metadata
+        record: the stage's entry in ``run["stages"]``
+        stage: the stage to run
+        run_dir: the run's report folder
+        parameters: the stage's resolved parameters
+        kernel_name: the Jupyter kernel, or None for the notebook's own
+        show_code: keep code cells in the HTML report
+        echo: a function receiving one progress line at a time
+
+    Returns:
+        True if the stage succeeded, False if it failed (the chain stops)
+    """
+    stage_dir = run_dir / stage.name
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    record["status"] = "running"
+    reports.write_index(run_dir, run)
+    echo(f"[{stage.name}] running")
+    begin = time.perf_counter()
+    error = _execute_stage(stage, stage_dir, parameters, kernel_name)
+    record["duration_s"] = round(time.perf_counter() - begin, 2)
+    _render_stage_report(record, stage, stage_dir, show_code)
+    if error is None:
+        stage_metrics = reports.load_metrics(stage_dir)
+        if stage_metrics is None:
+            error = f"the notebook wrote no {reports.METRICS_FILENAME}"
         else:
-            record["status"] = "failed"
-            record["error"] = error
-            echo(f"[{stage.name}] FAILED after {record['duration_s']:.1f} s: {error}")
-            break
+            record["key_figures"] = stage_metrics.get("key_figures", {})
+            run["metadata"]["inputs"].extend(stage_metrics.get("inputs", []))
+    if error is None:
+        record["status"] = "ok"
+        echo(f"[{stage.name}] ok in {record['duration_s']:.1f} s")
+        return True
+    record["status"] = "failed"
+    record["error"] = error
+    echo(f"[{stage.name}] FAILED after {record['duration_s']:.1f} s: {error}")
+    return False
+
+
+def _render_stage_report(record, stage, stage_dir, show_code):
+    """Renders the executed notebook to HTML; the record links it (the notebook if that fails)."""
+    notebook_path = stage_dir / reports.NOTEBOOK_FILENAME
+    if not notebook_path.exists():
+        return
+    try:
+        reports.render_notebook_html(
+            notebook_path, stage_dir / reports.REPORT_FILENAME, show_code=show_code
+        )
+        record["report"] = f"{stage.name}/{reports.REPORT_FILENAME}"
+    except Exception as render_error:  # noqa: BLE001 - a report problem must not hide the stage's
+        logger.warning("Could not render %s: %s", notebook_path, render_error)
+        record["report"] = f"{stage.name}/{reports.NOTEBOOK_FILENAME}"
+
+
+def _finish_run(run, run_dir, echo):
+    """Marks the stages never reached as skipped, sets the run's status and writes the index."""
     for record in run["stages"]:
         if record["status"] == "pending":
             record["status"] = "skipped"
@@ -151,8 +190,8 @@ def run_chain(
     run["status"] = "failed" if failed else "ok"
     run["finished_at"] = datetime.datetime.now().isoformat(timespec="seconds")
     reports.write_index(run_dir, run)
-    echo(f"platelab run {run_id}: {run['status']}; see {_display_path(run_dir / 'index.html')}")
-    return run
+    index = _display_path(run_dir / "index.html")
+    echo(f"platelab run {run['run_id']}: {run['status']}; see {index}")
 
 
 def _execute_stage(stage, stage_dir, parameters, kernel_name):
