@@ -129,15 +129,7 @@ def evaluate_heldout_videos(
     """
     from tqdm.auto import tqdm
 
-    if training_seed is not None and int(seed) == int(training_seed):
-        raise ValueError(
-            f"held-out seed {seed} is the training videos' seed: choose another generator seed"
-        )
-    if videos < 1 or seconds <= 0 or fps <= 0 or sample_fps <= 0:
-        raise ValueError(
-            "videos, seconds, fps and sample_fps must be positive, got "
-            f"{videos}, {seconds}, {fps}, {sample_fps}"
-        )
+    _check_heldout_arguments(seed, training_seed, videos, seconds, fps, sample_fps)
     model = (
         run_dir
         if isinstance(run_dir, detector.Detector)
@@ -336,6 +328,19 @@ def map_trend(steps, values):
         and values.max() > values[0]
     )
     return result
+
+
+def _check_heldout_arguments(seed, training_seed, videos, seconds, fps, sample_fps):
+    """Raises ValueError for the training seed as held-out seed, or a count not positive."""
+    if training_seed is not None and int(seed) == int(training_seed):
+        raise ValueError(
+            f"held-out seed {seed} is the training videos' seed: choose another generator seed"
+        )
+    if videos < 1 or seconds <= 0 or fps <= 0 or sample_fps <= 0:
+        raise ValueError(
+            "videos, seconds, fps and sample_fps must be positive, got "
+            f"{videos}, {seconds}, {fps}, {sample_fps}"
+        )
 
 
 def _decode_scored_frames(out_dir, entry, every, labels):

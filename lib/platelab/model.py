@@ -144,6 +144,23 @@ def build_ssd(
         feature = _extra_block(layers, feature, _channels(512 * width), f"extra_{2**stride}")
         features[2**stride] = feature
 
+    class_logits, box_deltas = _heads(layers, features, levels, anchors, num_classes)
+    model = keras.Model(
+        inputs,
+        {"class_logits": class_logits, "box_deltas": box_deltas},
+        name=f"ssdlite_mobilenetv2_{width:g}_" + ("x".join(map(str, shape)) if shape[0] else "any"),
+    )
+    logger.info("built %s: %d parameters", model.name, model.count_params())
+    return model
+
+
+def _heads(layers, features, levels, anchors, num_classes):
+    """SSDLite class and box heads on every level with anchors, flattened and joined.
+
+    Returns:
+        ``(class_logits, box_deltas)`` Keras tensors, ``(batch, anchors, classes + 1)``
+        and ``(batch, anchors, 4)``, levels in order
+    """
     class_outputs, box_outputs = [], []
     for level_index, stride in enumerate(levels):
         count = len(anchors["shapes"][level_index])
@@ -161,18 +178,14 @@ def build_ssd(
     if not class_outputs:
         raise ValueError("the anchor spec has no anchors on any level")
     if len(class_outputs) > 1:
-        class_logits = layers.Concatenate(axis=1, name="class_logits")(class_outputs)
-        box_deltas = layers.Concatenate(axis=1, name="box_deltas")(box_outputs)
-    else:
-        class_logits = layers.Identity(name="class_logits")(class_outputs[0])
-        box_deltas = layers.Identity(name="box_deltas")(box_outputs[0])
-    model = keras.Model(
-        inputs,
-        {"class_logits": class_logits, "box_deltas": box_deltas},
-        name=f"ssdlite_mobilenetv2_{width:g}_" + ("x".join(map(str, shape)) if shape[0] else "any"),
+        return (
+            layers.Concatenate(axis=1, name="class_logits")(class_outputs),
+            layers.Concatenate(axis=1, name="box_deltas")(box_outputs),
+        )
+    return (
+        layers.Identity(name="class_logits")(class_outputs[0]),
+        layers.Identity(name="box_deltas")(box_outputs[0]),
     )
-    logger.info("built %s: %d parameters", model.name, model.count_params())
-    return model
 
 
 def all_layers(net):

@@ -409,52 +409,7 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
     )
 
     def parse(raw):
-        example = tf.train.Example.FromString(raw)
-        feature = example.features.feature
-
-        def values(name):
-            if name not in feature:
-                return []
-            item = feature[name]
-            kind = item.WhichOneof("kind")
-            return list(getattr(item, kind).value) if kind else []
-
-        def text(name):
-            found = values(name)
-            return found[0].decode("utf-8") if found else ""
-
-        name = text("image/source_id") or text("image/filename")
-        encoded = values("image/encoded")
-        if not encoded:
-            return None, f"{path.name}: record {name}: no image/encoded"
-        array = cv2.imdecode(np.frombuffer(encoded[0], np.uint8), cv2.IMREAD_COLOR)
-        if array is None:
-            return None, f"{path.name}: record {name}: image cannot be decoded (skipped)"
-        height, width = array.shape[:2]
-        resized = geometry.prepare(array[:, :, ::-1]).astype(np.uint8)
-        boxes = np.stack(
-            [values(f"image/object/bbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax")],
-            axis=-1,
-        ).reshape(-1, 4)
-        boxes = geometry.to_network(boxes * np.float32([width, height] * 2), width, height)
-        texts = [value.decode("utf-8") for value in values("image/object/class/text")]
-        difficult = values("image/object/difficult") or [0] * len(texts)
-        return (
-            {
-                "name": name,
-                "image": resized,
-                "size": (width, height),
-                "boxes": boxes.astype(np.float32),
-                "labels": texts,
-                "difficult": np.asarray(difficult, dtype=bool),
-                "info": {
-                    "vantage": text("image/vantage"),
-                    "lighting": text("image/lighting"),
-                    "group": text("image/group"),
-                },
-            },
-            None,
-        )
+        return _parse_record(tf, cv2, raw, path, geometry)
 
     items, skipped, unknown = [], [], {}
     # One array filled in place: a list of images then np.stack would hold them twice.
@@ -511,6 +466,56 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
     )
     data.labels_list = tuple(labels)
     return data
+
+
+def _parse_record(tf, cv2, raw, path, geometry):
+    """One TFRecord example as a split item (image at ``geometry``), or ``(None, problem)``."""
+    example = tf.train.Example.FromString(raw)
+    feature = example.features.feature
+
+    def values(name):
+        if name not in feature:
+            return []
+        item = feature[name]
+        kind = item.WhichOneof("kind")
+        return list(getattr(item, kind).value) if kind else []
+
+    def text(name):
+        found = values(name)
+        return found[0].decode("utf-8") if found else ""
+
+    name = text("image/source_id") or text("image/filename")
+    encoded = values("image/encoded")
+    if not encoded:
+        return None, f"{path.name}: record {name}: no image/encoded"
+    array = cv2.imdecode(np.frombuffer(encoded[0], np.uint8), cv2.IMREAD_COLOR)
+    if array is None:
+        return None, f"{path.name}: record {name}: image cannot be decoded (skipped)"
+    height, width = array.shape[:2]
+    resized = geometry.prepare(array[:, :, ::-1]).astype(np.uint8)
+    boxes = np.stack(
+        [values(f"image/object/bbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax")],
+        axis=-1,
+    ).reshape(-1, 4)
+    boxes = geometry.to_network(boxes * np.float32([width, height] * 2), width, height)
+    texts = [value.decode("utf-8") for value in values("image/object/class/text")]
+    difficult = values("image/object/difficult") or [0] * len(texts)
+    return (
+        {
+            "name": name,
+            "image": resized,
+            "size": (width, height),
+            "boxes": boxes.astype(np.float32),
+            "labels": texts,
+            "difficult": np.asarray(difficult, dtype=bool),
+            "info": {
+                "vantage": text("image/vantage"),
+                "lighting": text("image/lighting"),
+                "group": text("image/group"),
+            },
+        },
+        None,
+    )
 
 
 def frame_size(dataset_dir, split="train"):
