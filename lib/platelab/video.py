@@ -365,62 +365,17 @@ def annotate_video(
 
         predictor = load_predictor(predictor)
     info = probe(input_path)
-    width, height = int(info["display_width"]), int(info["display_height"])
-    fps = float(info.get("fps") or info.get("avg_fps") or 25.0)
-    expected = int(info["frame_count"])
-    if info.get("truncated") and info.get("duration"):
-        expected = max(expected, int(round(info["duration"] * fps)))
     if track and tracker is None:
         tracker = IouTracker()
-    # Without --track, a tracker of its own carries the boxes between detector runs.
-    carrier = tracker if tracker is not None else IouTracker()
     threshold = getattr(predictor, "score_threshold", 0.3) if threshold is None else threshold
-    interval, model_seconds = (None, None) if detect_every == "auto" else (detect_every, None)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{output_path.stem}.", suffix=f".tmp{output_path.suffix}", dir=output_path.parent
-    )
-    os.close(handle)
-    temporary = Path(temporary)
-    pipeline = _Pipeline(input_path, info, temporary, muxer, fps, crf, preset)
-    timings = dict.fromkeys(STAGES, 0.0)
-    detections = Counter()
-    frames = detected = 0
-    last_objects, last_detected = [], 0
-    bar = tqdm(total=expected, desc=input_path.name, unit="frame", disable=not progress)
+    loop = _FrameLoop(predictor, info, threshold, tracker, detect_every)
+    temporary = _temporary_beside(output_path)
+    pipeline = _Pipeline(input_path, info, temporary, muxer, loop.fps, crf, preset)
+    bar = tqdm(total=loop.expected, desc=input_path.name, unit="frame", disable=not progress)
     try:
         pipeline.start()
-        for frame in pipeline.frames():
-            if interval is None:
-                model_seconds = time_model(predictor, frame, threshold)
-                interval = choose_detect_every(model_seconds, fps)
-                logger.info("--detect-every auto: %d", interval)
-            if frames % interval == 0:
-                objects = _detect(predictor, frame, threshold, timings)
-                detections.update(item["label"] for item in objects)
-                clock = time.perf_counter()
-                if tracker is not None or interval > 1:
-                    ids = carrier.update(
-                        [item["bbox"] for item in objects],
-                        [item["label"] for item in objects],
-                        frames=max(1, frames - last_detected),
-                    )
-                    if tracker is not None:
-                        for item, track_id in zip(objects, ids, strict=True):
-                            item["track_id"] = track_id
-                timings["track"] += time.perf_counter() - clock
-                last_objects, last_detected = objects, frames
-                detected += 1
-            else:
-                clock = time.perf_counter()
-                objects = _carried(last_objects, carrier.carry(frames - last_detected), frame)
-                timings["track"] += time.perf_counter() - clock
-            clock = time.perf_counter()
-            canvas = draw_frame(frame, objects, tracker.counts if tracker is not None else None)
-            timings["draw"] += time.perf_counter() - clock
-            pipeline.write(canvas)
-            frames += 1
-            bar.update(1)
-        if frames == 0:
+        loop.run(pipeline, bar)
+        if loop.frames == 0:
             raise MediaError(input_path, f"no frame could be decoded ({pipeline.last_message()})")
         pipeline.finish()
         os.chmod(temporary, 0o644)
@@ -432,26 +387,143 @@ def annotate_video(
         raise
     finally:
         bar.close()
-    timings["decode"] = pipeline.decode_seconds
-    timings["encode"] = pipeline.encode_seconds
-    result = VideoResult(
-        input=str(input_path),
-        output=str(output_path),
-        frames=frames,
-        expected_frames=expected,
-        width=width,
-        height=height,
-        fps=fps,
-        seconds=time.perf_counter() - started,
-        timings={stage: round(value, 3) for stage, value in timings.items()},
-        detections=dict(detections.most_common()),
-        tracks=dict(tracker.counts.most_common()) if tracker is not None else None,
-        detect_every=interval or 1,
-        detected_frames=detected,
-        detect_every_auto=detect_every == "auto",
-        model_seconds=model_seconds,
+    loop.add_pipeline_timings(pipeline)
+    result = loop.result(input_path, output_path, time.perf_counter() - started)
+    _warn_if_stopped(result, pipeline.problem())
+    logger.info("%s", result.summary())
+    return result
+
+
+def _temporary_beside(output_path):
+    """An empty temporary file beside the output (renamed into place when complete)."""
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{output_path.stem}.", suffix=f".tmp{output_path.suffix}", dir=output_path.parent
     )
-    problem = pipeline.problem()
+    os.close(handle)
+    return Path(temporary)
+
+
+class _FrameLoop:
+    """The main thread's work on each frame, its side jobs as named methods.
+
+    Decoding and encoding run in the :class:`_Pipeline`'s threads, which time them;
+    this loop times the rest, stage by stage, into ``timings`` (:data:`STAGES`):
+
+    * :meth:`detect`: the detector (preprocess, infer, postprocess) and the tracker's
+      update (track) on the frames the detector runs on;
+    * :meth:`carry`: the tracker carrying the last detections (track) on the others;
+    * :meth:`draw`: the boxes, labels and counts drawn (draw).
+
+    Args:
+        predictor: the detector (see :func:`annotate_video`)
+        info: the input's :func:`platelab.probe.probe` record
+        threshold: lowest score drawn
+        tracker: the :class:`IouTracker` whose ids are drawn, or None without tracking
+        detect_every: the detector's interval in frames, or ``"auto"``
+    """
+
+    def __init__(self, predictor, info, threshold, tracker, detect_every):
+        self.predictor = predictor
+        self.threshold = threshold
+        self.tracker = tracker
+        # Without --track, a tracker of its own carries the boxes between detector runs.
+        self.carrier = tracker if tracker is not None else IouTracker()
+        self.width, self.height = int(info["display_width"]), int(info["display_height"])
+        self.fps = float(info.get("fps") or info.get("avg_fps") or 25.0)
+        self.expected = int(info["frame_count"])
+        if info.get("truncated") and info.get("duration"):
+            self.expected = max(self.expected, int(round(info["duration"] * self.fps)))
+        self.auto = detect_every == "auto"
+        self.interval = None if self.auto else detect_every
+        self.model_seconds = None
+        self.timings = dict.fromkeys(STAGES, 0.0)
+        self.detections = Counter()
+        self.frames = self.detected = 0
+        self.last_objects, self.last_detected = [], 0
+
+    def run(self, pipeline, bar):
+        """Annotates every decoded frame and queues it for the encoder."""
+        for frame in pipeline.frames():
+            if self.interval is None:
+                self.choose_interval(frame)
+            detecting = self.frames % self.interval == 0
+            objects = self.detect(frame) if detecting else self.carry(frame)
+            pipeline.write(self.draw(frame, objects))
+            self.frames += 1
+            bar.update(1)
+
+    def choose_interval(self, frame):
+        """``detect_every="auto"``: times the model on this (the first) frame and picks N."""
+        self.model_seconds = time_model(self.predictor, frame, self.threshold)
+        self.interval = choose_detect_every(self.model_seconds, self.fps)
+        logger.info("--detect-every auto: %d", self.interval)
+
+    def detect(self, frame):
+        """Runs the detector on the frame and updates the tracker; returns the objects drawn."""
+        objects = _detect(self.predictor, frame, self.threshold, self.timings)
+        self.detections.update(item["label"] for item in objects)
+        with self.timed("track"):
+            if self.tracker is not None or self.interval > 1:
+                ids = self.carrier.update(
+                    [item["bbox"] for item in objects],
+                    [item["label"] for item in objects],
+                    frames=max(1, self.frames - self.last_detected),
+                )
+                if self.tracker is not None:
+                    for item, track_id in zip(objects, ids, strict=True):
+                        item["track_id"] = track_id
+        self.last_objects, self.last_detected = objects, self.frames
+        self.detected += 1
+        return objects
+
+    def carry(self, frame):
+        """The last detections, carried by the tracker to this frame (no detector run)."""
+        with self.timed("track"):
+            boxes = self.carrier.carry(self.frames - self.last_detected)
+            return _carried(self.last_objects, boxes, frame)
+
+    def draw(self, frame, objects):
+        """The frame with the objects (and, with tracking, the unique counts) drawn."""
+        with self.timed("draw"):
+            counts = self.tracker.counts if self.tracker is not None else None
+            return draw_frame(frame, objects, counts)
+
+    @contextlib.contextmanager
+    def timed(self, stage):
+        """Adds the wall time of the ``with`` block to the stage's timing."""
+        clock = time.perf_counter()
+        yield
+        self.timings[stage] += time.perf_counter() - clock
+
+    def add_pipeline_timings(self, pipeline):
+        """Takes the decode and encode times measured in the pipeline's threads."""
+        self.timings["decode"] = pipeline.decode_seconds
+        self.timings["encode"] = pipeline.encode_seconds
+
+    def result(self, input_path, output_path, seconds):
+        """The :class:`VideoResult` of the loop (without the warning of an early stop)."""
+        return VideoResult(
+            input=str(input_path),
+            output=str(output_path),
+            frames=self.frames,
+            expected_frames=self.expected,
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            seconds=seconds,
+            timings={stage: round(value, 3) for stage, value in self.timings.items()},
+            detections=dict(self.detections.most_common()),
+            tracks=dict(self.tracker.counts.most_common()) if self.tracker is not None else None,
+            detect_every=self.interval or 1,
+            detected_frames=self.detected,
+            detect_every_auto=self.auto,
+            model_seconds=self.model_seconds,
+        )
+
+
+def _warn_if_stopped(result, problem):
+    """Fills in (and logs) the result's warning when the input stopped early or had errors."""
+    frames, expected, fps = result.frames, result.expected_frames, result.fps
     if frames < expected or problem:
         result.stopped_at_frame = frames if frames < expected else None
         result.stopped_at_time = round(frames / fps, 3) if frames < expected else None
@@ -463,11 +535,9 @@ def annotate_video(
         )
         reason = f": {problem}" if problem else ""
         result.warning = (
-            f"{input_path}: {where}{reason}; the output holds the {frames} frames decoded"
+            f"{result.input}: {where}{reason}; the output holds the {frames} frames decoded"
         )
         logger.warning("%s", result.warning)
-    logger.info("%s", result.summary())
-    return result
 
 
 def model_threads():
