@@ -677,97 +677,54 @@ class _Run:
         return result
 
     def _sample_video(self, job, entry, info, written):
+        """Samples one probed video: one decode pass, frames held, cut or encoded as it goes.
+
+        Args:
+            job: the video's :class:`_Job`
+            entry: its manifest entry, filled in here
+            info: its :func:`platelab.probe.probe` record
+            written: a list to which each PNG path is added before it is written (so a
+                failure can remove them)
+
+        Returns:
+            the video's :class:`_Result`
+        """
         started = time.monotonic()
         folder = self.out_dir / job.source_id
         _make_folder(folder)
         ranges = job.manual or {"keep": [], "cut": []}
         timeline = Timeline(info, self.cut_static, self.min_duration)
         video_pass = DecodePass(job.path, info, timeline, sample_fps=self.fps)
-        pending = deque()
-        outstanding = deque()
-        frames, rows = [], []
-        names = set()
-        counts = {"duplicates": 0, "cut": 0}
+        held = _VideoFrames(self, job, ranges, timeline, video_pass, written)
         last_index = None
-        limit = self.in_flight
-
-        def collect(block_until):
-            while outstanding and (len(outstanding) > block_until or outstanding[0][1].done()):
-                record, future = outstanding.popleft()
-                result = future.result()
-                signature = result.pop("signature")
-                record.update(result)
-                frames.append(_frame_record(record))
-                rows.append(signature)
-
-        def flush(final):
-            while pending and (final or timeline.covered(pending[0][2])):
-                sample_index, frame_index, frame_time, buffer = pending.popleft()
-                reason = _manual_reason(frame_time, ranges)
-                if reason is None and not in_ranges(frame_time, ranges["keep"]):
-                    reason = timeline.cut_reason(frame_time)
-                if reason is not None:
-                    counts["cut"] += 1
-                    continue
-                name = f"{job.source_id}_t{round(frame_time * 1000):08d}"
-                if name in names:
-                    name = f"{name}_f{frame_index}"
-                names.add(name)
-                relative = f"{job.source_id}/{name}.png"
-                record = {
-                    "image": relative,
-                    "source_id": job.source_id,
-                    "time": round(frame_time, 6),
-                    "frame_index": frame_index,
-                    "sample_index": sample_index,
-                }
-                written.append(self.out_dir / relative)
-                collect(limit - 1)
-                outstanding.append(
-                    (
-                        record,
-                        self.encoder.submit(
-                            _encode_frame,
-                            buffer,
-                            (video_pass.width, video_pass.height),
-                            self.out_dir / relative,
-                            self._count_written,
-                        ),
-                    )
-                )
-
         try:
             video_pass.start()
             for sample_index, frame_index, frame_time, buffer in video_pass.sampled_frames():
                 if self.stop.is_set():
                     raise _Stopped()
                 if frame_index is not None and frame_index == last_index:
-                    counts["duplicates"] += 1
+                    held.counts["duplicates"] += 1
                     continue
                 last_index = frame_index
-                pending.append((sample_index, frame_index, frame_time, buffer))
-                flush(final=False)
-                collect(limit)
+                held.pending.append((sample_index, frame_index, frame_time, buffer))
+                held.flush(final=False)
+                held.collect(held.limit)
             video_pass.finish()
-            flush(final=True)
-            collect(0)
+            held.flush(final=True)
+            held.collect(0)
         finally:
             video_pass.close()
-            for _record, future in outstanding:
-                future.cancel()
-            for _record, future in outstanding:
-                with contextlib.suppress(BaseException):
-                    future.result()
+            held.cancel()
         if not timeline.times:
             raise MediaError(job.path, f"no frame could be decoded ({video_pass.last_message()})")
         segments = apply_manual(timeline.segments(), ranges, info["end_time"])
-        frames, rows = _drop_inconsistent(frames, rows, segments, self.out_dir)
+        frames, rows = _drop_inconsistent(held.frames, held.rows, segments, self.out_dir)
         entry.update(
             segments=segments,
             kept=complement(segments, info["end_time"], info["video_start"]),
             frames=len(frames),
-            duplicates=counts["duplicates"],
-            frames_cut=counts["cut"],
+            duplicates=held.counts["duplicates"],
+            frames_cut=held.counts["cut"],
             decode=video_pass.decode_report(),
             elapsed_s=round(time.monotonic() - started, 3),
         )
@@ -868,6 +825,94 @@ class _Run:
 
 
 # --------------------------------------------------------------------------- frames and photos
+
+
+class _VideoFrames:
+    """One video's sampled frames between the decoder and their PNGs.
+
+    A sampled frame waits in ``pending`` until the analysis has seen past it
+    (:meth:`flush`), then is cut or handed to the encoder pool; its PNG's future
+    waits in ``outstanding`` until done (:meth:`collect`), at most ``limit`` at a
+    time, and its record and signature join ``frames`` and ``rows`` in order.
+
+    Args:
+        run: the :class:`_Run` (output folder, encoder pool, progress)
+        job: the video's :class:`_Job`
+        ranges: the video's manual ``{"keep": [...], "cut": [...]}`` time ranges
+        timeline: the video's :class:`platelab.probe.Timeline`
+        video_pass: the video's :class:`platelab.probe.DecodePass`
+        written: a list to which each PNG path is added before it is written
+    """
+
+    def __init__(self, run, job, ranges, timeline, video_pass, written):
+        self.run = run
+        self.job = job
+        self.ranges = ranges
+        self.timeline = timeline
+        self.video_pass = video_pass
+        self.written = written
+        self.pending = deque()
+        self.outstanding = deque()
+        self.frames, self.rows = [], []
+        self.names = set()
+        self.counts = {"duplicates": 0, "cut": 0}
+        self.limit = run.in_flight
+
+    def collect(self, block_until):
+        """Takes the finished PNGs in order, waiting while more than ``block_until`` are out."""
+        outstanding = self.outstanding
+        while outstanding and (len(outstanding) > block_until or outstanding[0][1].done()):
+            record, future = outstanding.popleft()
+            result = future.result()
+            signature = result.pop("signature")
+            record.update(result)
+            self.frames.append(_frame_record(record))
+            self.rows.append(signature)
+
+    def flush(self, final):
+        """Cuts or encodes the held frames the analysis has seen past (all with ``final``)."""
+        pending, ranges = self.pending, self.ranges
+        while pending and (final or self.timeline.covered(pending[0][2])):
+            sample_index, frame_index, frame_time, buffer = pending.popleft()
+            reason = _manual_reason(frame_time, ranges)
+            if reason is None and not in_ranges(frame_time, ranges["keep"]):
+                reason = self.timeline.cut_reason(frame_time)
+            if reason is not None:
+                self.counts["cut"] += 1
+                continue
+            self._encode(self._record(sample_index, frame_index, frame_time), buffer)
+
+    def cancel(self):
+        """Cancels the PNGs not yet written and waits for those already being written."""
+        for _record, future in self.outstanding:
+            future.cancel()
+        for _record, future in self.outstanding:
+            with contextlib.suppress(BaseException):
+                future.result()
+
+    def _record(self, sample_index, frame_index, frame_time):
+        """A kept frame's manifest record, named by its time (and frame index if taken)."""
+        source_id = self.job.source_id
+        name = f"{source_id}_t{round(frame_time * 1000):08d}"
+        if name in self.names:
+            name = f"{name}_f{frame_index}"
+        self.names.add(name)
+        return {
+            "image": f"{source_id}/{name}.png",
+            "source_id": source_id,
+            "time": round(frame_time, 6),
+            "frame_index": frame_index,
+            "sample_index": sample_index,
+        }
+
+    def _encode(self, record, buffer):
+        """Submits the frame's PNG to the encoder pool, once there is room."""
+        path = self.run.out_dir / record["image"]
+        self.written.append(path)
+        self.collect(self.limit - 1)
+        size = (self.video_pass.width, self.video_pass.height)
+        future = self.run.encoder.submit(_encode_frame, buffer, size, path, self.run._count_written)
+        self.outstanding.append((record, future))
 
 
 def _encode_frame(image, rgb_size, path, on_written=None):
