@@ -301,16 +301,7 @@ def load_batch(source, work_dir=None, read_image_size=None):
         raise AnnotationError(f"{source}: not found")
     name = source.stem if source.is_file() else source.name
     skipped = []
-    if source.is_file():
-        if source.suffix.lower() != ".zip":
-            raise AnnotationError(f"{source}: expected a .zip or a folder")
-        work_dir = Path(work_dir or tempfile.mkdtemp(prefix="platelab-batch-"))
-        extracted = work_dir / safe_name(name)
-        if not extracted.exists():
-            archives.safe_extract(source, extracted, skipped=skipped)
-        folder = extracted
-    else:
-        folder = source
+    folder = _batch_folder(source, name, work_dir, skipped)
     problems = [item.message for item in skipped]
     guard = _LinkGuard(folder, problems)
     root = _find_layout_root(folder, guard)
@@ -331,54 +322,11 @@ def load_batch(source, work_dir=None, read_image_size=None):
     if labelmap.is_file() and guard.allows(labelmap):
         batch.labels = _read_labelmap(labelmap)
 
-    images = {}
-    if images_dir.is_dir() and guard.allows(images_dir):
-        for path in sorted(images_dir.rglob("*")):
-            if path.name.startswith("."):
-                continue
-            if not guard.allows(path):
-                named.add(_item_key(path, images_dir, annotations_dir))
-                continue
-            if not path.is_file():
-                continue
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                batch.problems.append(f"{path}: not an image file (by its extension); skipped")
-                continue
-            images.setdefault(path.relative_to(images_dir).with_suffix("").as_posix(), path)
+    images = _find_images(images_dir, annotations_dir, guard, batch, named)
     image_sets = root / "ImageSets" / "Main"
     subsets = _read_image_sets(image_sets, batch, guard) if guard.allows(image_sets) else {}
-    parsed_files = {}
-    if annotations_dir.is_dir() and guard.allows(annotations_dir):
-        for xml_path in sorted(annotations_dir.rglob("*.xml")):
-            key = _item_key(xml_path, images_dir, annotations_dir)
-            if not guard.allows(xml_path):
-                named.add(key)
-                continue
-            try:
-                parsed_files[key] = (xml_path, parse_voc_xml(xml_path))
-            except AnnotationError as error:
-                batch.problems.append(f"{error}; skipped")
-                named.add(key)
-    records = {}
-    for key, (xml_path, parsed) in parsed_files.items():
-        if key in named:
-            continue
-        record = ImageRecord(name=key, xml_path=xml_path)
-        record.problems.extend(parsed["problems"])
-        record.objects = parsed["objects"]
-        record.width, record.height = parsed["width"], parsed["height"]
-        record.image_path = images.get(key)
-        if record.image_path is None and parsed["filename"]:
-            candidate = _inside_path(images_dir, parsed["filename"])
-            if candidate is not None and candidate.is_file() and guard.allows(candidate):
-                record.image_path = candidate
-        if record.image_path is None:
-            batch.problems.append(
-                f"{xml_path}: its image ({parsed['filename'] or key}) is missing; skipped"
-            )
-            named.add(key)
-            continue
-        records[key] = record
+    parsed_files = _parse_annotations(annotations_dir, images_dir, guard, batch, named)
+    records = _annotated_records(parsed_files, images, images_dir, guard, batch, named)
     for key, path in images.items():
         if key in records or key in named:
             continue
@@ -399,6 +347,98 @@ def load_batch(source, work_dir=None, read_image_size=None):
         _check_record(record, read_image_size)
         batch.records.append(record)
     return batch
+
+
+def _batch_folder(source, name, work_dir, skipped):
+    """The batch's folder: the source folder itself, or a zip extracted under ``work_dir``.
+
+    Args:
+        source: the batch's ``.zip`` or folder (it exists)
+        name: the batch's name (the extracted folder's, made safe)
+        work_dir: where a zip is extracted (default: a new temporary folder)
+        skipped: a list receiving the zip members skipped while extracting
+
+    Returns:
+        the folder to read
+
+    Raises:
+        AnnotationError: a file that is not a ``.zip``
+    """
+    if not source.is_file():
+        return source
+    if source.suffix.lower() != ".zip":
+        raise AnnotationError(f"{source}: expected a .zip or a folder")
+    work_dir = Path(work_dir or tempfile.mkdtemp(prefix="platelab-batch-"))
+    extracted = work_dir / safe_name(name)
+    if not extracted.exists():
+        archives.safe_extract(source, extracted, skipped=skipped)
+    return extracted
+
+
+def _find_images(images_dir, annotations_dir, guard, batch, named):
+    """The batch's images under JPEGImages/, by item key; links refused are added to ``named``."""
+    images = {}
+    if images_dir.is_dir() and guard.allows(images_dir):
+        for path in sorted(images_dir.rglob("*")):
+            if path.name.startswith("."):
+                continue
+            if not guard.allows(path):
+                named.add(_item_key(path, images_dir, annotations_dir))
+                continue
+            if not path.is_file():
+                continue
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                batch.problems.append(f"{path}: not an image file (by its extension); skipped")
+                continue
+            images.setdefault(path.relative_to(images_dir).with_suffix("").as_posix(), path)
+    return images
+
+
+def _parse_annotations(annotations_dir, images_dir, guard, batch, named):
+    """Each readable XML under Annotations/, parsed: item key -> (path, :func:`parse_voc_xml`)."""
+    parsed_files = {}
+    if annotations_dir.is_dir() and guard.allows(annotations_dir):
+        for xml_path in sorted(annotations_dir.rglob("*.xml")):
+            key = _item_key(xml_path, images_dir, annotations_dir)
+            if not guard.allows(xml_path):
+                named.add(key)
+                continue
+            try:
+                parsed_files[key] = (xml_path, parse_voc_xml(xml_path))
+            except AnnotationError as error:
+                batch.problems.append(f"{error}; skipped")
+                named.add(key)
+    return parsed_files
+
+
+def _annotated_records(parsed_files, images, images_dir, guard, batch, named):
+    """An :class:`ImageRecord` per parsed XML whose image is found, by item key.
+
+    The image is the one with the XML's item key, else the one its
+    ``<filename>`` names inside JPEGImages/; an XML with neither is skipped
+    with a problem line (and its key added to ``named``).
+    """
+    records = {}
+    for key, (xml_path, parsed) in parsed_files.items():
+        if key in named:
+            continue
+        record = ImageRecord(name=key, xml_path=xml_path)
+        record.problems.extend(parsed["problems"])
+        record.objects = parsed["objects"]
+        record.width, record.height = parsed["width"], parsed["height"]
+        record.image_path = images.get(key)
+        if record.image_path is None and parsed["filename"]:
+            candidate = _inside_path(images_dir, parsed["filename"])
+            if candidate is not None and candidate.is_file() and guard.allows(candidate):
+                record.image_path = candidate
+        if record.image_path is None:
+            batch.problems.append(
+                f"{xml_path}: its image ({parsed['filename'] or key}) is missing; skipped"
+            )
+            named.add(key)
+            continue
+        records[key] = record
+    return records
 
 
 def image_size(path):
