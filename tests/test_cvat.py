@@ -3,6 +3,8 @@
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import uuid
 import zipfile
 from pathlib import Path
@@ -716,3 +718,44 @@ def test_label_schema_for_fiftyone_matches_the_label_set():
         "values": [True, False],
         "default": False,
     }
+
+
+@pytest.mark.parametrize("first", ["platelab.synth.annotator", "platelab.cvat"])
+def test_cvat_and_the_simulated_annotator_import_in_either_order(first):
+    # platelab.cvat re-exports platelab.synth.annotator, which builds on platelab.annotate
+    code = (
+        f"import {first}; import platelab.cvat as cvat; import platelab.synth.annotator as a; "
+        "assert cvat.simulate_annotator is a.simulate_annotator"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_importing_synth_leaves_the_annotator_and_the_cvat_modules_alone():
+    code = (
+        "import sys, platelab.synth; "
+        "loaded = [m for m in sys.modules if m.startswith(('platelab.annotate', 'platelab.cvat'))]; "
+        "assert not loaded and 'platelab.synth.annotator' not in sys.modules, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cvat_re_exports_each_public_name_of_its_modules():
+    import ast
+    import importlib
+    import inspect
+
+    homes = ["annotate.base", "annotate.tasks", "annotate.voc", "annotate.exports"]
+    homes += ["annotate.client", "synth.annotator"]
+    for home in homes:
+        module = importlib.import_module(f"platelab.{home}")
+        for node in ast.parse(inspect.getsource(module)).body:
+            if isinstance(node, ast.Assign):
+                names = [target.id for target in node.targets if isinstance(target, ast.Name)]
+            else:
+                names = [getattr(node, "name", None)]
+            for name in names:
+                if name and not name.startswith("_") and name != "logger":
+                    assert name in cvat.__all__, f"platelab.{home}.{name}"
+                    assert getattr(cvat, name) is getattr(module, name), name
+    assert sorted(cvat.__all__) == sorted(set(cvat.__all__))
+    assert all(hasattr(cvat, name) for name in cvat.__all__)

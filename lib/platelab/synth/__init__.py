@@ -35,7 +35,9 @@ Modules: scene.py (plans, scenes, traffic), layouts.py and town.py (the
 vantage points), props.py (scenery and distractors), vehicles.py (vehicle
 models), sprites.py (drawing them), plates.py, geometry.py (camera and
 rasteriser), render.py (frames, effects, ground truth), pipeline.py (files), seeds.py (the
-seeds reserved for evaluation).
+seeds reserved for evaluation), annotator.py (stage 03's simulated CVAT annotator: exports
+of the ground truth, with label drift and injected mistakes; not imported here, as it
+builds on :mod:`platelab.annotate`, and re-exported by :mod:`platelab.cvat`).
 """
 
 from platelab.synth.pipeline import load_current_manifest, synthesize, synthesize_or_reuse
