@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from platelab import LABELS, curate, cvat, frames, metadata, review, synth
+from platelab import LABELS, curate, cvat, frames, metadata, paths, review, synth
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -101,7 +101,7 @@ def _digests(folder):
 def test_aliases_defaults_and_yaml_file(tmp_path):
     defaults = review.load_aliases()
     assert "car" in defaults["vehicle"] and "license plate" in defaults["license_plate"]
-    project_file = review.load_aliases(Path(review.paths.PARAMS_DIR) / "aliases.yaml")
+    project_file = review.load_aliases(Path(paths.PARAMS_DIR) / "aliases.yaml")
     for spelling in ("car", "cars", "vehicles", "truck", "bus", "sedan"):
         assert spelling in project_file["vehicle"]
     for spelling in ("license plate", "license_plates", "licence", "plate", "number_plate"):
