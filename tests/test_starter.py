@@ -159,6 +159,11 @@ def test_the_shipped_starter_loads_and_reproduces_its_recorded_metrics(tmp_path)
     assert (starter.STARTER_DIR / starter.WEIGHTS_FILE).stat().st_size <= 20 * 1024 * 1024
     assert loaded.config["width"] == train.TrainConfig().width
     assert tuple(loaded.config["levels"]) == train.TrainConfig().levels
+    card = (starter.STARTER_DIR / starter.CARD_FILE).read_text()
+    assert provenance["weights"]["sha256"] in card and provenance["commit"] in card
+    for seed in (4242, 987_654, 1_000_000):
+        low, high = provenance["corpus"]["seeds"]
+        assert not low <= seed <= high
     recorded = provenance["check_sample"]
     measured = starter.check_sample(loaded, tmp_path / "sample")
     assert measured["frames"] == recorded["frames"]
