@@ -8,7 +8,7 @@ working. Every platelab error's message is one line naming the file, folder
 or parameter at fault: ``platelab`` commands print it as
 ``platelab: error: <message>`` and exit with status 2 (see :func:`platelab.cli.main`).
 
-(Not to be confused with :mod:`platelab.errors`, the analysis of a model's
+(Not to be confused with :mod:`platelab.error_analysis`, the analysis of a model's
 mistakes on held-out data.)
 """
 

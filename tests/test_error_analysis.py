@@ -1,4 +1,4 @@
-"""Test-split evaluation and error review (platelab.errors), and notebook 07 on bad run folders."""
+"""Test-split evaluation and error review (platelab.error_analysis), and notebook 07 on bad run folders."""
 
 import matplotlib
 
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from platelab import errors, evaluate, train
+from platelab import error_analysis, evaluate, train
 from train_helpers import TINY_TRAINING, make_dataset
 
 
@@ -24,15 +24,15 @@ def trained(tmp_path_factory):
 @pytest.mark.slow
 def test_evaluate_run_agrees_with_the_engine_and_breaks_down(trained):
     dataset, run_dir = trained
-    evaluation = errors.evaluate_run(run_dir, dataset, split="test", score_threshold=0.3)
+    evaluation = error_analysis.evaluate_run(run_dir, dataset, split="test", score_threshold=0.3)
     assert len(evaluation.ground_truth) == 6 and evaluation.score_threshold == 0.3
     again = evaluate.evaluate_detections(
         evaluation.ground_truth, evaluation.predictions, evaluation.labels, score_threshold=0.3
     )
     assert again["AP"] == evaluation.metrics["AP"]
-    by_vantage = errors.breakdown(evaluation, "vantage")
+    by_vantage = error_analysis.breakdown(evaluation, "vantage")
     assert list(by_vantage["vantage"]) == ["overpass"] and by_vantage["images"].sum() == 6
-    styles = errors.plate_style_recall(evaluation)
+    styles = error_analysis.plate_style_recall(evaluation)
     aspects = [
         (box[2] - box[0]) / (box[3] - box[1])
         for gt in evaluation.ground_truth
@@ -42,18 +42,21 @@ def test_evaluate_run_agrees_with_the_engine_and_breaks_down(trained):
     counted = styles.set_index("style")["plates"]
     assert counted["EU (aspect >= 3.3)"] == sum(aspect >= 3.3 for aspect in aspects)
     assert counted.sum() == len(aspects)
-    for figure in (errors.plot_pr_curves(evaluation), errors.plot_f1_threshold(evaluation)[0]):
+    for figure in (
+        error_analysis.plot_pr_curves(evaluation),
+        error_analysis.plot_f1_threshold(evaluation)[0],
+    ):
         axis = figure.axes[0]
         assert axis.get_xlabel() and axis.get_ylabel()
-    _, matrix, names = errors.plot_confusion(evaluation)
+    _, matrix, names = error_analysis.plot_confusion(evaluation)
     assert names[-1] == "background"
     truth = sum(len(gt["labels"]) for gt in evaluation.ground_truth)
     assert matrix[:-1].sum() == truth  # every true box is somewhere in its row
-    images, titles = errors.error_examples(evaluation, "missed_plates", count=3)
+    images, titles = error_analysis.error_examples(evaluation, "missed_plates", count=3)
     assert len(images) == len(titles) <= 3
     assert all(image.ndim == 3 for image in images)
     with pytest.raises(ValueError, match="unknown error kind"):
-        errors.error_examples(evaluation, "nonsense")
+        error_analysis.error_examples(evaluation, "nonsense")
 
 
 @pytest.mark.slow
