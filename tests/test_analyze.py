@@ -769,3 +769,125 @@ def test_sweep_command_dry_run(tmp_path, base_params, fake_notebooks, capsys):
     assert "sweep-seed_1: common.seed=1" in out and "sweep-seed_2: common.seed=2" in out
     with pytest.raises(SystemExit):
         parser.parse_args(["--params-grid", str(grid), "-j", "0"])
+
+
+# --------------------------------------------------------------------------------------
+# Stage 07's cells as calls
+
+
+def test_run_folder_other_runs_and_read_runs(tmp_path):
+    workspace = tmp_path / "work"
+    models = workspace / "models"
+    main = write_run(models / "ssd", [0, 100], mAP=[0.1, 0.2])
+    write_run(models / "ssd.previous", [0, 100], mAP=[0.1, 0.3])
+    write_run(models / "ssd-exports", [0, 100])
+    assert analyze.run_folder("ssd", workspace) == models / "ssd"
+    assert analyze.run_folder(str(main), workspace) == main
+    assert analyze.other_runs([], main, workspace) == []
+    assert analyze.other_runs(["*"], main, workspace) == [models / "ssd.previous"]
+    named = analyze.other_runs(["gone", "*"], main, workspace)
+    assert named == [models / "gone", models / "ssd.previous"]
+    first = analyze.read_run(main)
+    runs, lines = analyze.read_runs(named, first=first)
+    assert [run.name for run in runs] == ["ssd", "ssd.previous"]
+    assert lines == [f"problem: {models / 'gone'}: no such run folder"]
+
+
+def test_open_run_says_problems_and_notes(tmp_path):
+    run, lines = analyze.open_run(tmp_path / "missing")
+    assert run is None and lines == [f"problem: {tmp_path / 'missing'}: no such run folder"]
+    folder = write_run(tmp_path / "run", [0, 100], mAP=[0.1, 0.2])
+    (folder / "state.json").unlink()
+    run, lines = analyze.open_run(folder)
+    assert run.name == "run" and run.problems
+    assert lines == [f"problem: {line}" for line in run.problems]
+
+
+def test_stop_line():
+    assert analyze.stop_line(None) == "no stop step: no evaluations"
+    none = analyze.StopPoint(None, None, None, None, "the curve never rose")
+    assert analyze.stop_line(none) == "no stop step: the curve never rose"
+    stop = analyze.StopPoint(600, 0.41234, 400, 150.0, "stopped")
+    assert analyze.stop_line(stop) == (
+        "validation mAP stopped improving at step 600 (mAP 0.4123); 400 steps (2.5 minutes) "
+        "ran after it"
+    )
+    untimed = analyze.StopPoint(600, 0.4, 400, None, "stopped")
+    assert analyze.stop_line(untimed).endswith("; 400 steps ran after it")
+
+
+def test_analysis_figures_details_and_run_summary(tmp_path):
+    from platelab import goals
+
+    test_metrics = {
+        "AP": 0.123456,
+        "AP50": 0.5,
+        "recall": 0.25,
+        "per_class": {"vehicle": {"AP50": 0.91}},
+    }
+    heldout = goals.HeldoutEvaluation(
+        ground_truth=[], predictions=[], videos=[], frames=6, seed=4242, score_threshold=0.5,
+        metrics={"AP": 0.3, "per_class": {"vehicle": {"AP50": 0.812345, "num_gt": 3}}},
+    )  # fmt: skip
+    stop = analyze.StopPoint(600, 0.4, 400, None, "stopped")
+    trend = {"rising": False}
+    figures = analyze.analysis_figures(
+        tmp_path / "ssd", stop=stop, overfitting={"overfitting": False}, split="test",
+        test_metrics=test_metrics, heldout=heldout, trend=trend,
+    )  # fmt: skip
+    assert figures == {
+        "run": "ssd",
+        "stop step": 600,
+        "steps after stop": 400,
+        "overfitting": False,
+        "test mAP": 0.1235,
+        "test AP50": 0.5,
+        "test AP50 vehicle": 0.91,
+        "test recall": 0.25,
+        "held-out AP50 vehicle": 0.8123,
+        "held-out AP50 license_plate": None,
+        "held-out frames": 6,
+        "mAP rising": False,
+    }
+    no_stop = analyze.StopPoint(None, None, None, None, "flat")
+    assert analyze.analysis_figures(
+        tmp_path / "ssd", stop=no_stop, overfitting={}, split="val", test_metrics=None,
+        heldout=None, trend=None,
+    ) == {"run": "ssd", "stop step": None, "steps after stop": None, "overfitting": None}  # fmt: skip
+    assert analyze.analysis_figures(
+        tmp_path / "ssd", stop=None, overfitting={}, split="test", test_metrics=None,
+        heldout=None, trend=None,
+    ) == {"run": "ssd"}  # fmt: skip
+
+    rows = [{"goal": "g", "measured": "1", "target": ">= 1", "met": True}]
+    details = analyze.analysis_details(
+        None, tmp_path / "ssd", stop=stop, overfitting={"verdict": "v"}, test_metrics=None,
+        heldout=heldout, goal_rows=rows, comparison=None,
+    )  # fmt: skip
+    assert details["problems"] == [f"{tmp_path / 'ssd'}: not found"]
+    assert details["stop"] == {"step": 600, "reason": "stopped", "steps_after": 400}
+    assert details["heldout"]["seed"] == 4242 and details["heldout"]["frames"] == 6
+    assert details["goals"] == rows and details["comparison"] is None
+    json.dumps(details)
+
+    run_dir = tmp_path / "ssd"
+    assert (
+        analyze.add_to_run_summary(
+            run_dir, split="test", test_metrics=None, heldout=None, goal_rows=rows
+        )
+        is None
+    )
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text(json.dumps({"anchor_fit": 0.7}))
+    path = analyze.add_to_run_summary(
+        run_dir, split="test", test_metrics=test_metrics, heldout=heldout, goal_rows=rows
+    )
+    summary = read_json(path)
+    assert summary["anchor_fit"] == 0.7 and summary["test_metrics"] == test_metrics
+    assert summary["heldout_metrics"] == {"seed": 4242, "frames": 6, **heldout.metrics}
+    assert summary["goals"] == rows
+    (run_dir / "metrics.json").write_text("{")  # unreadable: started anew
+    analyze.add_to_run_summary(
+        run_dir, split="val", test_metrics=test_metrics, heldout=None, goal_rows=[]
+    )
+    assert read_json(run_dir / "metrics.json") == {"val_metrics": test_metrics, "goals": []}

@@ -13,7 +13,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from platelab import cvat, evaluate
+from platelab import annotate, evaluate
 
 PARITY = 1e-6
 """Largest difference allowed from pycocotools (the issue asks for 1e-3; it is rounding)."""
@@ -513,14 +513,14 @@ def test_load_predictions(tmp_path):
 
 
 def _voc_folder(tmp_path, name, objects_by_image, splits=None):
-    """A CVAT-style VOC folder written with platelab.cvat, PNG images of 64x48."""
+    """A CVAT-style VOC folder written with platelab.annotate, PNG images of 64x48."""
     images = []
     for image_name, objects in objects_by_image.items():
         path = tmp_path / f"{name}-pixels" / f"{image_name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), np.zeros((48, 64, 3), np.uint8))
-        images.append(cvat.VocImage(image_name, path, 64, 48, objects))
-    folder = cvat.write_voc(images, tmp_path / name, form="folder")
+        images.append(annotate.VocImage(image_name, path, 64, 48, objects))
+    folder = annotate.write_voc(images, tmp_path / name, form="folder")
     for split, names in (splits or {}).items():
         (folder / "ImageSets" / "Main" / f"{split}.txt").write_text(
             "".join(f"{n}\n" for n in names)
@@ -734,3 +734,16 @@ def test_ap_by_height_scores_each_bin_on_its_own():
     )
     rows = evaluate.ap_by_height(ground_truth, predictions, "license_plate")
     assert rows[0]["AP50"] < 1.0 and rows[2]["AP50"] == pytest.approx(1.0)
+
+
+def test_metrics_rows_all_first_then_each_class():
+    metrics = {
+        "AP": 0.5, "AP50": 0.7, "recall": 0.6,
+        "per_class": {"vehicle": {"AP": 0.6, "AP50": 0.8}, "license_plate": {"AP": 0.4}},
+    }  # fmt: skip
+    rows = evaluate.metrics_rows(metrics, ("AP", "AP50", "recall"))
+    assert list(rows) == ["all", "vehicle", "license_plate"]
+    assert rows["all"] == {"AP": 0.5, "AP50": 0.7, "recall": 0.6}
+    assert rows["vehicle"] == {"AP": 0.6, "AP50": 0.8, "recall": None}
+    assert rows["license_plate"] == {"AP": 0.4, "AP50": None, "recall": None}
+    assert evaluate.metrics_rows({"AP": 0.1}, ("AP",)) == {"all": {"AP": 0.1}}

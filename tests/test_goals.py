@@ -1,5 +1,6 @@
 """Tests for platelab.goals: held-out synthetic evaluation, goal rows, the mAP trend."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -183,3 +184,108 @@ def test_goals_per_profile():
     assert goals.goals_for("default") == ("default", {"vehicle": 0.90, "license_plate": 0.80})
     assert goals.goals_for("full") == ("full", goals.HELDOUT_AP50_GOALS)
     assert goals.goals_for("my-workspace") == ("full", goals.HELDOUT_AP50_GOALS)
+
+
+def _heldout(per_class, frames=6):
+    return goals.HeldoutEvaluation(
+        ground_truth=[], predictions=[], metrics={"AP": 0.5, "AP50": 0.75, "per_class": per_class},
+        videos=[{"vantage": "overpass"}, {"vantage": "kerb"}, {"vantage": "kerb"}],
+        frames=frames, seed=4242, score_threshold=0.5,
+        plate_heights=[
+            {"bin": "8-16 px", "low": 8, "high": 16, "num_gt": 4, "AP50": 0.41234},
+            {"bin": "16-32 px", "low": 16, "high": 32, "num_gt": 0, "AP50": None},
+        ],
+    )  # fmt: skip
+
+
+def test_goal_table_rows_per_goal_in_order():
+    heldout = _heldout(
+        {"vehicle": {"AP50": 0.93, "num_gt": 9}, "license_plate": {"AP50": 0.2, "num_gt": 0}}
+    )
+    trend = goals.map_trend([100, 200, 300, 400], [0.01, 0.03, 0.05, 0.1])
+    throughput = {"real_images_per_s": 45.0, "bare_images_per_s": 50.0, "ratio": 0.9}
+    rows = goals.goal_table(heldout, trend, throughput, "default")
+    assert [row["goal"] for row in rows] == [
+        "held-out AP50 vehicle (default profile)",
+        "held-out AP50 license_plate (default profile)",
+        "validation mAP rising (default profile)",
+        "input pipeline throughput",
+    ]
+    assert rows[0] == {
+        "goal": "held-out AP50 vehicle (default profile)",
+        "measured": "0.9300",
+        "target": ">= 0.9",
+        "met": True,
+    }
+    assert rows[1]["measured"] == "no ground truth" and rows[1]["met"] is None
+    assert rows[2]["measured"] == ("0.0100 -> 0.1000 over 4 evaluations, rank correlation 1.00")
+    assert rows[2]["met"] is True
+    assert rows[3] == {
+        "goal": "input pipeline throughput",
+        "measured": "45.0 / 50.0 images/s = 0.900",
+        "target": ">= 0.9",
+        "met": True,
+    }
+    # Another workspace is judged by the full profile; unmeasured goals are left out.
+    full = goals.goal_table(heldout, None, None, "my-footage")
+    assert [row["goal"] for row in full] == [
+        "held-out AP50 vehicle (full profile)",
+        "held-out AP50 license_plate (full profile)",
+    ]
+    assert full[0]["met"] is False
+    two = goals.map_trend([1, 2], [0.1, 0.2])
+    assert goals.goal_table(
+        None, two, {"ratio": 0.5, "real_images_per_s": 1.0, "bare_images_per_s": 2.0}, "default"
+    ) == [
+        {
+            "goal": "validation mAP rising (default profile)",
+            "measured": "2 evaluation(s)",
+            "target": "correlation >= 0.8, best >= 2x first",
+            "met": None,
+        },
+        {
+            "goal": "input pipeline throughput",
+            "measured": "1.0 / 2.0 images/s = 0.500",
+            "target": ">= 0.9",
+            "met": False,
+        },
+    ]
+
+
+def test_run_map_trend_and_trend_lines():
+    import pandas as pd
+
+    metrics = pd.DataFrame({"step": [50, 100, 150, 200], "mAP": [np.nan, 0.01, 0.02, 0.05]})
+    trend = goals.run_map_trend(metrics)
+    assert trend == goals.map_trend([100, 150, 200], [0.01, 0.02, 0.05])
+    assert goals.run_map_trend(metrics.drop(columns="mAP")) is None
+    assert goals.run_map_trend(metrics.iloc[:0]) is None and goals.run_map_trend(None) is None
+    state = {"status": "finished", "step": 200, "best_step": 200}
+    first, second = goals.trend_lines(trend, state)
+    assert first == (
+        "validation mAP 0.0100 at the first evaluation -> 0.0500 at best (step 200); "
+        "status finished at step 200"
+    )
+    assert second.startswith(
+        "rank correlation of validation mAP with step 1.00 over 3 evaluations: rising"
+    )
+    assert goals.trend_lines(None, state)[0].startswith(
+        "validation mAP nan at the first evaluation -> nan"
+    )
+    assert len(goals.trend_lines(goals.map_trend([1, 2], [0.1, 0.2]), state)) == 1
+
+
+def test_heldout_frame_size_line_and_plate_table():
+    assert goals.heldout_frame_size("640X360", {"size": [320, 180]}) == (640, 360)
+    assert goals.heldout_frame_size("", {"size": [320, 180]}) == (320, 180)
+    assert goals.heldout_frame_size("", None) == (960, 540)
+    heldout = _heldout({})
+    assert goals.heldout_line(heldout, (320, 180)) == (
+        "held-out seed 4242: 3 videos (kerb, overpass), 6 frames at 320x180; mAP 0.5000, AP50 0.7500"
+    )
+    table = goals.plate_height_table(heldout)
+    assert list(table.index) == ["8-16 px", "16-32 px"] and table.index.name == "bin"
+    assert list(table.columns) == ["plates", "plate AP50"]
+    assert table.loc["8-16 px", "plate AP50"] == 0.412 and table.loc["8-16 px", "plates"] == 4
+    assert np.isnan(table.loc["16-32 px", "plate AP50"])
+    assert goals.plate_height_table(dataclasses.replace(heldout, plate_heights=[])).empty

@@ -1,6 +1,7 @@
 """Training (platelab.train): data, loss, augmentation, the loop, resume, bad input."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -430,3 +431,182 @@ def test_resuming_a_folder_of_another_configuration_raises_run_mismatch(tmp_path
     with pytest.raises(train.TrainingError, match="cannot resume") as unreadable:
         train._check_resume(run_dir, config)
     assert not isinstance(unreadable.value, train.RunMismatchError)
+
+
+def test_train_or_restart_moves_a_run_of_another_configuration_aside(tmp_path, monkeypatch):
+    run_dir = tmp_path / "ssd"
+    run_dir.mkdir()
+    (run_dir / "old.txt").write_text("old run")
+    (tmp_path / "ssd.previous").mkdir()  # an earlier one is replaced
+    (tmp_path / "ssd.previous" / "older.txt").write_text("older run")
+    calls = []
+
+    def fake_train(dataset_dir, run_dir, config=None, progress=True, echo=None):
+        calls.append((run_dir.exists(), progress))
+        if len(calls) == 1:
+            raise train.RunMismatchError(f"{run_dir} holds a run of another configuration")
+        run_dir.mkdir()
+        return {"status": "finished", "step": 3}
+
+    monkeypatch.setattr(train, "train", fake_train)
+    said = []
+    state, previous = train.train_or_restart("data", run_dir, {}, echo=said.append)
+    assert state == {"status": "finished", "step": 3}
+    assert previous == tmp_path / "ssd.previous"
+    assert (previous / "old.txt").read_text() == "old run" and not (previous / "older.txt").exists()
+    assert calls == [(True, False), (False, False)]  # resumed first, then afresh
+    assert said[0].endswith("holds a run of another configuration")
+    assert said[1] == f"the old run folder is now {previous}; training afresh"
+
+
+def test_train_or_restart_without_resume_always_starts_afresh(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "train", lambda *args, **kwargs: {"status": "finished"})
+    said = []
+    fresh = tmp_path / "new"
+    assert train.train_or_restart("data", fresh, resume=False, echo=said.append) == (
+        {"status": "finished"},
+        None,
+    )
+    assert said == []  # nothing to move aside
+    run_dir = tmp_path / "ssd"
+    run_dir.mkdir()
+    state, previous = train.train_or_restart("data", run_dir, resume=False, echo=said.append)
+    assert previous == tmp_path / "ssd.previous" and previous.is_dir() and not run_dir.exists()
+    assert said == [f"started afresh; the old run folder is {previous}"]
+    # Resuming a folder of the same configuration moves nothing.
+    run_dir.mkdir()
+    assert train.train_or_restart("data", run_dir, echo=said.append)[1] is None
+    assert run_dir.is_dir()
+
+
+def _split(classes, difficult, skipped=(), unknown=None):
+    classes = np.asarray(classes, np.int32)
+    return train.SplitData(
+        images=np.zeros((len(classes), 4, 4, 3), np.uint8),
+        boxes=np.zeros((*classes.shape, 4), np.float32),
+        classes=classes,
+        difficult=np.asarray(difficult, bool),
+        names=[f"image{index}" for index in range(len(classes))],
+        sizes=np.zeros((len(classes), 2)),
+        info=[{}] * len(classes),
+        skipped=list(skipped),
+        unknown_labels=dict(unknown or {}),
+    )
+
+
+def test_split_table_counts_boxes_per_class_and_what_was_left_out():
+    data = _split([[1, 2, 2], [1, 0, 0]], [[False, True, False], [False, True, False]])
+    other = _split([[2, 0, 0]], [[False, False, False]], skipped=["bad.png"], unknown={"bus": 3})
+    table = train.split_table({"train": data, "val": other}, LABELS)
+    assert table == {
+        "train": {
+            "images": 2,
+            "vehicle boxes": 2,
+            "license_plate boxes": 2,
+            "difficult boxes": 1,  # padding marked difficult is no box
+            "skipped images": 0,
+            "unknown-label boxes": 0,
+        },
+        "val": {
+            "images": 1,
+            "vehicle boxes": 0,
+            "license_plate boxes": 1,
+            "difficult boxes": 0,
+            "skipped images": 1,
+            "unknown-label boxes": 3,
+        },
+    }
+
+
+def test_anchor_table_lists_every_shape_per_stride():
+    spec = {"levels": [8, 16], "shapes": [[(12.0, 6.0), (8.0, 8.0)], [(30.0, 7.5)]]}
+    assert train.anchor_table(spec) == [
+        {"stride": 8, "anchor (w x h px at input)": "12.0 x 6.0", "aspect (w/h)": 2.0},
+        {"stride": 8, "anchor (w x h px at input)": "8.0 x 8.0", "aspect (w/h)": 1.0},
+        {"stride": 16, "anchor (w x h px at input)": "30.0 x 7.5", "aspect (w/h)": 4.0},
+    ]
+    generic = model_lib.generic_anchor_spec((8, 16, 32, 64))
+    rows = train.anchor_table(generic)
+    assert len(rows) == sum(len(shapes) for shapes in generic["shapes"])
+    assert [row["stride"] for row in rows] == sorted(row["stride"] for row in rows)
+
+
+def test_height_bins_put_each_box_in_one_bin():
+    heights = {"license_plate": np.array([3.0, 7.99, 8.0, 15.9, 16.0, 31.0, 32.0, 80.0]),
+               "vehicle": np.zeros(0)}  # fmt: skip
+    table = train.height_bins(heights)
+    assert table["license_plate"] == {
+        "boxes": 8, "under 8 px": 2, "8-16 px": 2, "16-32 px": 2, "32 px and up": 2,
+    }  # fmt: skip
+    assert table["vehicle"] == {
+        "boxes": 0, "under 8 px": 0, "8-16 px": 0, "16-32 px": 0, "32 px and up": 0,
+    }  # fmt: skip
+    assert list(train.height_bins({"x": [5, 50]}, edges=(10,))["x"].items()) == [
+        ("boxes", 2), ("under 10 px", 1), ("10 px and up", 1),
+    ]  # fmt: skip
+
+
+def test_memory_verdict_and_table():
+    rows = [
+        {"batch_size": 0, "peak_mib": 900.0, "status": "ok"},
+        {"batch_size": 4, "peak_mib": 1000.0, "status": "ok"},
+        {"batch_size": 8, "peak_mib": 1100.0, "status": "ok"},
+        {"batch_size": 16, "peak_mib": None, "status": "out of memory"},
+    ]
+    assert (
+        train.memory_verdict(rows, 8) == "about 25 MiB more per image in the batch; batch 8 chosen"
+    )
+    assert "no slope" in train.memory_verdict(rows[:2], 4)
+    assert train.memory_verdict([], 16) == "memory_batch_sizes is empty: not measured"
+    assert train.memory_table("", None) == [] and train.memory_table(" , ", None) == []
+
+
+def test_throughput_line():
+    assert train.throughput_line(None) == "throughput_steps is 0: not measured"
+    line = train.throughput_line(
+        {"bare_images_per_s": 80.0, "real_images_per_s": 76.04, "ratio": 0.9505}
+    )
+    assert line == (
+        "bare train step 80.0 images/s, real training 76.0 images/s: ratio 0.951 (goal >= 0.9)"
+    )
+
+
+def test_run_summary_and_key_figures():
+    config = train.TrainConfig(input_size=192, infer_size=960)
+    geometry = config.geometry(960, 540)
+    metrics = {
+        "AP": 0.123456, "AP50": 0.5, "per_class": {"vehicle": {"AP50": 0.71234}, "license_plate": {}},
+    }  # fmt: skip
+    state = {"status": "finished", "step": 40, "best_step": 30}
+    trend = {"evaluations": 3, "first": 0.0123456, "best": 0.2, "rising": True}
+    summary = train.run_summary(
+        "data/x/models/ssd", state, config, geometry, val_metrics=metrics, anchor_fit=0.7,
+        memory=[], throughput={"ratio": 0.95678}, map_trend=trend, starter_table=[],
+    )  # fmt: skip
+    assert list(summary) == [
+        "run_dir", "state", "val_metrics", "anchor_fit", "geometry", "memory", "throughput",
+        "map_trend", "starter_table",
+    ]  # fmt: skip
+    assert summary["run_dir"] == "data/x/models/ssd"
+    assert summary["geometry"] == {
+        "infer_size": [geometry.width, geometry.height],
+        "resize": geometry.mode,
+        "train_shape": [192, 192],
+    }
+    json.dumps(summary)  # JSON-ready
+    assert train.key_figures(summary, elapsed_s=363.0) == {
+        "status": "finished",
+        "steps": 40,
+        "best step": 30,
+        "val mAP": 0.1235,
+        "val AP50": 0.5,
+        "val AP50 vehicle": 0.7123,
+        "val AP50 license_plate": None,
+        "first val mAP": 0.0123,
+        "mAP rising": True,
+        "input ratio": 0.957,
+        "minutes": 6.0,
+    }
+    bare = train.key_figures(dict(summary, map_trend=None, throughput=None), elapsed_s=None)
+    assert math.isnan(bare["first val mAP"])
+    assert bare["mAP rising"] is None and bare["input ratio"] is None and bare["minutes"] is None

@@ -877,6 +877,230 @@ def compare_runs(runs, metric="mAP", tolerance=0.005, window=None):
     return table
 
 
+# --------------------------------------------------------------------------------------
+# Stage 07's notebook: each cell one call
+
+
+def run_folder(name, workspace):
+    """A run folder named in stage 07's parameters.
+
+    Args:
+        name: a run name under ``data/<workspace>/models/``, or a path (one holding a
+            ``/`` or starting with ``.``; relative to the project)
+        workspace: the workspace name
+
+    Returns:
+        the folder's Path (not checked to exist)
+    """
+    if "/" in name or name.startswith("."):
+        return paths.resolve(name)
+    return paths.models_dir(workspace) / name
+
+
+def open_run(run_dir):
+    """:func:`read_run`, with what is wrong said in lines instead of raised.
+
+    Args:
+        run_dir: the run folder
+
+    Returns:
+        ``(run, lines)``: the :class:`Run` (``None`` where the folder cannot be read)
+        and its lines ``"problem: ..."`` then ``"note: ..."``
+    """
+    try:
+        run = read_run(run_dir)
+    except RunError as error:
+        return None, [f"problem: {error}"]
+    return run, [f"problem: {line}" for line in run.problems] + [
+        f"note: {line}" for line in run.notes
+    ]
+
+
+def stop_line(stop):
+    """One line on where validation mAP stopped improving (a :class:`StopPoint` or None)."""
+    if stop is None:
+        return "no stop step: no evaluations"
+    if not stop:
+        return f"no stop step: {stop.reason}"
+    minutes = f" ({stop.seconds_after / 60:.1f} minutes)" if stop.seconds_after else ""
+    return (
+        f"validation mAP stopped improving at step {stop.step} (mAP {stop.value:.4f}); "
+        f"{stop.steps_after} steps{minutes} ran after it"
+    )
+
+
+def other_runs(names, run_dir, workspace):
+    """The run folders to compare a run with: those named, ``"*"`` for every other one.
+
+    Args:
+        names: run names or paths (:func:`run_folder`); ``"*"`` adds every run folder of
+            the workspace (:func:`find_runs`) other than ``run_dir`` and export folders
+            (``*-exports``)
+        run_dir: the run analysed (left out of ``"*"``)
+        workspace: the workspace name
+
+    Returns:
+        a list of Paths, those named first, in the order given
+    """
+    names = list(names)
+    everything = "*" in names
+    folders = [run_folder(str(name), workspace) for name in names if name != "*"]
+    if everything:
+        folders += [
+            folder
+            for folder in find_runs(paths.models_dir(workspace))
+            if folder.resolve() != Path(run_dir).resolve() and not folder.name.endswith("-exports")
+        ]
+    return folders
+
+
+def read_runs(run_dirs, first=None):
+    """Reads run folders for a comparison, saying which could not be read.
+
+    Args:
+        run_dirs: run folders
+        first: a :class:`Run` to put first (the one analysed), or ``None``
+
+    Returns:
+        ``(runs, lines)``: the :class:`Run` list and one ``"problem: ..."`` line per
+        folder that could not be read
+    """
+    runs = [first] if first is not None else []
+    lines = []
+    for run_dir in run_dirs:
+        run, said = open_run(run_dir)
+        if run is None:
+            lines += said
+        else:
+            runs.append(run)
+    return runs, lines
+
+
+TEST_TABLE_KEYS = ("AP", "AP50", "AP75", "precision", "recall", "F1", "num_gt", "num_pred")
+"""The figures of stage 07's table of the best model on the held-out split."""
+
+
+def analysis_figures(run_dir, *, stop, overfitting, split, test_metrics, heldout, trend):
+    """Stage 07's few figures for the report index.
+
+    Args:
+        run_dir: the run analysed
+        stop: its :class:`StopPoint`, or ``None`` without metrics (then ``overfitting``
+            is left out too)
+        overfitting: :func:`diagnose_overfitting`'s dict
+        split: the name of the held-out split (``"test"``)
+        test_metrics: the evaluation engine's metrics on it, or ``None``
+        heldout: a :class:`platelab.goals.HeldoutEvaluation`, or ``None``
+        trend: :func:`platelab.goals.map_trend`'s dict, or ``None``
+
+    Returns:
+        a flat dict (floats rounded to 4 places): ``run``; ``stop step``,
+        ``steps after stop``, ``overfitting``; ``<split> mAP``, ``<split> AP50``,
+        ``<split> AP50 <label>``, ``<split> recall``; ``held-out AP50 <label>``,
+        ``held-out frames``; ``mAP rising`` (each group only where measured)
+    """
+    from platelab import goals
+
+    figures = {"run": Path(run_dir).name}
+    if stop is not None:
+        figures["stop step"] = stop.step if stop else None
+        figures["steps after stop"] = stop.steps_after if stop else None
+        figures["overfitting"] = overfitting.get("overfitting")
+    if test_metrics is not None:
+        figures[f"{split} mAP"] = test_metrics.get("AP")
+        figures[f"{split} AP50"] = test_metrics.get("AP50")
+        for label, values in test_metrics["per_class"].items():
+            figures[f"{split} AP50 {label}"] = values.get("AP50")
+        figures[f"{split} recall"] = test_metrics.get("recall")
+    if heldout is not None:
+        for row in goals.goal_rows(heldout.metrics):
+            figures[f"held-out AP50 {row['class']}"] = row["AP50"]
+        figures["held-out frames"] = heldout.frames
+    if trend is not None:
+        figures["mAP rising"] = trend["rising"]
+    return {
+        key: (round(value, 4) if isinstance(value, float) else value)
+        for key, value in figures.items()
+    }
+
+
+def analysis_details(run, run_dir, *, stop, overfitting, test_metrics, heldout, goal_rows, comparison):  # fmt: skip
+    """Stage 07's ``details`` for its ``metrics.json``.
+
+    Args:
+        run: the :class:`Run`, or ``None`` (not found)
+        run_dir: its folder
+        stop: its :class:`StopPoint`, or ``None``
+        overfitting: :func:`diagnose_overfitting`'s dict
+        test_metrics: the metrics on the held-out split, or ``None``
+        heldout: a :class:`platelab.goals.HeldoutEvaluation`, or ``None``
+        goal_rows: :func:`platelab.goals.goal_table`'s rows
+        comparison: :func:`compare_runs`' DataFrame, or ``None``
+
+    Returns:
+        a JSON-ready dict ``problems``, ``stop``, ``overfitting``, ``test_metrics``,
+        ``heldout`` (``seed``, ``frames``, ``metrics``, ``plate_heights``,
+        ``difficult_below_px``), ``goals``, ``comparison`` (records)
+    """
+    return {
+        "problems": run.problems if run is not None else [f"{run_dir}: not found"],
+        "stop": {"step": stop.step, "reason": stop.reason, "steps_after": stop.steps_after}
+        if stop is not None
+        else None,
+        "overfitting": overfitting,
+        "test_metrics": test_metrics,
+        "heldout": {
+            "seed": heldout.seed,
+            "frames": heldout.frames,
+            "metrics": heldout.metrics,
+            "plate_heights": heldout.plate_heights,
+            "difficult_below_px": heldout.difficult_below_px,
+        }
+        if heldout is not None
+        else None,
+        "goals": goal_rows,
+        "comparison": comparison.to_dict("records") if comparison is not None else None,
+    }
+
+
+def add_to_run_summary(run_dir, *, split, test_metrics, heldout, goal_rows):
+    """Adds stage 07's figures to the run's own ``metrics.json`` (model cards quote them).
+
+    Nothing is written where neither ``test_metrics`` nor ``heldout`` is given. An
+    unreadable ``metrics.json`` is started anew.
+
+    Args:
+        run_dir: the run folder
+        split: the held-out split's name: the key ``<split>_metrics`` gets
+            ``test_metrics``
+        test_metrics: the metrics on the held-out split, or ``None``
+        heldout: a :class:`platelab.goals.HeldoutEvaluation`, or ``None``: the key
+            ``heldout_metrics`` gets ``seed``, ``frames`` and its metrics
+        goal_rows: :func:`platelab.goals.goal_table`'s rows, under ``goals``
+
+    Returns:
+        the Path written, or ``None``
+    """
+    if test_metrics is None and heldout is None:
+        return None
+    path = Path(run_dir) / SUMMARY_JSON
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    if test_metrics is not None:
+        summary[f"{split}_metrics"] = test_metrics
+    if heldout is not None:
+        summary["heldout_metrics"] = {
+            "seed": heldout.seed,
+            "frames": heldout.frames,
+            **heldout.metrics,
+        }
+    summary["goals"] = goal_rows
+    atomic_write_json(path, summary)
+    return path
+
+
 def plot_comparison(runs, metric="mAP", x="step"):
     """Overlaid validation curves of several runs; the best run is drawn bold.
 

@@ -746,6 +746,24 @@ def summary_line(metrics):
     )
 
 
+def metrics_rows(metrics, keys):
+    """A metrics dict as table rows: ``all`` classes first, then one row per class.
+
+    Args:
+        metrics: :func:`evaluate_detections`' dict (its figures, and ``per_class``:
+            label -> the same figures for one class)
+        keys: the figures wanted, e.g. ``("AP", "AP50", "recall")``
+
+    Returns:
+        ``{"all": {key: value}, "<label>": {key: value}, ...}`` (``None`` where a figure
+        is missing; ``pd.DataFrame(rows).T``: one row per class)
+    """
+    rows = {"all": {key: metrics.get(key) for key in keys}}
+    for label, values in metrics.get("per_class", {}).items():
+        rows[label] = {key: values.get(key) for key in keys}
+    return rows
+
+
 def main_evaluate(argv=None):
     """Runs ``evaluate`` stand-alone (``python -m platelab.evaluate``); returns the exit status."""
     parser = add_evaluate_arguments(argparse.ArgumentParser(prog="platelab evaluate"))

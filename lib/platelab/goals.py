@@ -330,6 +330,157 @@ def map_trend(steps, values):
     return result
 
 
+def run_map_trend(metrics):
+    """:func:`map_trend` of a run's ``metrics.csv`` table, where it has validation mAP.
+
+    Args:
+        metrics: the run's metrics as a DataFrame (``analyze.Run.metrics``: columns
+            ``step`` and ``mAP``, NaN on rows without an evaluation), or ``None``
+
+    Returns:
+        :func:`map_trend`'s dict, or ``None`` without rows or without an ``mAP`` column
+    """
+    if metrics is None or len(metrics) == 0 or "mAP" not in metrics:
+        return None
+    return map_trend(metrics["step"], metrics["mAP"])
+
+
+def trend_lines(trend, state):
+    """Stage 06's lines on validation mAP: first against best, then whether it rises.
+
+    Args:
+        trend: :func:`map_trend`'s dict, or ``None`` (no evaluation)
+        state: the training run's final state (``status``, ``step``, ``best_step``)
+
+    Returns:
+        a list of one or two lines of text (the second only with a verdict on rising)
+    """
+    first = trend["first"] if trend is not None and trend["first"] is not None else np.nan
+    best = trend["best"] if trend is not None and trend["best"] is not None else np.nan
+    lines = [
+        f"validation mAP {first:.4f} at the first evaluation -> {best:.4f} at best "
+        f"(step {state.get('best_step')}); status {state['status']} at step {state['step']}"
+    ]
+    if trend is not None and trend["rising"] is not None:
+        lines.append(
+            f"rank correlation of validation mAP with step {trend['correlation']:.2f} over "
+            f"{trend['evaluations']} evaluations: "
+            + ("rising" if trend["rising"] else "not clearly rising")
+            + f" (goal: correlation >= {RISING_CORRELATION}, best >= {RISING_FACTOR:g}x first)"
+        )
+    return lines
+
+
+def heldout_frame_size(size, training_videos=None):
+    """The held-out videos' frame size: the one asked for, else the training videos'.
+
+    Args:
+        size: ``"WxH"`` text (e.g. ``"960x540"``); empty: the training videos' size
+        training_videos: :func:`training_video_parameters`' dict, or ``None``
+
+    Returns:
+        ``(width, height)`` ints; ``(960, 540)`` without either
+    """
+    if size:
+        width, height = (int(part) for part in size.lower().split("x"))
+        return width, height
+    width, height = (training_videos or {}).get("size", (960, 540))
+    return int(width), int(height)
+
+
+def heldout_line(heldout, size):
+    """One line on a :class:`HeldoutEvaluation`: seed, videos, frames, mAP and AP50.
+
+    Args:
+        heldout: a :class:`HeldoutEvaluation`
+        size: ``(width, height)`` of its frames (:func:`heldout_frame_size`)
+    """
+    vantages = sorted({video["vantage"] for video in heldout.videos})
+    return (
+        f"held-out seed {heldout.seed}: {len(heldout.videos)} videos ({', '.join(vantages)}), "
+        f"{heldout.frames} frames at {size[0]}x{size[1]}; "
+        f"mAP {heldout.metrics['AP']:.4f}, AP50 {heldout.metrics['AP50']:.4f}"
+    )
+
+
+def goal_table(heldout, trend, throughput, workspace):
+    """The training stage's goals against what was measured, one row per goal.
+
+    Args:
+        heldout: a :class:`HeldoutEvaluation`, or ``None`` (not evaluated)
+        trend: :func:`map_trend`'s dict, or ``None`` (no validation mAP)
+        throughput: :func:`platelab.train.measure_input_throughput`'s dict (``ratio``,
+            ``real_images_per_s``, ``bare_images_per_s``), or ``None`` (not measured)
+        workspace: the workspace name, which picks the held-out goals (:func:`goals_for`)
+
+    Returns:
+        a list of dicts ``goal``, ``measured`` (text), ``target`` (text), ``met``
+        (bool, or ``None`` where it cannot be judged): the held-out AP50 per class,
+        then rising mAP, then input throughput, each only where measured
+    """
+    from platelab.train import THROUGHPUT_GOAL
+
+    rows = []
+    if heldout is not None:
+        profile, profile_goals = goals_for(workspace)
+        for row in goal_rows(heldout.metrics, profile_goals):
+            rows.append(
+                {
+                    "goal": f"held-out AP50 {row['class']} ({profile} profile)",
+                    "measured": "no ground truth" if row["AP50"] is None else f"{row['AP50']:.4f}",
+                    "target": f">= {row['goal']}",
+                    "met": row["met"],
+                }
+            )
+    if trend is not None:
+        measured = (
+            f"{trend['first']:.4f} -> {trend['best']:.4f} over {trend['evaluations']} "
+            f"evaluations, rank correlation {trend['correlation']:.2f}"
+            if trend["correlation"] is not None
+            else f"{trend['evaluations']} evaluation(s)"
+        )
+        rows.append(
+            {
+                "goal": "validation mAP rising (default profile)",
+                "measured": measured,
+                "target": f"correlation >= {RISING_CORRELATION}, best >= {RISING_FACTOR:g}x first",
+                "met": trend["rising"],
+            }
+        )
+    if throughput:
+        rows.append(
+            {
+                "goal": "input pipeline throughput",
+                "measured": f"{throughput['real_images_per_s']:.1f} / "
+                f"{throughput['bare_images_per_s']:.1f} images/s = {throughput['ratio']:.3f}",
+                "target": f">= {THROUGHPUT_GOAL}",
+                "met": throughput["ratio"] >= THROUGHPUT_GOAL,
+            }
+        )
+    return rows
+
+
+def plate_height_table(heldout):
+    """License-plate AP50 per box-height bin of a held-out evaluation, as a table.
+
+    Args:
+        heldout: a :class:`HeldoutEvaluation`
+
+    Returns:
+        a DataFrame indexed by ``bin`` (``"8-16 px"``, ...) with columns ``plates``
+        (boxes in the bin) and ``plate AP50`` (rounded to 3 places; NaN: no box)
+    """
+    import pandas as pd
+
+    return (
+        pd.DataFrame(heldout.plate_heights, columns=["bin", "low", "high", "num_gt", "AP50"])
+        .drop(columns=["low", "high"])
+        .set_index("bin")
+        .rename(columns={"num_gt": "plates", "AP50": "plate AP50"})
+        .round(3)
+    )
+
+
 def _check_heldout_arguments(seed, training_seed, videos, seconds, fps, sample_fps):
     """Raises ValueError for the training seed as held-out seed, or a count not positive."""
     if training_seed is not None and int(seed) == int(training_seed):

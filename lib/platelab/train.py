@@ -593,6 +593,82 @@ def object_heights(data, labels):
     return {label: heights.get(index + 1, np.zeros(0)) for index, label in enumerate(labels)}
 
 
+def split_table(splits, labels):
+    """What each loaded split holds, for the notebook's data table.
+
+    Args:
+        splits: ``{split name: SplitData}``, e.g. ``{"train": ..., "val": ...}``
+        labels: the model's labels in class-id order (id 1 first)
+
+    Returns:
+        ``{split name: {"images": int, "<label> boxes": int per label,
+        "difficult boxes": int, "skipped images": int, "unknown-label boxes": int}}``
+        (``pd.DataFrame`` of it: one column per split)
+    """
+    return {
+        name: {
+            "images": len(data),
+            **{
+                f"{label} boxes": int((data.classes == index + 1).sum())
+                for index, label in enumerate(labels)
+            },
+            "difficult boxes": int((data.difficult & (data.classes > 0)).sum()),
+            "skipped images": len(data.skipped),
+            "unknown-label boxes": sum(data.unknown_labels.values()),
+        }
+        for name, data in splits.items()
+    }
+
+
+def anchor_table(anchor_spec):
+    """The anchor shapes of a spec, one row per shape, finest stride first.
+
+    Args:
+        anchor_spec: :func:`make_anchor_spec`'s dict: ``levels`` (strides) and
+            ``shapes`` (per level, ``(width, height)`` pairs in network-input pixels)
+
+    Returns:
+        a list of dicts ``stride``, ``anchor (w x h px at input)`` (``"12.0 x 6.0"``),
+        ``aspect (w/h)`` (rounded to 2 places)
+    """
+    return [
+        {
+            "stride": stride,
+            "anchor (w x h px at input)": f"{w:.1f} x {h:.1f}",
+            "aspect (w/h)": round(w / h, 2),
+        }
+        for stride, shapes in zip(anchor_spec["levels"], anchor_spec["shapes"], strict=True)
+        for w, h in shapes
+    ]
+
+
+HEIGHT_BINS = (8, 16, 32)
+"""Edges (network-input pixels) of the box-height bins: under 8 px a plate cannot be read."""
+
+
+def height_bins(heights, edges=HEIGHT_BINS):
+    """Boxes per height bin and class, for the plate-size table beside the histogram.
+
+    Args:
+        heights: :func:`object_heights`' ``{label: (M,) heights in network pixels}``
+        edges: increasing bin edges in pixels (default :data:`HEIGHT_BINS`)
+
+    Returns:
+        ``{label: {"boxes": M, "under 8 px": n, "8-16 px": n, "16-32 px": n,
+        "32 px and up": n}}`` (for the default edges; counts are ints, each box in
+        exactly one bin; ``pd.DataFrame.from_dict(..., orient="index")``: one row per label)
+    """
+    table = {}
+    for label, values in heights.items():
+        values = np.asarray(values, dtype=np.float64)
+        row = {"boxes": len(values), f"under {edges[0]} px": int((values < edges[0]).sum())}
+        for low, high in zip(edges, edges[1:], strict=False):
+            row[f"{low}-{high} px"] = int(((values >= low) & (values < high)).sum())
+        row[f"{edges[-1]} px and up"] = int((values >= edges[-1]).sum())
+        table[label] = row
+    return table
+
+
 def batch_indices(step, batch_size, count, seed):
     """The training images of a step: a fresh seeded permutation of the images per epoch.
 
@@ -1057,6 +1133,65 @@ def train(
     finally:
         bar.close()
     return checkpointer.finish(step, "finished" if status == "running" else status)
+
+
+def move_aside(run_dir):
+    """Moves a run folder to ``<run_name>.previous``, replacing an earlier one there.
+
+    Args:
+        run_dir: the run folder (it must exist)
+
+    Returns:
+        the Path it now lies at
+    """
+    import shutil
+
+    run_dir = Path(run_dir)
+    previous = run_dir.with_name(run_dir.name + ".previous")
+    if previous.exists():
+        shutil.rmtree(previous)
+    run_dir.rename(previous)
+    return previous
+
+
+def train_or_restart(dataset_dir, run_dir, config=None, *, resume=True, echo=None, **options):
+    """Trains, resuming the run folder when it can and starting afresh when it cannot.
+
+    The notebook's way (``platelab train`` refuses instead): a run folder is moved aside
+    to ``<run_name>.previous`` (see :func:`move_aside`) before training when ``resume``
+    is False, or when :func:`train` raises :class:`RunMismatchError` (the folder holds
+    a run of other data or another configuration); then training starts afresh.
+
+    Args:
+        dataset_dir: a merged dataset folder (stage 05)
+        run_dir: the run folder
+        config: a :class:`TrainConfig` or a dict of its fields
+        resume: False: never resume, always move an existing folder aside
+        echo: a function receiving each line said (default: logger.info)
+        **options: further :func:`train` arguments (default ``progress=False``)
+
+    Returns:
+        ``(state, previous)``: :func:`train`'s final state dict, and the Path the old
+        run folder was moved to (``None`` where nothing was moved)
+
+    Raises:
+        TrainingError: as :func:`train`, other than a run mismatch
+    """
+    echo = echo or logger.info
+    options.setdefault("progress", False)
+    run_dir = Path(run_dir)
+    previous = None
+    if not resume and run_dir.exists():
+        previous = move_aside(run_dir)
+        echo(f"started afresh; the old run folder is {previous}")
+    try:
+        return train(dataset_dir, run_dir, config, echo=echo, **options), previous
+    except RunMismatchError as error:
+        # A batch rerun after the data or parameters changed: keep the old run, train afresh.
+        previous = move_aside(run_dir)
+        echo(str(error))
+        echo(f"the old run folder is now {previous}; training afresh")
+    return train(dataset_dir, run_dir, config, echo=echo, **options), previous
 
 
 class _TrainingSetup:
@@ -2055,6 +2190,143 @@ def measure_input_throughput(data, config, steps=20, rounds=3, echo=None):
         "rounds": measured,
         "steps": steps,
         "batch_size": config.batch_size,
+    }
+
+
+def memory_table(batch_sizes, config=None, **options):
+    """:func:`measure_memory` for the notebook's comma-separated batch sizes.
+
+    Args:
+        batch_sizes: ``"4,8,16"``-style text (empty: nothing measured) or a list of ints
+        config: a :class:`TrainConfig`
+        **options: further :func:`measure_memory` arguments
+
+    Returns:
+        :func:`measure_memory`'s rows (baseline first), or ``[]`` where no batch size
+        was asked for
+    """
+    if isinstance(batch_sizes, str):
+        batch_sizes = [int(part) for part in batch_sizes.split(",") if part.strip()]
+    return measure_memory(batch_sizes, config, **options) if batch_sizes else []
+
+
+def memory_verdict(rows, batch_size):
+    """One line on :func:`measure_memory`'s rows: the memory one more image costs.
+
+    Args:
+        rows: :func:`measure_memory`'s dicts ``batch_size``, ``peak_mib``, ``status``
+        batch_size: the run's batch size
+
+    Returns:
+        ``"about 41 MiB more per image in the batch; batch 16 chosen"`` (slope of a
+        straight line through the measured batch sizes), or why there is none
+    """
+    if not rows:
+        return "memory_batch_sizes is empty: not measured"
+    fitting = [row for row in rows if row["batch_size"] > 0 and row["status"] == "ok"]
+    if len(fitting) < 2:
+        return f"fewer than two batch sizes measured: no slope; batch {batch_size} chosen"
+    slope = np.polyfit(
+        [row["batch_size"] for row in fitting], [row["peak_mib"] for row in fitting], 1
+    )[0]
+    return f"about {slope:.0f} MiB more per image in the batch; batch {batch_size} chosen"
+
+
+def throughput_line(throughput):
+    """One line on :func:`measure_input_throughput`'s result against :data:`THROUGHPUT_GOAL`.
+
+    Args:
+        throughput: its dict (``bare_images_per_s``, ``real_images_per_s``, ``ratio``),
+            or ``None`` where it was not measured
+    """
+    if not throughput:
+        return "throughput_steps is 0: not measured"
+    return (
+        f"bare train step {throughput['bare_images_per_s']:.1f} images/s, real training "
+        f"{throughput['real_images_per_s']:.1f} images/s: ratio {throughput['ratio']:.3f} "
+        f"(goal >= {THROUGHPUT_GOAL})"
+    )
+
+
+VALIDATION_TABLE_KEYS = (
+    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "precision", "recall", "F1",
+)  # fmt: skip
+"""The figures of the notebook's table of the best model on the val split."""
+
+
+def run_summary(
+    run_dir, state, config, geometry, *, val_metrics, anchor_fit, memory, throughput,
+    map_trend, starter_table,
+):  # fmt: skip
+    """The run's ``metrics.json`` (stage 06's figures; stage 07 adds its own).
+
+    Args:
+        run_dir: the run folder
+        state: :func:`train`'s final state dict
+        config: the :class:`TrainConfig`
+        geometry: the :class:`platelab.model.InputGeometry` of the run
+        val_metrics: :func:`evaluate_split`'s metrics of the best model on the val split
+        anchor_fit: mean best IoU of a training box with an anchor shape
+        memory: :func:`measure_memory`'s rows (``[]``: not measured)
+        throughput: :func:`measure_input_throughput`'s dict, or ``None``
+        map_trend: :func:`platelab.goals.map_trend`'s dict, or ``None``
+        starter_table: :func:`platelab.goals.starter_rows`' rows (``[]``: none)
+
+    Returns:
+        a JSON-ready dict ``run_dir``, ``state``, ``val_metrics``, ``anchor_fit``,
+        ``geometry`` (``infer_size`` ``[width, height]``, ``resize``, ``train_shape``
+        ``[height, width]``), ``memory``, ``throughput``, ``map_trend``, ``starter_table``
+    """
+    return {
+        "run_dir": str(run_dir),
+        "state": state,
+        "val_metrics": val_metrics,
+        "anchor_fit": anchor_fit,
+        "geometry": {
+            "infer_size": [geometry.width, geometry.height],
+            "resize": geometry.mode,
+            "train_shape": list(config.train_shape(geometry)),
+        },
+        "memory": list(memory),
+        "throughput": throughput,
+        "map_trend": map_trend,
+        "starter_table": list(starter_table),
+    }
+
+
+def key_figures(summary, elapsed_s=None):
+    """Stage 06's few figures for the report index, from :func:`run_summary`'s dict.
+
+    Args:
+        summary: :func:`run_summary`'s dict
+        elapsed_s: seconds of training (``analyze.Run.elapsed_s``), or ``None``
+
+    Returns:
+        a flat dict ``status``, ``steps``, ``best step``, ``val mAP``, ``val AP50``,
+        ``val AP50 <label>`` per class, ``first val mAP`` (NaN without an evaluation),
+        ``mAP rising``, ``input ratio``, ``minutes`` (figures rounded; ``None`` unknown)
+    """
+    state, metrics = summary["state"], summary["val_metrics"]
+    trend, throughput = summary["map_trend"], summary["throughput"]
+
+    def rounded(value, places=4):
+        return round(value, places) if value is not None else None
+
+    first = trend["first"] if trend is not None and trend["first"] is not None else math.nan
+    return {
+        "status": state["status"],
+        "steps": state["step"],
+        "best step": state.get("best_step"),
+        "val mAP": rounded(metrics.get("AP")),
+        "val AP50": rounded(metrics.get("AP50")),
+        **{
+            f"val AP50 {label}": rounded(values.get("AP50"))
+            for label, values in metrics["per_class"].items()
+        },
+        "first val mAP": round(first, 4),
+        "mAP rising": trend["rising"] if trend is not None else None,
+        "input ratio": round(throughput["ratio"], 3) if throughput else None,
+        "minutes": round(elapsed_s / 60, 1) if elapsed_s else None,
     }
 
 
