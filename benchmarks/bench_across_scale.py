@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from bench_openalpr_finetune import run_platelab
 
-from platelab import annotations, cvat, detector, paths, train
+from platelab import annotate, annotations, detector, paths, train
 
 ROWS = {
     "default": {},
@@ -171,8 +171,8 @@ def _write_shrunk(batch, names, images_dir, destination, shrink, rng):
             ]
             heights["shrunk"].append(moved[3] - moved[1])
             objects.append({**item, "bbox": moved})
-        written.append(cvat.VocImage(record.name, path, width, height, objects))
-    cvat.write_voc(written, destination, form="folder")
+        written.append(annotate.VocImage(record.name, path, width, height, objects))
+    annotate.write_voc(written, destination, form="folder")
     return heights
 
 

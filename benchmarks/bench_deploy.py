@@ -3,7 +3,7 @@
 Builds an SSDLite MobileNetV2 detector (random weights: speed does not depend on
 them; width 0.5 and whole 1080p frames letterboxed into 960x576, as the default
 profile trains and infers; ``--infer-size 0`` for the earlier square ``--input-size``
-input), exports it to every format (:func:`platelab.export.export`: SavedModel,
+input), exports it to every format (:func:`platelab.deploy.export.export`: SavedModel,
 TFLite float32/float16/int8, ONNX) and times, in one process, side by side:
 
 * **model alone**: one preprocessed image per call (batch 1), ``--threads`` CPU
@@ -26,8 +26,8 @@ TFLite float32/float16/int8, ONNX) and times, in one process, side by side:
   stage and the model alone's milliseconds per frame at the video's thread count.
   ``--encoder-sweep`` also
   measures x264 presets and CRFs on the clips (encoding speed, size, SSIM to the
-  clip): the measurement behind :data:`platelab.video.DEFAULT_PRESET` and
-  :data:`platelab.video.DEFAULT_CRF`.
+  clip): the measurement behind :data:`platelab.deploy.video.DEFAULT_PRESET` and
+  :data:`platelab.deploy.video.DEFAULT_CRF`.
 
 The machine's load average is printed first: other work on the CPUs slows every
 row alike, so read the ratios.
@@ -54,12 +54,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from bench_sample import CACHE_DIR, make_video
+from bench_collect import CACHE_DIR, make_video
 
-from platelab import LABELS, export, video
+from platelab import LABELS
 from platelab import model as model_lib
+from platelab.collect.probe import probe
+from platelab.deploy import export, video
 from platelab.ffmpeg import ffmpeg_exe
-from platelab.probe import probe
 from platelab.tfimport import import_tensorflow
 
 GOAL_FPS = 150.0
@@ -359,7 +360,7 @@ class NoDetections:
     """A predictor that finds nothing: the pipeline's own cost (decode, draw, encode).
 
     It has the stage methods (``preprocess``, ``infer``, ``postprocess``), so that
-    :func:`platelab.video.annotate_video` hands it the frame without the RGB copy
+    :func:`platelab.deploy.video.annotate_video` hands it the frame without the RGB copy
     that ``predict`` gets.
     """
 

@@ -41,7 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from platelab import curate, cvat, frames, review, synth
+from platelab import annotate, curate, review, synth
+from platelab.collect import frames
 
 INJECTION_STRIDE = 10000
 
@@ -93,15 +94,15 @@ def prepare(seed, rate, cache, injection=0, profile=None):
         )
     tasks = root / "interim" / "cvat" / "tasks"
     if not (tasks / "index.json").is_file():
-        cvat.export_tasks(curated, tasks, batch_size=profile["batch_size"], progress=False)
+        annotate.export_tasks(curated, tasks, batch_size=profile["batch_size"], progress=False)
     injection_seed = seed + INJECTION_STRIDE * injection
     exports = root / "interim" / "cvat" / f"exports_{rate:g}_{injection_seed}"
-    mistakes = cvat.load_mistakes(exports) if exports.is_dir() else None
+    mistakes = annotate.load_mistakes(exports) if exports.is_dir() else None
     if mistakes is None:
-        cvat.simulate_annotator(
+        annotate.simulate_annotator(
             tasks, exports, inject_mistakes=rate, seed=injection_seed, progress=False
         )
-        mistakes = cvat.load_mistakes(exports)
+        mistakes = annotate.load_mistakes(exports)
     return tasks, exports, mistakes
 
 

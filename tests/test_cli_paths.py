@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from conftest import PROJECT_ROOT, write_notebook
-from platelab import analyze, cli, detector, export, paths, runner, train, video
+from platelab import analyze, cli, detector, paths, runner, train
+from platelab.deploy import export, video
 
 
 class Recorded(Exception):

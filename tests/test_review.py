@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from platelab import LABELS, curate, cvat, frames, metadata, paths, review, synth
+from platelab import LABELS, annotate, curate, metadata, paths, review, synth
+from platelab.collect import frames
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -32,37 +33,37 @@ def _crafted_batch(folder):
     vehicle = {"label": "car", "bbox": [10, 10, 60, 50]}
     plate = {"label": "license plate", "bbox": [30, 38, 44, 44], "attributes": {"text": "AB 123"}}
     images = [
-        cvat.VocImage("clean", _picture(pictures / "clean.png", 10), 96, 64, [vehicle, plate]),
-        cvat.VocImage(
+        annotate.VocImage("clean", _picture(pictures / "clean.png", 10), 96, 64, [vehicle, plate]),
+        annotate.VocImage(
             "outside",
             _picture(pictures / "outside.png", 20),
             96,
             64,
             [{"label": "truck", "bbox": [-5, 10, 40, 50]}],
         ),
-        cvat.VocImage(
+        annotate.VocImage(
             "tiny",
             _picture(pictures / "tiny.png", 30),
             96,
             64,
             [{"label": "sedan", "bbox": [5, 5, 9, 9]}],
         ),
-        cvat.VocImage(
+        annotate.VocImage(
             "duplicate",
             _picture(pictures / "duplicate.png", 40),
             96,
             64,
             [vehicle, {"label": "vehicles", "bbox": [10.5, 10, 60, 50.5]}],
         ),
-        cvat.VocImage(
+        annotate.VocImage(
             "lonely_plate",
             _picture(pictures / "lonely_plate.png", 50),
             96,
             64,
             [{"label": "number_plate", "bbox": [70, 50, 90, 58]}],
         ),
-        cvat.VocImage("empty", _picture(pictures / "empty.png", 60), 96, 64, []),
-        cvat.VocImage(
+        annotate.VocImage("empty", _picture(pictures / "empty.png", 60), 96, 64, []),
+        annotate.VocImage(
             "unknown",
             _picture(pictures / "unknown.png", 70),
             96,
@@ -70,7 +71,7 @@ def _crafted_batch(folder):
             [vehicle, {"label": "Motorbike", "bbox": [60, 20, 80, 40]}],
         ),
     ]
-    cvat.write_voc(images, folder, form="folder")
+    annotate.write_voc(images, folder, form="folder")
     return folder
 
 
@@ -516,7 +517,7 @@ def synthetic_tasks(tmp_path_factory):
     curated = root / "interim" / "curated"
     curate.curate([frames_dir], curated, threshold=3, drop_empty=False, progress=False, workers=1)
     tasks = root / "interim" / "cvat" / "tasks"
-    cvat.export_tasks(curated, tasks, batch_size=20, progress=False)
+    annotate.export_tasks(curated, tasks, batch_size=20, progress=False)
     return root, tasks
 
 
@@ -546,7 +547,7 @@ def test_ranking_finds_injected_mistakes(synthetic_tasks):
     for injection in range(GOAL_INJECTIONS):
         seed = GOAL_SYNTH_SEED + 10000 * injection
         exports = root / "interim" / "cvat" / f"exports_{seed}"
-        document = cvat.simulate_annotator(
+        document = annotate.simulate_annotator(
             tasks, exports, inject_mistakes=GOAL_RATE, seed=seed, progress=False
         )
         images, problems, _ = review.load_images([exports], index=tasks, progress=False)

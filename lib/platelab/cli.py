@@ -89,7 +89,7 @@ def _stages(args):
     return 0
 
 
-def _synth(args):
+def _synthesize(args):
     width, height = _parse_size(args.size)
     from platelab import synth
 
@@ -108,8 +108,8 @@ def _synth(args):
     return 0
 
 
-def _sample(args):
-    from platelab import frames
+def _collect(args):
+    from platelab.collect import frames
 
     manifest = frames.sample(
         args.inputs,
@@ -320,8 +320,8 @@ def _build_parser():
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_run_parser(commands)
     _add_stages_parser(commands)
-    _add_synth_parser(commands)
-    _add_sample_parser(commands)
+    _add_synthesize_parser(commands)
+    _add_collect_parser(commands)
     _add_curate_parser(commands)
     _add_merge_parser(commands)
     _add_train_parser(commands)
@@ -363,9 +363,13 @@ def _add_stages_parser(commands):
     stages.set_defaults(handler=_stages)
 
 
-def _add_synth_parser(commands):
-    """``platelab synth``: synthetic traffic videos with ground truth."""
-    synth = commands.add_parser("synth", help="render synthetic traffic videos with ground truth")
+def _add_synthesize_parser(commands):
+    """``platelab synthesize`` (alias ``synth``): synthetic traffic videos with ground truth (stage 00)."""
+    synth = commands.add_parser(
+        "synthesize",
+        aliases=["synth"],
+        help="render synthetic traffic videos with ground truth",
+    )
     synth.add_argument("--out", required=True, type=from_cwd, metavar="DIR", help="output folder")
     synth.add_argument("--videos", type=positive(int), default=6, help="number of videos (6)")
     synth.add_argument("--seconds", type=positive(float), default=10.0, help="length of each (10)")
@@ -380,13 +384,15 @@ def _add_synth_parser(commands):
         "4242, 987654 and every seed from 1,000,000",
     )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
-    synth.set_defaults(handler=_synth)
+    synth.set_defaults(handler=_synthesize)
 
 
-def _add_sample_parser(commands):
-    """``platelab sample``: lossless frames from videos and photos (stage 01)."""
+def _add_collect_parser(commands):
+    """``platelab collect`` (alias ``sample``): lossless frames from videos and photos (stage 01)."""
     sample = commands.add_parser(
-        "sample", help="sample lossless frames from videos and photos (stage 01)"
+        "collect",
+        aliases=["sample"],
+        help="sample lossless frames from videos and photos (stage 01)",
     )
     sample.add_argument(
         "inputs",
@@ -402,7 +408,7 @@ def _add_sample_parser(commands):
     )
     sample.add_argument("--workers", type=positive(int), help="CPU threads (default: all)")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
-    sample.set_defaults(handler=_sample)
+    sample.set_defaults(handler=_collect)
 
 
 def _add_curate_parser(commands):
@@ -564,7 +570,7 @@ def _add_evaluate_parser(commands):
 
 def _add_export_parser(commands):
     """``platelab export``: export's own arguments, its paths taken from the current directory."""
-    from platelab import export as export_module
+    from platelab.deploy import export as export_module
 
     export_parser = export_module.add_export_arguments(
         commands.add_parser("export", help="export a trained model (SavedModel, TFLite, ONNX)")
@@ -576,7 +582,7 @@ def _add_export_parser(commands):
 
 def _add_video_parser(commands):
     """``platelab video``: video's own arguments, its paths taken from the current directory."""
-    from platelab import video as video_module
+    from platelab.deploy import video as video_module
 
     video_parser = video_module.add_video_arguments(
         commands.add_parser("video", help="draw a model's detections on a video (stage 08)")

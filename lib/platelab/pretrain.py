@@ -229,7 +229,7 @@ def build_corpus(folder, config, workers=None, progress=True):
     """
     from tqdm.auto import tqdm
 
-    from platelab import cvat, merge
+    from platelab import annotate, merge
 
     config.check()
     corpus = Path(folder) / "corpus"
@@ -263,7 +263,7 @@ def build_corpus(folder, config, workers=None, progress=True):
     frames_dir = corpus / "frames"
     for image in images:
         image.image_path = frames_dir / Path(image.image_path).name
-    cvat.write_voc(images, voc_dir, form="folder", labels=["vehicle", "license_plate"])
+    annotate.write_voc(images, voc_dir, form="folder", labels=["vehicle", "license_plate"])
     fractions = (1.0 - config.val_fraction, config.val_fraction, 0.0)
     merge.merge(
         [voc_dir],
@@ -430,7 +430,7 @@ def _render_shard(job):
     import numpy as np
 
     from platelab import synth
-    from platelab.cvat import VocImage
+    from platelab.annotate import VocImage
 
     index, config, out = job
     seed = config.seed + index

@@ -7,7 +7,7 @@ without comparing all pairs. Sharpness (variance of the Laplacian) picks the
 representative of a group.
 
 Signatures are computed wherever the pixels are already decoded: stage 01
-computes them while sampling frames (see :mod:`platelab.frames`), so curation
+computes them while sampling frames (see :mod:`platelab.collect.frames`), so curation
 does not decode every PNG again.
 """
 

@@ -1,7 +1,7 @@
 """Stage 04 (review): annotation QA and likely mistakes, reviewed in FiftyOne.
 
 Every annotation batch (CVAT "PASCAL VOC 1.1" exports as
-:func:`platelab.cvat.import_exports` loads them) goes into **one persistent
+:func:`platelab.annotate.import_exports` loads them) goes into **one persistent
 FiftyOne dataset**, reloaded idempotently: a sample per batch image, its file
 copied out of the temporary extraction folder to a stable place
 (``data/<workspace>/interim/review/images/<batch>/<name>.<ext>``), and review

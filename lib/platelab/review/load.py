@@ -60,7 +60,7 @@ def load_images(
     """Loads annotation batches into :class:`~platelab.review.ReviewImage` objects.
 
     Each source may be a CVAT "PASCAL VOC 1.1" export (zip or folder) or a
-    folder of them (see :func:`platelab.cvat.import_exports`). A source that
+    folder of them (see :func:`platelab.annotate.import_exports`). A source that
     is not a VOC export, an image that disappeared or an unreadable file
     becomes a one-line problem; the rest loads. Labels are mapped through the
     alias map; unknown ones keep their spelling with ``known=False``.
@@ -73,7 +73,7 @@ def load_images(
             None leaves them where the batch holds them (zips: extracted to a
             temporary folder)
         index: stage 03's task index (path or loaded dict, see
-            :func:`platelab.cvat.load_index`) giving each image's source video,
+            :func:`platelab.annotate.load_index`) giving each image's source video,
             vantage, lighting and time by content hash; without it the
             source is read from stage-01 frame names (``<source>_t<ms>``)
         work_dir: where zips are extracted (default: a temporary folder)
@@ -84,15 +84,15 @@ def load_images(
         name order), one-line problems, and a dict spelling -> {"canonical",
         "boxes", "batches"}
     """
-    from platelab import cvat
+    from platelab import annotate
 
     aliases = aliases or load_aliases()
     lookup = annotations.build_alias_map(aliases)
     if index is not None and not isinstance(index, dict):
-        index = cvat.load_index(index)
+        index = annotate.load_index(index)
     by_hash = {entry["sha256"]: entry for entry in (index or {}).get("images", [])}
     sources_info = (index or {}).get("sources", {})
-    result = cvat.import_exports(sources, work_dir=work_dir, aliases=aliases, progress=progress)
+    result = annotate.import_exports(sources, work_dir=work_dir, aliases=aliases, progress=progress)
     problems = list(result.problems)
     images, spellings = [], {}
     for export, record in tqdm(
@@ -115,7 +115,7 @@ def _review_image(export, record, images_dir, by_hash, sources_info, problems):
     """The :class:`~platelab.review.ReviewImage` of one export record, without its objects; None (and a problem) if it cannot load.
 
     Args:
-        export: the record's export (of :func:`platelab.cvat.import_exports`)
+        export: the record's export (of :func:`platelab.annotate.import_exports`)
         record: the image's record
         images_dir: where the image gets its stable copy, or None
         by_hash: the task index's image entries by SHA-256
@@ -237,19 +237,19 @@ def find_batches(workspace, inputs=()):
     Raises:
         ReviewError: if there is nothing to review (one line naming the folders)
     """
-    from platelab import cvat
+    from platelab import annotate
 
     if inputs:
         return [paths.resolve(item) for item in inputs]
     found = [
         folder
-        for folder in (cvat.exports_dir(workspace), cvat.user_exports_dir(workspace))
+        for folder in (annotate.exports_dir(workspace), annotate.user_exports_dir(workspace))
         if folder.is_dir()
     ]
     if not found:
         raise ReviewError(
-            f"no annotation batches: neither {cvat.exports_dir(workspace)} nor "
-            f"{cvat.user_exports_dir(workspace)} exists (run stage 03 or put CVAT exports there)"
+            f"no annotation batches: neither {annotate.exports_dir(workspace)} nor "
+            f"{annotate.user_exports_dir(workspace)} exists (run stage 03 or put CVAT exports there)"
         )
     return found
 

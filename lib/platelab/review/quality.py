@@ -19,7 +19,7 @@ def review_quality(ranking, mistakes, fraction=0.1):
     Args:
         ranking: the list of :func:`~platelab.review.rank_images` (most suspicious first)
         mistakes: the injected mistakes (``mistakes.json`` of
-            :func:`platelab.cvat.simulate_annotator`, loaded), or a list of its
+            :func:`platelab.annotate.simulate_annotator`, loaded), or a list of its
             records (``export`` or ``batch``, ``image``, ``kind``)
         fraction: the share of images reviewed (the top of the ranking)
 

@@ -37,7 +37,7 @@ models), sprites.py (drawing them), plates.py, geometry.py (camera and
 rasteriser), render.py (frames, effects, ground truth), pipeline.py (files), seeds.py (the
 seeds reserved for evaluation), annotator.py (stage 03's simulated CVAT annotator: exports
 of the ground truth, with label drift and injected mistakes; not imported here, as it
-builds on :mod:`platelab.annotate`, and re-exported by :mod:`platelab.cvat`).
+builds on :mod:`platelab.annotate`, which re-exports its names on first use).
 """
 
 from platelab.synth.pipeline import load_current_manifest, synthesize, synthesize_or_reuse

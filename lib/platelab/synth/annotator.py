@@ -7,8 +7,8 @@ batch, CVAT's ``frame_NNNNNN`` renaming and, optionally, a known set of
 injected mistakes (``mistakes.json``) for stage 04's review to find.
 :func:`batches_table`, :func:`mistakes_table` and :func:`plot_mistakes` show
 what it did. It builds on :mod:`platelab.annotate` (the task index and the VOC
-writer); :mod:`platelab.cvat` re-exports its public names. ``import
-platelab.synth`` does not import this module.
+writer); :mod:`platelab.annotate` re-exports its public names (loaded on
+first use). ``import platelab.synth`` does not import this module.
 """
 
 import copy

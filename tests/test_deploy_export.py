@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 import model_helpers
-from platelab import LABELS, evaluate, export
+from platelab import LABELS, evaluate
 from platelab import detector as detector_lib
 from platelab import model as model_lib
+from platelab.deploy import export
 
 RUN_METRICS = {
     "test": {

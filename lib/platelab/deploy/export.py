@@ -820,7 +820,7 @@ def run_export_command(args):
 
 
 def main_export(argv=None):
-    """``python -m platelab.export``: the ``platelab export`` command on its own."""
+    """``python -m platelab.deploy.export``: the ``platelab export`` command on its own."""
     parser = add_export_arguments(argparse.ArgumentParser(prog="platelab export"))
     args = parser.parse_args(argv)
     return args.handler(args)
@@ -1027,7 +1027,7 @@ def _write_tflite(keras_detector, staging, quantize, calibration):
             }
         },
         outputs=_raw_outputs_spec(keras_detector, batch=1),
-        nms="outside the model (NumPy: platelab.export.postprocess_numpy)",
+        nms="outside the model (NumPy: platelab.deploy.export.postprocess_numpy)",
         tools={"tensorflow": tf.__version__},
     )
 
@@ -1079,7 +1079,7 @@ def _write_onnx(keras_detector, staging):
             }
         },
         outputs=_raw_outputs_spec(keras_detector, batch=None),
-        nms="outside the model (NumPy: platelab.export.postprocess_numpy)",
+        nms="outside the model (NumPy: platelab.deploy.export.postprocess_numpy)",
         tools={
             "tensorflow": tf.__version__,
             "tf2onnx": tf2onnx.__version__,

@@ -48,8 +48,8 @@ from tqdm.auto import tqdm
 
 from platelab import LABELS, visualize
 from platelab.boxes import iou_matrix
+from platelab.collect.probe import MediaError, probe
 from platelab.ffmpeg import FFmpegError, ffmpeg_exe
-from platelab.probe import MediaError, probe
 
 logger = logging.getLogger(__name__)
 
@@ -329,9 +329,9 @@ def annotate_video(
     """Draws a detector's boxes on every frame of a video.
 
     Args:
-        predictor: a :class:`platelab.export.Predictor` (or anything with
+        predictor: a :class:`platelab.deploy.export.Predictor` (or anything with
             ``predict(images, score_threshold)``), or a path for
-            :func:`platelab.export.load_predictor`
+            :func:`platelab.deploy.export.load_predictor`
         input_path: the video to annotate
         output_path: the annotated video to write (``.mp4``, ``.mov``, ``.m4v`` or
             ``.mkv``; H.264, yuv420p); its folder must exist
@@ -352,7 +352,7 @@ def annotate_video(
     Raises:
         ValueError: the output's folder is missing, the output is the input, an
             unsupported output suffix, or ``detect_every`` is neither ``"auto"`` nor >= 1
-        platelab.probe.MediaError: the input is missing or not a readable video, or
+        platelab.collect.probe.MediaError: the input is missing or not a readable video, or
             no frame of it could be decoded
         platelab.ffmpeg.FFmpegError: the encoder failed (the message is ffmpeg's)
     """
@@ -361,7 +361,7 @@ def annotate_video(
     muxer = _check_output(input_path, output_path)
     detect_every = parse_detect_every(detect_every)
     if isinstance(predictor, (str, os.PathLike)):
-        from platelab.export import load_predictor
+        from platelab.deploy.export import load_predictor
 
         predictor = load_predictor(predictor)
     info = probe(input_path)
@@ -416,7 +416,7 @@ class _FrameLoop:
 
     Args:
         predictor: the detector (see :func:`annotate_video`)
-        info: the input's :func:`platelab.probe.probe` record
+        info: the input's :func:`platelab.collect.probe.probe` record
         threshold: lowest score drawn
         tracker: the :class:`IouTracker` whose ids are drawn, or None without tracking
         detect_every: the detector's interval in frames, or ``"auto"``
@@ -753,7 +753,7 @@ def run_video_command(args):
     Raises:
         ValueError: bad arguments or input (the CLI prints it as one line)
     """
-    from platelab.export import load_predictor
+    from platelab.deploy.export import load_predictor
 
     _check_output(Path(args.input), Path(args.output))
     if not 0 <= args.crf <= 51:
@@ -779,7 +779,7 @@ def run_video_command(args):
 
 
 def main_video(argv=None):
-    """``python -m platelab.video``: the ``platelab video`` command on its own."""
+    """``python -m platelab.deploy.video``: the ``platelab video`` command on its own."""
     parser = add_video_arguments(argparse.ArgumentParser(prog="platelab video"))
     args = parser.parse_args(argv)
     return args.handler(args)
@@ -1074,7 +1074,7 @@ def player(predictor, video_path, threshold=None, track_frames=None):
 
     Args:
         predictor: anything with ``predict(images_rgb, score_threshold)`` (a
-            :class:`platelab.export.Predictor` or :class:`platelab.detector.Detector`)
+            :class:`platelab.deploy.export.Predictor` or :class:`platelab.detector.Detector`)
         video_path: the (novel) video
         threshold: the confidence slider's start (default: the predictor's threshold)
         track_frames: frames offered by the slider (default: all)

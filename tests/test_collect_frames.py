@@ -1,4 +1,4 @@
-"""Stage 01 frame sampling (platelab.frames): seed-identical frames, cuts, photos, bad inputs."""
+"""Stage 01 frame sampling (platelab.collect.frames): seed-identical frames, cuts, photos, bad inputs."""
 
 import errno
 import hashlib
@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from platelab import frames, probe, signatures
+from platelab import signatures
+from platelab.collect import frames, probe
 from platelab.ffmpeg import ffmpeg_exe
 
 SIZE = "320x240"

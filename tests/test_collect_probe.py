@@ -1,4 +1,4 @@
-"""Video metadata, dead-feed analysis and live recording (platelab.probe)."""
+"""Video metadata, dead-feed analysis and live recording (platelab.collect.probe)."""
 
 import os
 import shutil
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from platelab import probe
+from platelab.collect import probe
 from platelab.ffmpeg import ffmpeg_exe
 
 SIZE = "320x240"

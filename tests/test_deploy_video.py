@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import model_helpers
-from platelab import export, video
 from platelab import model as model_lib
+from platelab.collect.probe import MediaError, probe
+from platelab.deploy import export, video
 from platelab.ffmpeg import ffmpeg_exe
-from platelab.probe import MediaError, probe
 
 
 class MovingBoxes:

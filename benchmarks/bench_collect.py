@@ -1,4 +1,4 @@
-"""Frame sampling speed: ``platelab sample`` against the seed's own ffmpeg command.
+"""Frame sampling speed (stage 01, collect): ``platelab sample`` (alias of ``platelab collect``) against the seed's own ffmpeg command.
 
 The seed sampled frames with ``ffmpeg -i VIDEO -r 2 -q:v 1 image_name_%4d.png``,
 with Debian's ffmpeg (``/usr/bin/ffmpeg``, 5.1 on Debian 12; ``apt-get install
@@ -16,7 +16,7 @@ on camera footage) is generated once into ``benchmarks/.cache/``.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_sample.py [--rounds 5] [--seconds 60] [--analysis]
+    .venv/bin/python benchmarks/bench_collect.py [--rounds 5] [--seconds 60] [--analysis]
 """
 
 import argparse
@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from platelab import frames
+from platelab.collect import frames
 from platelab.ffmpeg import ffmpeg_exe
 from platelab.metadata import sha256_file
 
@@ -158,7 +158,7 @@ def breakdown(video, median_run, seed_ffmpeg, scratch):
         [
             sys.executable,
             "-c",
-            "import platelab.cli as c; c._build_parser(); import platelab.frames",
+            "import platelab.cli as c; c._build_parser(); import platelab.collect.frames",
         ],
         check=True,
     )

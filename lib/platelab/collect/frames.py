@@ -1,7 +1,7 @@
 """Stage 01 (collect): from videos and photos to sampled frames with a manifest.
 
 The entry point is :func:`sample`. For each video it runs ONE ffmpeg decode
-(:class:`platelab.probe.DecodePass`) that feeds two outputs at once:
+(:class:`platelab.collect.probe.DecodePass`) that feeds two outputs at once:
 
 * the frames at the sampling rate (``-r FPS``, full resolution, rotation
   applied, RGB): the very pipeline of ``ffmpeg -i VIDEO -r 2 out_%4d.png``,
@@ -9,8 +9,8 @@ The entry point is :func:`sample`. For each video it runs ONE ffmpeg decode
   numbers; ffmpeg reports, for each output frame, the decoded frame it came
   from (``-stats_enc_pre``), which gives the names and times;
 * a low-resolution grey analysis stream from which
-  :class:`platelab.probe.Timeline` finds dead feed (black, frozen, corrupt
-  and, optionally, static stretches; see :func:`platelab.probe.analyze`).
+  :class:`platelab.collect.probe.Timeline` finds dead feed (black, frozen, corrupt
+  and, optionally, static stretches; see :func:`platelab.collect.probe.analyze`).
 
 A sampled frame is held back until the analysis has seen a little past it
 (the minimum segment duration plus a few analysis frames), then either
@@ -56,9 +56,7 @@ from tqdm.auto import tqdm
 
 from platelab import signatures
 from platelab.atomic import atomic_write_bytes, atomic_write_json, json_default
-from platelab.ffmpeg import FFmpegError
-from platelab.metadata import sha256_file
-from platelab.probe import (
+from platelab.collect.probe import (
     MIN_SEGMENT_SECONDS,
     PHOTO_EXTENSIONS,
     REASONS,
@@ -78,6 +76,8 @@ from platelab.probe import (
     record,
     source_slug,
 )
+from platelab.ffmpeg import FFmpegError
+from platelab.metadata import sha256_file
 
 try:  # ISA-L's deflate: PNG frames several times faster than zlib (OpenCV's encoder)
     from isal import isal_zlib
@@ -120,8 +120,8 @@ def find_inputs(patterns):
     """Collects the video and photo files named by paths, folders and globs.
 
     Folders are searched recursively (hidden files and folders skipped);
-    files are classified by extension (:data:`platelab.probe.VIDEO_EXTENSIONS`,
-    :data:`platelab.probe.PHOTO_EXTENSIONS`). Each file is listed once.
+    files are classified by extension (:data:`platelab.collect.probe.VIDEO_EXTENSIONS`,
+    :data:`platelab.collect.probe.PHOTO_EXTENSIONS`). Each file is listed once.
 
     Args:
         patterns: a path, folder or glob (``**`` allowed), or a list of them
@@ -682,7 +682,7 @@ class _Run:
         Args:
             job: the video's :class:`_Job`
             entry: its manifest entry, filled in here
-            info: its :func:`platelab.probe.probe` record
+            info: its :func:`platelab.collect.probe.probe` record
             written: a list to which each PNG path is added before it is written (so a
                 failure can remove them)
 
@@ -839,8 +839,8 @@ class _VideoFrames:
         run: the :class:`_Run` (output folder, encoder pool, progress)
         job: the video's :class:`_Job`
         ranges: the video's manual ``{"keep": [...], "cut": [...]}`` time ranges
-        timeline: the video's :class:`platelab.probe.Timeline`
-        video_pass: the video's :class:`platelab.probe.DecodePass`
+        timeline: the video's :class:`platelab.collect.probe.Timeline`
+        video_pass: the video's :class:`platelab.collect.probe.DecodePass`
         written: a list to which each PNG path is added before it is written
     """
 

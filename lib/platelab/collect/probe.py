@@ -15,7 +15,7 @@ and, optionally, stretches without motion; ffmpeg's decoder log
 (``-debug_ts``) adds the frames the decoder flags as corrupt (up to the next
 clean key frame) and holes in the timeline (missing frames, a truncated end).
 Stretches shorter than a minimum duration are kept. :class:`DecodePass` and
-:class:`Timeline` do the work; :mod:`platelab.frames` runs the same pass with
+:class:`Timeline` do the work; :mod:`platelab.collect.frames` runs the same pass with
 the sampled frames as a second output.
 
 A live scene with neither noise nor motion between analysis frames cannot be
