@@ -486,6 +486,11 @@ def find_stop_step(steps, values, tolerance=0.005, window=None, seconds=None):
             f"({level:.3f}) is within 2 x {tau:.3g} of the first evaluation ({values[0]:.3f})",
             **numbers,
         )
+    return _stop_at(steps, times, index, best_so_far, tau, threshold_text, numbers)
+
+
+def _stop_at(steps, times, index, best_so_far, tau, threshold_text, numbers):
+    """The :class:`StopPoint` of a plateau found at evaluation ``index``."""
     step = int(steps[index])
     seconds_after = None
     if times is not None and np.isfinite(times[-1]) and np.isfinite(times[index]):
@@ -497,7 +502,7 @@ def find_stop_step(steps, values, tolerance=0.005, window=None, seconds=None):
         seconds_after,
         f"after step {step} no evaluation beat the best so far ({best_so_far[index]:.3f}) by "
         f"more than {tau:.3g} for {steps[-1] - steps[index]:.0f} steps "
-        f"({len(values) - index - 1} evaluations; {threshold_text})",
+        f"({len(steps) - index - 1} evaluations; {threshold_text})",
         **numbers,
     )
 
