@@ -212,7 +212,8 @@ def _pretrain(args):
         config = pretrain.start(folder, config)
     chunks = 0
     while not pretrain.plan_done(folder) and (args.chunks is None or chunks < args.chunks):
-        result = pretrain.run_chunk(folder, args.chunk_minutes, progress=not args.quiet, echo=print)
+        result = pretrain.run_chunk_in_process(folder, args.chunk_minutes, progress=not args.quiet)
+        config = pretrain.load_plan(folder)
         chunks += 1
         if result is None:
             break

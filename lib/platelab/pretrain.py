@@ -355,6 +355,40 @@ def run_chunk(folder, minutes, progress=True, echo=None):
     return result
 
 
+def run_chunk_in_process(folder, minutes, progress=True):
+    """:func:`run_chunk` in a fresh process, so that each chunk's memory is returned.
+
+    A chunk holds the corpus in memory (about 6 GB for the default corpus) and
+    TensorFlow keeps part of what one training built; chunk after chunk in one process
+    would add up until the system kills it.
+
+    Returns:
+        the chunk's :class:`ChunkResult`, or None when nothing was trained
+
+    Raises:
+        PretrainError: the chunk's process failed (its exit status named)
+    """
+    before = len(load_chunks(folder))
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(
+        target=_chunk_process, args=(str(folder), float(minutes), bool(progress))
+    )
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise PretrainError(
+            f"{folder}: the chunk's process ended with status {process.exitcode} "
+            "(rerun to continue from the last checkpoint)"
+        )
+    chunks = load_chunks(folder)
+    return chunks[-1] if len(chunks) > before else None
+
+
+def _chunk_process(folder, minutes, progress):
+    logging.basicConfig(level=logging.WARNING)
+    run_chunk(folder, minutes, progress=progress, echo=print)
+
+
 def start(folder, config):
     """Saves a plan in a new work folder, or checks it against the one already there.
 
