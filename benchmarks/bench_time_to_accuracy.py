@@ -39,7 +39,7 @@ and the starter (``models/starter``, issue 14's goal: at least 0.90 / 0.80 after
 default profile's 7 minutes):
 
 * ``starter``: today's recipe fine-tuning the starter instead of random weights;
-* ``starter-lr002``: the same at peak learning rate 0.002;
+* ``starter-lr002``, ``starter-lr001``: the same at peak learning rate 0.002, 0.001;
 * ``zeroshot``: the starter as shipped, no training (the budget does not apply).
 
 Prints one table row per (row, budget): held-out AP50 per class, steps reached and
@@ -89,6 +89,7 @@ ROWS = {
     "batch8": dict(batch_size=8, input_size=320),
     "starter": dict(init="starter"),
     "starter-lr002": dict(init="starter", learning_rate=0.002),
+    "starter-lr001": dict(init="starter", learning_rate=0.001),
     "zeroshot": dict(init="starter", max_minutes=0),
 }
 
