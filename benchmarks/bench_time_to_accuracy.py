@@ -128,7 +128,8 @@ def main(argv=None):
 
     profile = yaml.safe_load((paths.PROJECT_ROOT / "params" / "default.yaml").read_text())
     base = train.config_values(profile["06_train"])
-    base.update(seed=profile["common"]["seed"], init="none", steps=100000)
+    # The ladder trains from random weights at the peak learning rate it was measured with.
+    base.update(seed=profile["common"]["seed"], init="none", steps=100000, learning_rate=0.006)
     training = goals.training_video_parameters("default") or {}
     if int(training.get("seed", -1)) == args.heldout_seed:
         sys.exit(f"held-out seed {args.heldout_seed} is the training videos' seed")
