@@ -62,3 +62,24 @@ def write_notebook(path, cells, parameters=None):
 
 def read_json(path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def assert_re_exports(package, homes):
+    """Every public name defined in the modules ``homes`` is in ``package.__all__``, the same object."""
+    import ast
+    import importlib
+    import inspect
+
+    for home in homes:
+        module = importlib.import_module(f"platelab.{home}")
+        for node in ast.parse(inspect.getsource(module)).body:
+            if isinstance(node, ast.Assign):
+                names = [target.id for target in node.targets if isinstance(target, ast.Name)]
+            else:
+                names = [getattr(node, "name", None)]
+            for name in names:
+                if name and not name.startswith("_") and name != "logger":
+                    assert name in package.__all__, f"platelab.{home}.{name}"
+                    assert getattr(package, name) is getattr(module, name), name
+    assert sorted(package.__all__) == sorted(set(package.__all__))
+    assert all(hasattr(package, name) for name in package.__all__)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from cvat_server import FakeCvatServer
 
+from conftest import assert_re_exports
 from platelab import LABELS, annotate, annotations, curate, metadata, synth
 from platelab.collect import frames
 
@@ -750,22 +751,6 @@ def test_importing_synth_leaves_the_annotator_and_the_cvat_modules_alone():
 
 
 def test_annotate_re_exports_each_public_name_of_its_modules():
-    import ast
-    import importlib
-    import inspect
-
     homes = ["annotate.base", "annotate.tasks", "annotate.voc", "annotate.exports"]
     homes += ["annotate.client", "synth.annotator"]
-    for home in homes:
-        module = importlib.import_module(f"platelab.{home}")
-        for node in ast.parse(inspect.getsource(module)).body:
-            if isinstance(node, ast.Assign):
-                names = [target.id for target in node.targets if isinstance(target, ast.Name)]
-            else:
-                names = [getattr(node, "name", None)]
-            for name in names:
-                if name and not name.startswith("_") and name != "logger":
-                    assert name in annotate.__all__, f"platelab.{home}.{name}"
-                    assert getattr(annotate, name) is getattr(module, name), name
-    assert sorted(annotate.__all__) == sorted(set(annotate.__all__))
-    assert all(hasattr(annotate, name) for name in annotate.__all__)
+    assert_re_exports(annotate, homes)

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from conftest import assert_re_exports
 from platelab import annotate
 
 
@@ -33,22 +34,7 @@ def test_cvat_and_the_simulated_annotator_import_in_either_order(first):
 
 
 def test_cvat_re_exports_each_public_name_of_its_modules():
-    import ast
-    import inspect
-
     cvat = _import_cvat()
     homes = ["annotate.base", "annotate.tasks", "annotate.voc", "annotate.exports"]
     homes += ["annotate.client", "synth.annotator"]
-    for home in homes:
-        module = importlib.import_module(f"platelab.{home}")
-        for node in ast.parse(inspect.getsource(module)).body:
-            if isinstance(node, ast.Assign):
-                names = [target.id for target in node.targets if isinstance(target, ast.Name)]
-            else:
-                names = [getattr(node, "name", None)]
-            for name in names:
-                if name and not name.startswith("_") and name != "logger":
-                    assert name in cvat.__all__, f"platelab.{home}.{name}"
-                    assert getattr(cvat, name) is getattr(module, name), name
-    assert sorted(cvat.__all__) == sorted(set(cvat.__all__))
-    assert all(hasattr(cvat, name) for name in cvat.__all__)
+    assert_re_exports(cvat, homes)
