@@ -57,6 +57,24 @@ def test_evaluate_run_agrees_with_the_engine_and_breaks_down(trained):
     assert all(image.ndim == 3 for image in images)
     with pytest.raises(ValueError, match="unknown error kind"):
         error_analysis.error_examples(evaluation, "nonsense")
+    # The index page's frames: spread over the split, each its stretch's busiest,
+    # with what the model missed drawn in red over the original.
+    frames = error_analysis.verdict_frames(evaluation, count=2)
+    assert len(frames) == 2
+    originals = sorted(evaluation.ground_truth, key=lambda gt: gt["image"])
+    busiest = max(originals[:3], key=lambda gt: len(gt["boxes"]))
+    original = error_analysis._read_original(evaluation, busiest["image"])
+    assert frames[0].shape == original.shape and (frames[0] != original).any()
+    matched = evaluate.match_detections(
+        evaluation.ground_truth,
+        evaluation.predictions,
+        classes=evaluation.labels,
+        score_threshold=0.3,
+    )
+    index = evaluation.ground_truth.index(busiest)
+    if any(item["status"] == "missed" for item in matched["ground_truth"][index]):
+        red = (frames[0][:, :, 2] == 220) & (frames[0][:, :, 1] == 40) & (frames[0][:, :, 0] == 40)
+        assert red.any()
 
 
 @pytest.mark.slow

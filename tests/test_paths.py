@@ -50,3 +50,12 @@ def test_safe_file_name(name, expected):
 def test_safe_file_name_keeps_slashes_apart_from_underscores():
     assert paths.safe_file_name("a/b.png") != paths.safe_file_name("a_b.png")
     assert paths.safe_file_name("", fallback="batch") == "batch"
+
+
+def test_display_and_relative_text(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "PROJECT_ROOT", tmp_path / "proj")
+    assert paths.display(tmp_path / "proj" / "data" / "x") == "data/x"
+    assert paths.display(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")
+    root = str(tmp_path / "proj")
+    text = f"see {root}/data/x, {root} and {root}2/y"
+    assert paths.relative_text(text) == f"see data/x, . and {root}2/y"

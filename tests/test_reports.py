@@ -86,3 +86,135 @@ def test_index_renders_in_headless_chromium(tmp_path):
     red = (image[:, :, 2] > 120) & (image[:, :, 1] < 60) & (image[:, :, 0] < 60)
     assert red.sum() > 20
     assert np.mean(image > 200) > 0.5  # mostly light page
+
+
+def _write_stage(run_dir, name, details):
+    reports.save_metrics(str(run_dir / name), name, {}, details=details)
+
+
+def _finished_run(goals_met):
+    stages = [
+        {"name": name, "status": "ok", "report": f"{name}/report.html"}
+        for name in ("06_train", "07_analyze", "08_deploy")
+    ]
+    return {**_run_record(), "status": "ok", "stages": stages}
+
+
+def _write_finished_stages(run_dir, *, vehicle, zero_shot_vehicle, tracks, plates_small_ap):
+    _write_stage(
+        run_dir,
+        "06_train",
+        {
+            "state": {"status": "time_limited"},
+            "map_trend": {"rising": False},
+            "starter_table": [
+                {
+                    "model": "starter, zero-shot",
+                    "vehicle": zero_shot_vehicle,
+                    "license_plate": 0.80,
+                },
+                {"model": "this run (fine-tuned)", "vehicle": vehicle, "license_plate": 0.85},
+            ],
+        },
+    )
+    _write_stage(
+        run_dir,
+        "07_analyze",
+        {
+            "goals": [
+                {"goal": "held-out AP50 vehicle (default profile)", "measured": f"{vehicle}",
+                 "target": ">= 0.9", "met": vehicle >= 0.9},
+                {"goal": "held-out AP50 license_plate (default profile)", "measured": "0.85",
+                 "target": ">= 0.8", "met": True},
+            ],
+            "heldout": {"plate_heights": [{"bin": "8-16 px", "low": 8.0, "num_gt": 40, "AP50": plates_small_ap}]},
+            "overfitting": {"overfitting": False},
+            "verdict_frames": ["verdict_01.jpg"],
+        },
+    )  # fmt: skip
+    _write_stage(
+        run_dir,
+        "08_deploy",
+        {"video": {"tracks": {"vehicle": tracks, "license_plate": 5}, "true_counts": {"vehicle": 13, "license_plate": 5}}},
+    )  # fmt: skip
+
+
+def test_verdict_says_what_missed_and_what_to_do(tmp_path):
+    _write_finished_stages(
+        tmp_path, vehicle=0.825, zero_shot_vehicle=0.834, tracks=22, plates_small_ap=0.7
+    )
+    verdict = reports.run_verdict(tmp_path, _finished_run(False))
+    assert verdict.headline == "2 of 4 goals met."
+    tracked = verdict.goals[2]
+    assert tracked["measured"] == "22 against 13 true (+69%)" and tracked["met"] is False
+    assert (
+        verdict.goals[3]["measured"] == "5 against 5 true (+0%)" and verdict.goals[3]["met"] is True
+    )
+    assert verdict.frames == ["07_analyze/verdict_01.jpg"]
+    steps = " | ".join(verdict.next_steps)
+    assert "lost held-out accuracy against the starter as is (vehicle 0.834 -> 0.825)" in steps
+    assert "over-counts vehicles" in steps
+    assert "Train longer" not in steps  # time-limited, but validation mAP was not rising
+    assert "under 16 px" not in steps  # the plate goal was met
+
+
+def test_verdict_when_every_goal_is_met_and_when_a_stage_failed(tmp_path):
+    _write_finished_stages(
+        tmp_path, vehicle=0.93, zero_shot_vehicle=0.90, tracks=14, plates_small_ap=0.9
+    )
+    verdict = reports.run_verdict(tmp_path, _finished_run(True))
+    assert verdict.headline == "All 4 goals met."
+    assert verdict.next_steps == [
+        "The detector is ready to deploy: stage 08's exports carry their model cards."
+    ]
+    failed = reports.run_verdict(tmp_path / "none", _run_record())
+    assert failed.headline == "The run failed at 01_b."
+    assert failed.goals == [] and "ValueError: <bad> input" in failed.next_steps[0]
+
+
+def test_index_opens_with_the_verdict_and_relative_paths(tmp_path, monkeypatch):
+    monkeypatch.setattr(reports.paths, "PROJECT_ROOT", tmp_path)
+    _write_finished_stages(
+        tmp_path, vehicle=0.825, zero_shot_vehicle=0.834, tracks=22, plates_small_ap=0.7
+    )
+    run = _finished_run(False)
+    run["stages"][0]["key_figures"] = {"run": str(tmp_path / "data" / "default" / "models" / "ssd")}
+    reports.write_index(tmp_path, run)
+    page = (tmp_path / "index.html").read_text()
+    assert page.index("2 of 4 goals met.") < page.index("<h2>Stages</h2>")
+    assert "<img src='07_analyze/verdict_01.jpg'" in page
+    assert "data/default/models/ssd" in page and str(tmp_path) not in page
+    assert str(tmp_path) not in (tmp_path / "run.json").read_text()
+
+
+def test_clean_outputs_takes_library_lines_out_of_red_blocks(monkeypatch, tmp_path):
+    import nbformat
+
+    monkeypatch.setattr(reports.paths, "PROJECT_ROOT", tmp_path)
+    stderr = (
+        "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+        "fully_quantize: 0, inference_type: 6, input_inference_type: UINT8\n"
+        "W0000 00:00:1765000000.123456   12 tf_tfl_flatbuffer_helpers.cc:364] Ignored output_format.\n"
+        "Traceback: something real\n"
+    )
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "x",
+            outputs=[
+                nbformat.v4.new_output("stream", name="stderr", text=stderr),
+                nbformat.v4.new_output(
+                    "stream", name="stdout", text=f"wrote {tmp_path}/data/a.json\n"
+                ),
+                nbformat.v4.new_output("display_data", data={"text/plain": f"{tmp_path}/models"}),
+            ],
+        )
+    ]
+    outputs = reports.clean_outputs(notebook).cells[0].outputs
+    assert [(item.output_type, item.get("name")) for item in outputs] == [
+        ("stream", "stdout"), ("stream", "stderr"), ("stream", "stdout"), ("display_data", None),
+    ]  # fmt: skip
+    assert outputs[0].text.startswith("W0000") and "XNNPACK" not in str(outputs)
+    assert outputs[1].text == "Traceback: something real\n"
+    assert outputs[2].text == "wrote data/a.json\n"
+    assert outputs[3].data["text/plain"] == "models"

@@ -1029,7 +1029,7 @@ def analysis_figures(run_dir, *, stop, overfitting, split, test_metrics, heldout
     }
 
 
-def analysis_details(run, run_dir, *, stop, overfitting, test_metrics, heldout, goal_rows, comparison):  # fmt: skip
+def analysis_details(run, run_dir, *, stop, overfitting, test_metrics, heldout, goal_rows, comparison, verdict_frames=()):  # fmt: skip
     """Stage 07's ``details`` for its ``metrics.json``.
 
     Args:
@@ -1041,11 +1041,13 @@ def analysis_details(run, run_dir, *, stop, overfitting, test_metrics, heldout, 
         heldout: a :class:`platelab.goals.HeldoutEvaluation`, or ``None``
         goal_rows: :func:`platelab.goals.goal_table`'s rows
         comparison: :func:`compare_runs`' DataFrame, or ``None``
+        verdict_frames: the annotated frames saved for the run's index page
+            (:func:`platelab.reports.save_frames`)
 
     Returns:
         a JSON-ready dict ``problems``, ``stop``, ``overfitting``, ``test_metrics``,
         ``heldout`` (``seed``, ``frames``, ``metrics``, ``plate_heights``,
-        ``difficult_below_px``), ``goals``, ``comparison`` (records)
+        ``difficult_below_px``), ``goals``, ``comparison`` (records), ``verdict_frames``
     """
     return {
         "problems": run.problems if run is not None else [f"{run_dir}: not found"],
@@ -1065,6 +1067,7 @@ def analysis_details(run, run_dir, *, stop, overfitting, test_metrics, heldout, 
         else None,
         "goals": goal_rows,
         "comparison": comparison.to_dict("records") if comparison is not None else None,
+        "verdict_frames": list(verdict_frames),
     }
 
 
@@ -1428,7 +1431,7 @@ def run_sweep(
     ok = sum(run["status"] == "ok" for run in runs)
     echo(
         f"sweep: {ok} of {len(runs)} run(s) ok; comparison "
-        f"{_display_path(sweep_dir / 'comparison.html')}"
+        f"{paths.display(sweep_dir / 'comparison.html')}"
     )
     return SweepResult(sweep_dir, runs, table)
 
@@ -1968,10 +1971,3 @@ def _new_folder(root, name):
         except OSError as error:
             raise ConfigError(f"{folder}: cannot create ({error.strerror or error})") from None
     raise ConfigError(f"{root}: too many sweep folders named {name}")
-
-
-def _display_path(path):
-    try:
-        return Path(path).resolve().relative_to(paths.PROJECT_ROOT).as_posix()
-    except ValueError:
-        return str(path)

@@ -12,6 +12,7 @@ Plate style is not annotated: it is read from the plate box's aspect ratio
 plate), which is what the anchors see too.
 """
 
+import collections
 import dataclasses
 import logging
 from pathlib import Path
@@ -361,6 +362,65 @@ def error_examples(evaluation, kind, count=6, iou_threshold=0.5):
         images.append(visualize.draw_objects(image, objects))
         titles.append(f"{name}: {title}")
     return images, titles
+
+
+def verdict_frames(evaluation, count=3, iou_threshold=0.5):
+    """A few test frames drawn as a reader should first see the model: for the run's index page.
+
+    The frames are spread over the split (sorted by name, so over its videos), each the
+    busiest of its stretch. Predictions at the operating threshold are drawn in their
+    label's colour with their score; ground-truth objects nothing found, in red.
+
+    Args:
+        evaluation: a :class:`SplitEvaluation`
+        count: frames wanted
+        iou_threshold: IoU at which a prediction finds an object
+
+    Returns:
+        a list of HxWx3 uint8 BGR images (fewer than ``count`` when the split is smaller)
+    """
+    matched = evaluate.match_detections(
+        evaluation.ground_truth,
+        evaluation.predictions,
+        classes=evaluation.labels,
+        iou_threshold=iou_threshold,
+        score_threshold=evaluation.score_threshold,
+    )
+    order = sorted(
+        range(len(evaluation.ground_truth)), key=lambda i: evaluation.ground_truth[i]["image"]
+    )
+    stretches = [
+        order[i * len(order) // count : (i + 1) * len(order) // count] for i in range(count)
+    ]
+    chosen = [
+        max(stretch, key=lambda i: len(evaluation.ground_truth[i]["boxes"]))
+        for stretch in stretches
+        if stretch
+    ]
+    shown = collections.defaultdict(list)
+    for prediction, item in zip(evaluation.predictions, matched["predictions"], strict=True):
+        if item["status"] in ("tp", "fp", "ignored"):
+            shown[prediction["image"]].append(prediction)
+    images = []
+    for index in chosen:
+        truth = evaluation.ground_truth[index]
+        image = _read_original(evaluation, truth["image"])
+        if image is None:
+            continue
+        objects = list(shown[truth["image"]])
+        for box, label, status in zip(
+            truth["boxes"], truth["labels"], matched["ground_truth"][index], strict=True
+        ):
+            if status["status"] == "missed":
+                objects.append(
+                    {
+                        "label": f"missed {label}",
+                        "bbox": list(box),
+                        "color": visualize.MISSED_COLOR_BGR,
+                    }
+                )
+        images.append(visualize.draw_objects(image, objects))
+    return images
 
 
 def to_fiftyone(evaluation, name, overwrite=True, iou_threshold=0.5):

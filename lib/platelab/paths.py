@@ -65,6 +65,44 @@ def from_cwd(path):
     return path if path.is_absolute() else Path.cwd() / path
 
 
+def display(path):
+    """A path as reports and messages show it: relative to the project root when inside it.
+
+    Args:
+        path: a str or Path
+
+    Returns:
+        a POSIX str: ``data/default/models/ssd`` for a folder of the project, the
+        absolute path for one outside it
+    """
+    try:
+        return Path(path).resolve().relative_to(PROJECT_ROOT.resolve()).as_posix()
+    except (ValueError, OSError):
+        return str(path)
+
+
+def relative_text(text):
+    """Free text (a notebook's output, a message) with the project root's absolute path taken out.
+
+    ``/home/me/platelab/data/default`` becomes ``data/default`` and the root alone
+    becomes ``.``, so that a report reads the same on every machine.
+
+    Args:
+        text: a str
+
+    Returns:
+        the str with every occurrence of the project root rewritten
+    """
+    for root in {str(PROJECT_ROOT).rstrip("/"), str(PROJECT_ROOT.resolve()).rstrip("/")}:
+        if root and root in text:
+            text = re.sub(
+                re.escape(root) + r"(/|\b)",
+                lambda match: "" if match.group(1) == "/" else ".",
+                text,
+            )
+    return text
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

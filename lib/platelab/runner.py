@@ -87,7 +87,7 @@ def run_chain(
     run = _new_run_record(run_id, started, params, params_path, selected, resolved)
     reports.write_index(run_dir, run)
     echo(
-        f"platelab run {run_id}: {len(selected)} stage(s), report {_display_path(run_dir)}/index.html"
+        f"platelab run {run_id}: {len(selected)} stage(s), report {paths.display(run_dir)}/index.html"
     )
 
     for record, stage in zip(run["stages"], selected, strict=True):
@@ -105,7 +105,7 @@ def _new_run_record(run_id, started, params, params_path, selected, resolved):
         "run_id": run_id,
         "profile": params.name,
         "description": params.description,
-        "params_file": _display_path(params_path),
+        "params_file": paths.display(params_path),
         "params_sha256": metadata.sha256_file(params_path),
         "command": " ".join(shlex.quote(part) for part in sys.argv),
         "started_at": started.isoformat(timespec="seconds"),
@@ -190,7 +190,7 @@ def _finish_run(run, run_dir, echo):
     run["status"] = "failed" if failed else "ok"
     run["finished_at"] = datetime.datetime.now().isoformat(timespec="seconds")
     reports.write_index(run_dir, run)
-    index = _display_path(run_dir / "index.html")
+    index = paths.display(run_dir / "index.html")
     echo(f"platelab run {run['run_id']}: {run['status']}; see {index}")
 
 
@@ -239,10 +239,3 @@ def _check_writable(run_dir):
     except OSError as error:
         reason = error.strerror or str(error)
         raise ConfigError(f"{run_dir}: cannot write the run's reports ({reason})") from None
-
-
-def _display_path(path):
-    try:
-        return Path(path).resolve().relative_to(paths.PROJECT_ROOT).as_posix()
-    except ValueError:
-        return str(path)

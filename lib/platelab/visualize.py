@@ -12,6 +12,8 @@ LABEL_COLORS_BGR = {
     "license_plate": (40, 220, 255),
 }
 DEFAULT_COLOR_BGR = (200, 80, 255)
+MISSED_COLOR_BGR = (40, 40, 220)
+"""Red: objects the model missed, drawn beside its predictions."""
 
 
 def draw_objects(image_bgr, objects, thickness=2, show_labels=True):
@@ -21,6 +23,7 @@ def draw_objects(image_bgr, objects, thickness=2, show_labels=True):
         image_bgr: an HxWx3 uint8 BGR image
         objects: dicts with ``label``, ``bbox`` or ``box`` ([xmin, ymin,
             xmax, ymax] in pixels, xmax/ymax exclusive) and optionally ``score``
+            and ``color`` (BGR; default: the label's)
         thickness: line width in pixels
         show_labels: whether to write the label (and score) above each box
 
@@ -30,7 +33,7 @@ def draw_objects(image_bgr, objects, thickness=2, show_labels=True):
     canvas = image_bgr.copy()
     scale = max(0.35, min(canvas.shape[:2]) / 1400)
     for item in objects:
-        color = LABEL_COLORS_BGR.get(item["label"], DEFAULT_COLOR_BGR)
+        color = item.get("color") or LABEL_COLORS_BGR.get(item["label"], DEFAULT_COLOR_BGR)
         box = item["bbox"] if "bbox" in item else item["box"]
         x0, y0, x1, y1 = (int(round(value)) for value in box)
         cv2.rectangle(canvas, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), color, thickness)

@@ -59,7 +59,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from platelab import __version__
+from platelab import __version__, paths
 from platelab import detector as detector_lib
 from platelab import model as model_lib
 from platelab.atomic import atomic_dir
@@ -1157,7 +1157,7 @@ def _model_card(keras_detector, config, state, run_folder, model_file, fmt, quan
         "operating_threshold": keras_detector.score_threshold,
         "training": {
             "run_dir": str(run_folder),
-            "model_file": str(model_file),
+            "model_file": paths.display(model_file),
             "status": state.get("status"),
             "step": state.get("step"),
             "best_step": state.get("best_step"),
