@@ -101,6 +101,38 @@ def test_tracker_counts_per_class_and_waits_for_min_hits():
         tracker.update([[0, 0, 1, 1], [1, 1, 2, 2]], ["vehicle"])
 
 
+def test_tracker_keeps_tracks_alive_on_weak_detections_and_starts_them_on_strong_ones():
+    tracker = video.IouTracker(min_hits=2, max_age=1, score_threshold=0.5, low_score=0.2)
+    box = [[10, 10, 50, 30]]
+    assert tracker.update(box, ["vehicle"], scores=[0.9]) == [None]
+    assert tracker.update(box, ["vehicle"], scores=[0.8]) == [1]
+    # Three frames of weak detections (0.3): without them the track would have ended
+    # after max_age 1; with them it keeps its id.
+    for _ in range(3):
+        assert tracker.update(box, ["vehicle"], scores=[0.3]) == [1]
+    assert tracker.update(box, ["vehicle"], scores=[0.9]) == [1]
+    # A weak detection with no track starts nothing, nor does a strong one below the
+    # birth score (threshold + 0.1); one at it does.
+    other = [[200, 200, 240, 220]]
+    assert tracker.update(other, ["vehicle"], scores=[0.3]) == [None]
+    assert tracker.update(other, ["vehicle"], scores=[0.55]) == [None]
+    assert all(track["hits"] >= 2 for track in tracker.tracks)  # nothing new started
+    assert tracker.update(other, ["vehicle"], scores=[0.65]) == [None]
+    assert tracker.update(other, ["vehicle"], scores=[0.65]) == [2]
+    assert tracker.counts == {"vehicle": 2}
+    # The strong detections are matched first: a weak box on the same track loses it.
+    tracker = video.IouTracker(min_hits=1, score_threshold=0.5)
+    assert tracker.update(box, ["vehicle"], scores=[0.9]) == [1]
+    assert tracker.update([box[0], [12, 10, 52, 30]], ["vehicle"] * 2, scores=[0.3, 0.9]) == [
+        None,
+        1,
+    ]
+    with pytest.raises(ValueError, match="no score_threshold"):
+        video.IouTracker().update(box, ["vehicle"], scores=[0.9])
+    with pytest.raises(ValueError, match="1 boxes but 2 scores"):
+        tracker.update(box, ["vehicle"], scores=[0.9, 0.1])
+
+
 def test_tracker_matches_greedily_by_iou():
     tracker = video.IouTracker(iou_threshold=0.1, min_hits=1)
     assert tracker.update([[0, 0, 10, 10], [8, 0, 18, 10]], ["vehicle"] * 2) == [1, 2]
@@ -227,8 +259,9 @@ def test_detecting_every_third_frame_carries_the_tracked_boxes(tmp_path, monkeyp
         # held until a second detection gives a velocity, then where the object is
         x = 10 if index < 3 else 10 + 2 * index
         assert vehicle["bbox"] == pytest.approx([x, 20, x + 40, 50]), index
-        # confirmed at the third detection (frame 6), the ids stay on the carried boxes
-        assert vehicle["track_id"] == (1 if index >= 6 else None), index
+        # confirmed at the fifth detection (frame 12; min_hits 5), the ids stay on the
+        # carried boxes
+        assert vehicle["track_id"] == (1 if index >= 12 else None), index
 
     # Without --track the boxes are carried the same, with no ids.
     drawn.clear()
@@ -238,6 +271,51 @@ def test_detecting_every_third_frame_carries_the_tracked_boxes(tmp_path, monkeyp
     assert result.tracks is None and len(drawn) == 30
     assert all(len(objects) == 2 and "track_id" not in objects[0] for objects in drawn)
     assert drawn[29][0]["bbox"] == pytest.approx([68, 20, 108, 50])
+
+
+class FadingVehicle(MovingBoxes):
+    """A vehicle scoring 0.9 but 0.25 on calls 6-8, and a lone 0.25 box that is noise;
+    like a real predictor, it returns only what scores at least ``score_threshold``."""
+
+    score_threshold = 0.5
+
+    def predict(self, images, score_threshold=None):
+        results = []
+        for _image in images:
+            x = 10 + self.step * self.calls
+            score = 0.25 if 6 <= self.calls <= 8 else 0.9
+            self.calls += 1
+            boxes = np.array([[x, 20, x + 40, 50], [100, 80, 140, 110]], np.float32)
+            scores = np.array([score, 0.25], np.float32)
+            keep = scores >= (score_threshold or 0.0)
+            results.append(
+                {
+                    "boxes": boxes[keep],
+                    "scores": scores[keep],
+                    "classes": np.array([1, 1])[keep],
+                    "labels": [
+                        label for label, kept in zip(["vehicle"] * 2, keep, strict=True) if kept
+                    ],
+                }
+            )
+        return results
+
+
+def test_tracking_draws_weak_detections_of_confirmed_tracks_only(tmp_path, monkeypatch):
+    source = _make_video(tmp_path / "in.mp4", frames=12)
+    drawn = _drawn_objects(monkeypatch)
+    result = video.annotate_video(
+        FadingVehicle(), source, tmp_path / "out.mp4", track=True, progress=False
+    )
+    # The vehicle's three weak frames are drawn, with its id; the lone weak box never.
+    assert [len(objects) for objects in drawn] == [1] * 12
+    assert [objects[0]["track_id"] for objects in drawn] == [None] * 4 + [1] * 8
+    assert [round(objects[0]["score"], 2) for objects in drawn[6:9]] == [0.25] * 3
+    assert result.tracks == {"vehicle": 1}
+    # Without tracking only the threshold counts: the weak frames draw nothing.
+    drawn.clear()
+    video.annotate_video(FadingVehicle(), source, tmp_path / "plain.mp4", progress=False)
+    assert [len(objects) for objects in drawn] == [1] * 6 + [0] * 3 + [1] * 3
 
 
 def test_auto_interval_is_chosen_from_the_model_time_and_stated(tmp_path, capsys):
@@ -278,7 +356,7 @@ def test_annotated_video_has_every_frame_as_h264(tmp_path):
     assert (info["display_width"], info["display_height"]) == (160, 120)
     assert result.warning is None and result.stopped_at_frame is None
     assert set(result.timings) == set(video.STAGES)
-    # min_hits 3: both objects confirmed, one unique vehicle and one unique plate
+    # min_hits 5: both objects confirmed, one unique vehicle and one unique plate
     assert result.tracks == {"vehicle": 1, "license_plate": 1}
     assert result.detections == {"vehicle": 30, "license_plate": 30}
     assert "30 frames" in result.summary() and "unique tracks" in result.summary()

@@ -196,13 +196,37 @@ class IouTracker:
     (ids count from 1, across classes) and count in :attr:`counts`, so one-frame false
     detections neither take ids nor inflate the counts.
 
+    With scores (``update(..., scores=...)``) the matching is ByteTrack's (Zhang et al.,
+    2022): detections scoring at least ``score_threshold`` are matched first; the tracks
+    left over are then matched to the weaker detections (from ``low_score``), so that a
+    track survives a frame where its object scored low; only a strong detection (at
+    least ``birth_score``) starts a track, so that noise does not.
+
+    The defaults were chosen on detections of four generated videos (seed 31337, 15 fps,
+    four vantage points; no training or evaluation seed): distinct vehicles counted
+    within 20 % of the truth on all four, against 20-64 % over with the earlier
+    matching (``max_age`` 15, ``min_hits`` 3, detections from the threshold only).
+
     Args:
         iou_threshold: lowest IoU that links a detection to a track
         max_age: frames a track survives without a match
         min_hits: matched frames (the first included) before a track is confirmed
+        score_threshold: the score of a strong detection (default: set by
+            :func:`annotate_video` to the drawing threshold)
+        low_score: the lowest score of a weak detection that keeps a track alive
+        birth_score: the lowest score that starts a track (default: ``score_threshold``
+            + 0.1, at most 0.95, at least ``score_threshold``)
     """
 
-    def __init__(self, iou_threshold=0.3, max_age=15, min_hits=3):
+    def __init__(
+        self,
+        iou_threshold=0.3,
+        max_age=30,
+        min_hits=5,
+        score_threshold=None,
+        low_score=0.2,
+        birth_score=None,
+    ):
         if not 0.0 <= iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
         if max_age < 0 or min_hits < 1:
@@ -210,12 +234,15 @@ class IouTracker:
         self.iou_threshold = float(iou_threshold)
         self.max_age = int(max_age)
         self.min_hits = int(min_hits)
+        self.score_threshold = score_threshold
+        self.low_score = float(low_score)
+        self.birth_score = birth_score
         self.tracks = []
         self.counts = Counter()
         self._next_id = 1
         self._last = []
 
-    def update(self, boxes, labels, frames=1):
+    def update(self, boxes, labels, frames=1, scores=None):
         """Links one frame's detections to the tracks.
 
         Args:
@@ -224,10 +251,16 @@ class IouTracker:
             frames: frames since the previous update (the detector's interval). With 1,
                 tracks are matched where they were last seen; with more, where their
                 velocity has moved them since
+            scores: n scores, for ByteTrack's two-step matching (see the class); None:
+                every detection is strong
 
         Returns:
             n track ids (int), in the detections' order; None for a detection whose
-            track is not confirmed yet
+            track is not confirmed yet, or a weak one that matched no track
+
+        Raises:
+            ValueError: counts that differ, ``frames`` below 1, or scores without a
+                ``score_threshold``
         """
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         labels = list(labels)
@@ -236,36 +269,19 @@ class IouTracker:
         frames = int(frames)
         if frames < 1:
             raise ValueError(f"frames since the previous update must be >= 1, got {frames}")
+        strong, birth = self._strong(scores, len(boxes))
         assigned = [None] * len(boxes)
         matched_tracks = set()
         for label in dict.fromkeys(labels):
             detections = [index for index, value in enumerate(labels) if value == label]
             candidates = [track for track in self.tracks if track["label"] == label]
-            pairs = []
-            if candidates:
-                overlap = iou_matrix(
-                    np.stack([self._expected(track, frames) for track in candidates]),
-                    boxes[detections],
-                )
-                rows, columns = np.nonzero(overlap >= self.iou_threshold)
-                order = np.argsort(-overlap[rows, columns], kind="stable")
-                pairs = [(rows[k], columns[k]) for k in order]
-            used_tracks, used_detections = set(), set()
-            for row, column in pairs:
-                if row in used_tracks or column in used_detections:
-                    continue
-                used_tracks.add(row)
-                used_detections.add(column)
-                track = candidates[row]
-                box = boxes[detections[column]]
-                moved = (box - track["box"]) / (track["missed"] + frames)
-                if track["hits"] > 1:
-                    moved = 0.5 * track["velocity"] + 0.5 * moved
-                track.update(box=box, velocity=moved, hits=track["hits"] + 1, missed=0)
-                matched_tracks.add(id(track))
-                assigned[detections[column]] = track
-            for column, index in enumerate(detections):
-                if column in used_detections:
+            first = [index for index in detections if strong[index]]
+            self._match(candidates, first, boxes, frames, assigned, matched_tracks)
+            left = [track for track in candidates if id(track) not in matched_tracks]
+            weak = [index for index in detections if not strong[index]]
+            self._match(left, weak, boxes, frames, assigned, matched_tracks)
+            for index in first:
+                if assigned[index] is not None or not birth[index]:
                     continue
                 track = {
                     "label": label,
@@ -283,12 +299,54 @@ class IouTracker:
                 track["missed"] += frames
         self.tracks = [track for track in self.tracks if track["missed"] <= self.max_age]
         for track in assigned:
-            if track["id"] is None and track["hits"] >= self.min_hits:
+            if track is not None and track["id"] is None and track["hits"] >= self.min_hits:
                 track["id"] = self._next_id
                 self._next_id += 1
                 self.counts[track["label"]] += 1
-        self._last = assigned
-        return [track["id"] for track in assigned]
+        # What carry() moves: each detection's track, or the detection itself, held.
+        self._last = [
+            track if track is not None else {"box": boxes[index], "velocity": np.zeros(4)}
+            for index, track in enumerate(assigned)
+        ]
+        return [None if track is None else track["id"] for track in assigned]
+
+    def _strong(self, scores, count):
+        """Per detection: strong (matched first) and able to start a track."""
+        if scores is None:
+            return [True] * count, [True] * count
+        scores = np.asarray(scores, np.float64).reshape(-1)
+        if len(scores) != count:
+            raise ValueError(f"{count} boxes but {len(scores)} scores")
+        if self.score_threshold is None:
+            raise ValueError("scores given but no score_threshold: set the tracker's")
+        high = float(self.score_threshold)
+        birth = max(high, min(high + 0.1, 0.95)) if self.birth_score is None else self.birth_score
+        return list(scores >= high), list(scores >= birth)
+
+    def _match(self, candidates, detections, boxes, frames, assigned, matched_tracks):
+        """Greedy IoU matching of tracks to detections (indices into ``boxes``), in place."""
+        if not candidates or not detections:
+            return
+        overlap = iou_matrix(
+            np.stack([self._expected(track, frames) for track in candidates]),
+            boxes[detections],
+        )
+        rows, columns = np.nonzero(overlap >= self.iou_threshold)
+        order = np.argsort(-overlap[rows, columns], kind="stable")
+        used_tracks, used_detections = set(), set()
+        for row, column in ((rows[k], columns[k]) for k in order):
+            if row in used_tracks or column in used_detections:
+                continue
+            used_tracks.add(row)
+            used_detections.add(column)
+            track = candidates[row]
+            box = boxes[detections[column]]
+            moved = (box - track["box"]) / (track["missed"] + frames)
+            if track["hits"] > 1:
+                moved = 0.5 * track["velocity"] + 0.5 * moved
+            track.update(box=box, velocity=moved, hits=track["hits"] + 1, missed=0)
+            matched_tracks.add(id(track))
+            assigned[detections[column]] = track
 
     def carry(self, frames):
         """Where the last update's detections are ``frames`` frames later.
@@ -338,7 +396,8 @@ def annotate_video(
         threshold: lowest score drawn (default: the predictor's operating threshold)
         track: link detections over frames and draw track ids and unique counts
         progress: show a progress bar
-        tracker: the :class:`IouTracker` to use with ``track`` (default: a new one)
+        tracker: the :class:`IouTracker` to use with ``track`` (default: a new one);
+            its ``score_threshold``, when unset, becomes ``threshold``
         crf: libx264 quality (lower is better and bigger)
         preset: libx264 speed preset
         detect_every: run the detector on every N-th frame (frames 0, N, 2N, ...), the
@@ -365,9 +424,11 @@ def annotate_video(
 
         predictor = load_predictor(predictor)
     info = probe(input_path)
+    threshold = getattr(predictor, "score_threshold", 0.3) if threshold is None else threshold
     if track and tracker is None:
         tracker = IouTracker()
-    threshold = getattr(predictor, "score_threshold", 0.3) if threshold is None else threshold
+    if track and tracker.score_threshold is None:
+        tracker.score_threshold = threshold
     loop = _FrameLoop(predictor, info, threshold, tracker, detect_every)
     temporary = _temporary_beside(output_path)
     pipeline = _Pipeline(input_path, info, temporary, muxer, loop.fps, crf, preset)
@@ -440,6 +501,7 @@ class _FrameLoop:
         self.detections = Counter()
         self.frames = self.detected = 0
         self.last_objects, self.last_detected = [], 0
+        self.carried = []  # which of the tracker's last detections are drawn
 
     def run(self, pipeline, bar):
         """Annotates every decoded frame and queues it for the encoder."""
@@ -459,19 +521,40 @@ class _FrameLoop:
         logger.info("--detect-every auto: %d", self.interval)
 
     def detect(self, frame):
-        """Runs the detector on the frame and updates the tracker; returns the objects drawn."""
-        objects = _detect(self.predictor, frame, self.threshold, self.timings)
-        self.detections.update(item["label"] for item in objects)
+        """Runs the detector on the frame and updates the tracker; returns the objects drawn.
+
+        With tracking, the detector reports down to the tracker's ``low_score``: the
+        weak detections only keep tracks alive (ByteTrack, see :class:`IouTracker`).
+        Drawn are the detections at the threshold and the weak ones of confirmed tracks.
+        """
+        tracking = self.tracker is not None
+        floor = min(self.threshold, self.tracker.low_score) if tracking else self.threshold
+        objects = _detect(self.predictor, frame, floor, self.timings)
         with self.timed("track"):
-            if self.tracker is not None or self.interval > 1:
-                ids = self.carrier.update(
+            if tracking:
+                ids = self.tracker.update(
+                    [item["bbox"] for item in objects],
+                    [item["label"] for item in objects],
+                    frames=max(1, self.frames - self.last_detected),
+                    scores=[item["score"] for item in objects],
+                )
+                for item, track_id in zip(objects, ids, strict=True):
+                    item["track_id"] = track_id
+                drawn = [
+                    (index, item)
+                    for index, item in enumerate(objects)
+                    if item["score"] >= self.threshold or item["track_id"] is not None
+                ]
+                self.carried = [index for index, _ in drawn]
+                objects = [item for _, item in drawn]
+            elif self.interval > 1:
+                self.carrier.update(
                     [item["bbox"] for item in objects],
                     [item["label"] for item in objects],
                     frames=max(1, self.frames - self.last_detected),
                 )
-                if self.tracker is not None:
-                    for item, track_id in zip(objects, ids, strict=True):
-                        item["track_id"] = track_id
+                self.carried = list(range(len(objects)))
+        self.detections.update(item["label"] for item in objects)
         self.last_objects, self.last_detected = objects, self.frames
         self.detected += 1
         return objects
@@ -480,7 +563,7 @@ class _FrameLoop:
         """The last detections, carried by the tracker to this frame (no detector run)."""
         with self.timed("track"):
             boxes = self.carrier.carry(self.frames - self.last_detected)
-            return _carried(self.last_objects, boxes, frame)
+            return _carried(self.last_objects, boxes[self.carried], frame)
 
     def draw(self, frame, objects):
         """The frame with the objects (and, with tracking, the unique counts) drawn."""
@@ -710,9 +793,9 @@ def add_video_arguments(parser):
     parser.add_argument(
         "--max-age",
         type=int,
-        default=15,
+        default=30,
         metavar="FRAMES",
-        help="with --track: frames a track survives unseen (15)",
+        help="with --track: frames a track survives unseen (30)",
     )
     parser.add_argument(
         "--threads", type=int, help="CPU threads for the model (default: all cores but one)"
