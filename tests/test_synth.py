@@ -317,3 +317,23 @@ def _inside(inner, outer):
         and inner[2] <= outer[2]
         and inner[3] <= outer[3]
     )
+
+
+def test_distinct_objects_counts_each_id_once_unless_always_difficult():
+    from platelab import groundtruth
+
+    truth = {
+        "frames": [
+            {"objects": [
+                {"id": 1, "label": "vehicle", "difficult": False},
+                {"id": 2, "label": "license_plate", "difficult": True},
+                {"id": 3, "label": "license_plate", "difficult": True},
+            ]},
+            {"objects": [
+                {"id": 1, "label": "vehicle", "difficult": False},
+                {"id": 2, "label": "license_plate", "difficult": False},
+                {"id": 4, "label": "vehicle"},
+            ]},
+        ]
+    }  # fmt: skip
+    assert groundtruth.distinct_objects(truth) == {"vehicle": 2, "license_plate": 1}

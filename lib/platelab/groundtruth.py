@@ -30,6 +30,27 @@ def load_ground_truth(output_dir, video):
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def distinct_objects(truth, labels=("vehicle", "license_plate")):
+    """The number of distinct objects of each label in a video: what a tracker should count.
+
+    An object counts when it is not *difficult* (too small or too hidden to score, see
+    :mod:`platelab.synth`) in at least one frame.
+
+    Args:
+        truth: a video's ground-truth dict (:func:`load_ground_truth`)
+        labels: the labels counted
+
+    Returns:
+        ``{label: count}`` for every label in ``labels``
+    """
+    ids = {label: set() for label in labels}
+    for frame in truth["frames"]:
+        for item in frame["objects"]:
+            if item["label"] in ids and not item.get("difficult"):
+                ids[item["label"]].add(item["id"])
+    return {label: len(found) for label, found in ids.items()}
+
+
 def manifest_table(manifest):
     """Returns a pandas DataFrame with one row per video of a manifest."""
     import pandas as pd
