@@ -289,3 +289,16 @@ def test_heldout_frame_size_line_and_plate_table():
     assert table.loc["8-16 px", "plate AP50"] == 0.412 and table.loc["8-16 px", "plates"] == 4
     assert np.isnan(table.loc["16-32 px", "plate AP50"])
     assert goals.plate_height_table(dataclasses.replace(heldout, plate_heights=[])).empty
+
+
+def test_rising_map_is_not_judged_for_a_run_fine_tuned_from_a_detector():
+    trend = goals.map_trend([100, 200, 300, 400], [0.38, 0.39, 0.385, 0.394])
+    starter_rows = goals.goal_table(None, trend, None, "default", init="starter")
+    assert starter_rows[0]["met"] is None
+    assert starter_rows[0]["target"].startswith("n/a: fine-tuned from a detector (init starter)")
+    backbone_rows = goals.goal_table(None, trend, None, "default", init="imagenet")
+    assert backbone_rows[0]["met"] is False
+    assert [goals.detection_pretrained(init) for init in (
+        "starter", "models/starter", "data/default/models/ssd", "none", "auto", "imagenet",
+        "weights/mobilenet_v2.h5", None,
+    )] == [True, True, True, False, False, False, False, False]  # fmt: skip

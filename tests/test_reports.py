@@ -218,3 +218,17 @@ def test_clean_outputs_takes_library_lines_out_of_red_blocks(monkeypatch, tmp_pa
     assert outputs[1].text == "Traceback: something real\n"
     assert outputs[2].text == "wrote data/a.json\n"
     assert outputs[3].data["text/plain"] == "models"
+
+
+def test_verdict_does_not_count_goals_that_do_not_apply(tmp_path):
+    _write_finished_stages(
+        tmp_path, vehicle=0.93, zero_shot_vehicle=0.90, tracks=14, plates_small_ap=0.9
+    )
+    details = reports.load_metrics(tmp_path / "07_analyze")["details"]
+    details["goals"].append({"goal": "validation mAP rising (default profile)", "measured": "x",
+                             "target": "n/a: fine-tuned from a detector", "met": None})  # fmt: skip
+    _write_stage(tmp_path, "07_analyze", details)
+    verdict = reports.run_verdict(tmp_path, _finished_run(True))
+    assert verdict.headline == "All 4 goals met." and len(verdict.goals) == 5
+    page = reports._index_html(_finished_run(True), verdict)
+    assert "<td class='na'>&ndash; n/a</td>" in page

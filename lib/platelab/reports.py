@@ -216,7 +216,7 @@ class Verdict:
     Attributes:
         headline: one sentence: goals met, or where the run failed
         goals: ``{"goal", "measured", "target", "met"}`` rows (stage 07's goals and
-            stage 08's tracked counts)
+            stage 08's tracked counts); ``met`` None: not applicable, not counted
         frames: annotated frames, as paths relative to the run's report folder
         next_steps: what to do next, most important first
     """
@@ -285,16 +285,17 @@ def run_verdict(run_dir, run):
         for record in failed
     ]
     steps += _next_steps(goals, details)
-    missed = [row for row in goals if not row.get("met")]
+    judged = [row for row in goals if row.get("met") is not None]
+    missed = [row for row in judged if not row["met"]]
     if failed:
         headline = f"The run failed at {failed[0]['name']}."
-    elif not goals:
+    elif not judged:
         headline = "No goals measured yet: stages 07 and 08 measure the detector."
     elif not missed:
-        headline = f"All {len(goals)} goals met."
+        headline = f"All {len(judged)} goals met."
     else:
-        headline = f"{len(goals) - len(missed)} of {len(goals)} goals met."
-    if not failed and goals and not missed and "08" in records:
+        headline = f"{len(judged) - len(missed)} of {len(judged)} goals met."
+    if not failed and judged and not missed and "08" in records:
         steps.append("The detector is ready to deploy: stage 08's exports carry their model cards.")
     return Verdict(headline=headline, goals=goals, frames=frames, next_steps=steps)
 
@@ -321,7 +322,7 @@ def _track_rows(video):
 def _next_steps(goals, details):
     """Advice from the goals missed and the figures that explain them."""
     steps = []
-    missed = {row["goal"]: row for row in goals if not row.get("met")}
+    missed = {row["goal"]: row for row in goals if row.get("met") is False}
     train, analysis = details.get("06", {}), details.get("07", {})
     heldout_missed = [goal for goal in missed if goal.startswith("held-out AP50")]
     table = train.get("starter_table") or []
@@ -458,6 +459,7 @@ code {{ font-size: .85rem; }}
 .verdict table {{ margin: .4rem 0; }}
 .met {{ color: #17613a; font-weight: 700; white-space: nowrap; }}
 .missed {{ color: #8a1c1c; font-weight: 700; white-space: nowrap; }}
+.na {{ color: #5a6473; white-space: nowrap; }}
 .frames {{ display: flex; gap: .6rem; flex-wrap: wrap; margin: .6rem 0; }}
 .frames img {{ width: 32%; min-width: 220px; border-radius: .3rem; border: 1px solid #d5dbe3; }}
 .next li {{ margin: .25rem 0; }}
@@ -490,13 +492,19 @@ started {escape(run.get("started_at", ""))} &middot; {escape(run.get("descriptio
 """
 
 
+_GOAL_MARKS = {
+    True: ("met", "&#10003; met"),
+    False: ("missed", "&#10007; missed"),
+    None: ("na", "&ndash; n/a"),
+}
+
+
 def _verdict_html(verdict):
     """The verdict block: headline, goals, a few annotated frames, next steps."""
     escape = html.escape
     rows = "".join(
         "<tr>"
-        f"<td class='{'met' if row.get('met') else 'missed'}'>"
-        f"{'&#10003; met' if row.get('met') else '&#10007; missed'}</td>"
+        f"<td class='{_GOAL_MARKS[row.get('met')][0]}'>{_GOAL_MARKS[row.get('met')][1]}</td>"
         f"<td>{escape(str(row.get('goal', '')))}</td>"
         f"<td>{escape(str(row.get('measured', '')))}</td>"
         f"<td>{escape(str(row.get('target', '')))}</td>"
