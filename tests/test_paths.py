@@ -59,3 +59,7 @@ def test_display_and_relative_text(tmp_path, monkeypatch):
     root = str(tmp_path / "proj")
     text = f"see {root}/data/x, {root} and {root}2/y"
     assert paths.relative_text(text) == f"see data/x, . and {root}2/y"
+    # Only the root as a whole path: not a sibling, a backup or a longer path ending in it.
+    for other in (f"{root}-old/x", f"{root}.bak/y", f"/mnt{root}/data"):
+        assert paths.relative_text(f"at {other} now") == f"at {other} now"
+    assert paths.relative_text(f"'{root}/' and ({root})") == "'./' and (.)"

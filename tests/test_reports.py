@@ -158,6 +158,28 @@ def test_verdict_says_what_missed_and_what_to_do(tmp_path):
     assert "under 16 px" not in steps  # the plate goal was met
 
 
+def test_small_plate_advice_only_when_the_small_bin_is_below_the_goal(tmp_path):
+    for small_ap, advised in ((0.6, True), (0.95, False)):
+        _write_finished_stages(
+            tmp_path, vehicle=0.93, zero_shot_vehicle=0.9, tracks=13, plates_small_ap=small_ap
+        )
+        details = reports.load_metrics(tmp_path / "07_analyze")["details"]
+        details["goals"][1].update(measured="0.75", met=False)
+        _write_stage(tmp_path, "07_analyze", details)
+        steps = reports.run_verdict(tmp_path, _finished_run(False)).next_steps
+        assert any("under 16 px" in step for step in steps) is advised, small_ap
+
+
+def test_a_broken_stage_metrics_file_does_not_stop_the_index(tmp_path):
+    (tmp_path / "07_analyze").mkdir()
+    (tmp_path / "07_analyze" / "metrics.json").write_text('{"details": {"goals": [1, 2]}}')
+    reports.write_index(tmp_path, _finished_run(False))
+    assert (
+        "No verdict: a stage&#x27;s metrics could not be read."
+        in (tmp_path / "index.html").read_text()
+    )
+
+
 def test_verdict_when_every_goal_is_met_and_when_a_stage_failed(tmp_path):
     _write_finished_stages(
         tmp_path, vehicle=0.93, zero_shot_vehicle=0.90, tracks=14, plates_small_ap=0.9
@@ -167,6 +189,18 @@ def test_verdict_when_every_goal_is_met_and_when_a_stage_failed(tmp_path):
     assert verdict.next_steps == [
         "The detector is ready to deploy: stage 08's exports carry their model cards."
     ]
+    # A plate never tracked is a miss, not a missing row; the page written while 08 still
+    # runs does not call the detector ready.
+    _write_stage(tmp_path, "08_deploy", {"video": {"tracks": {"vehicle": 13}, "true_counts": {"vehicle": 13, "license_plate": 3}}})  # fmt: skip
+    running = _finished_run(True)
+    assert (
+        reports.run_verdict(tmp_path, running).goals[-1]["measured"] == "0 against 3 true (-100%)"
+    )
+    _write_stage(tmp_path, "08_deploy", {"video": {"tracks": {"vehicle": 13}, "true_counts": {"vehicle": 13}}})  # fmt: skip
+    running["stages"][2]["status"] = "running"
+    assert not any(
+        "ready to deploy" in step for step in reports.run_verdict(tmp_path, running).next_steps
+    )
     failed = reports.run_verdict(tmp_path / "none", _run_record())
     assert failed.headline == "The run failed at 01_b."
     assert failed.goals == [] and "ValueError: <bad> input" in failed.next_steps[0]
@@ -195,6 +229,7 @@ def test_clean_outputs_takes_library_lines_out_of_red_blocks(monkeypatch, tmp_pa
         "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
         "fully_quantize: 0, inference_type: 6, input_inference_type: UINT8\n"
         "W0000 00:00:1765000000.123456   12 tf_tfl_flatbuffer_helpers.cc:364] Ignored output_format.\n"
+        "INFO:tensorflow:Assets written to: x\n"
         "Traceback: something real\n"
     )
     notebook = nbformat.v4.new_notebook()

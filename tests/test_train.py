@@ -584,9 +584,10 @@ def test_run_summary_and_key_figures():
         memory=[], throughput={"ratio": 0.95678}, map_trend=trend, starter_table=[],
     )  # fmt: skip
     assert list(summary) == [
-        "run_dir", "state", "val_metrics", "anchor_fit", "geometry", "memory", "throughput",
-        "map_trend", "starter_table",
+        "run_dir", "init", "state", "val_metrics", "anchor_fit", "geometry", "memory",
+        "throughput", "map_trend", "starter_table",
     ]  # fmt: skip
+    assert summary["init"] == "starter"
     assert summary["run_dir"] == "data/x/models/ssd"
     assert summary["geometry"] == {
         "infer_size": [geometry.width, geometry.height],
@@ -603,10 +604,11 @@ def test_run_summary_and_key_figures():
         "val AP50 vehicle": 0.7123,
         "val AP50 license_plate": None,
         "first val mAP": 0.0123,
-        "mAP rising": True,
+        "mAP rising": "n/a",  # fine-tuned from the starter: no doubling to expect
         "input ratio": 0.957,
         "minutes": 6.0,
     }
+    assert train.key_figures(dict(summary, init="none"))["mAP rising"] is True
     bare = train.key_figures(dict(summary, map_trend=None, throughput=None), elapsed_s=None)
     assert math.isnan(bare["first val mAP"])
     assert bare["mAP rising"] is None and bare["input ratio"] is None and bare["minutes"] is None

@@ -1022,7 +1022,10 @@ def analysis_figures(run_dir, *, stop, overfitting, split, test_metrics, heldout
             figures[f"held-out AP50 {row['class']}"] = row["AP50"]
         figures["held-out frames"] = heldout.frames
     if trend is not None:
-        figures["mAP rising"] = trend["rising"]
+        init = (_read_json(Path(run_dir), "config.json", [], False).get("training") or {}).get(
+            "init"
+        )
+        figures["mAP rising"] = goals.rising_figure(trend, init)
     return {
         key: (round(value, 4) if isinstance(value, float) else value)
         for key, value in figures.items()

@@ -406,10 +406,20 @@ def heldout_line(heldout, size):
 def detection_pretrained(init):
     """Whether a run's ``init`` was a detector already (the starter, a starter or run
     folder), rather than random weights or an ImageNet backbone alone."""
-    init = str(init or "none")
+    init = str(init or "none").strip()
+    if init.lower() in ("none", "auto", "imagenet"):
+        return False
     return init == "starter" or (
         init not in ("none", "auto", "imagenet") and not init.endswith(".h5")
     )
+
+
+def rising_figure(trend, init):
+    """The ``mAP rising`` key figure: the trend's verdict, ``"n/a"`` for a run fine-tuned
+    from a detector (see :func:`goal_table`), None without a verdict."""
+    if trend is None or trend.get("rising") is None:
+        return None
+    return "n/a" if detection_pretrained(init) else trend["rising"]
 
 
 def goal_table(heldout, trend, throughput, workspace, init=None):

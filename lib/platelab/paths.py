@@ -94,12 +94,12 @@ def relative_text(text):
         the str with every occurrence of the project root rewritten
     """
     for root in {str(PROJECT_ROOT).rstrip("/"), str(PROJECT_ROOT.resolve()).rstrip("/")}:
-        if root and root in text:
-            text = re.sub(
-                re.escape(root) + r"(/|\b)",
-                lambda match: "" if match.group(1) == "/" else ".",
-                text,
-            )
+        if not root or root not in text:
+            continue
+        # Only the root as a whole path: not inside /mnt<root>, <root>-old or <root>.bak.
+        before, name = r"(?<![\w./-])", re.escape(root)
+        text = re.sub(before + name + r"/(?=[\w.-])", "", text)
+        text = re.sub(before + name + r"(?![\w.-])", ".", text)
     return text
 
 

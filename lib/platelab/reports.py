@@ -108,14 +108,16 @@ def render_notebook_html(notebook_path, html_path, show_code=False):
 
 
 LIBRARY_LOG_LINE = re.compile(
-    r"^(?:INFO: |WARNING: |[IW]\d{4} \d\d:\d\d:\d|"
+    r"^(?:INFO: |WARNING: |[IW]\d{4} \d\d:\d\d:\d|(?:INFO|WARNING):(?:absl|tensorflow|root):|"
     r"fully_quantize: |Estimated count of arithmetic ops|"
     r"WARNING: All log messages before absl::InitializeLog)"
 )
 """A line that native libraries (TensorFlow Lite, absl, the TFLite quantizer) write
 to stderr as information or a warning, not an error of the stage."""
 
-_INFO_LINE = re.compile(r"^(?:INFO: |I\d{4} |fully_quantize: |Estimated count of arithmetic ops)")
+_INFO_LINE = re.compile(
+    r"^(?:INFO: |INFO:\w+:|I\d{4} |fully_quantize: |Estimated count of arithmetic ops)"
+)
 
 
 def clean_outputs(notebook):
@@ -187,7 +189,13 @@ def write_index(run_dir, run):
     run_dir = Path(run_dir)
     run = _relative_record(run)
     atomic_write_json(run_dir / "run.json", run)
-    atomic_write_text(run_dir / "index.html", _index_html(run, run_verdict(run_dir, run)))
+    try:
+        verdict = run_verdict(run_dir, run)
+    except Exception as error:  # noqa: BLE001 - a stage's odd metrics.json must not stop the run
+        logger.warning("%s: no verdict (%s)", run_dir, error)
+        verdict = Verdict(headline="No verdict: a stage's metrics could not be read.",
+                          goals=[], frames=[], next_steps=[])  # fmt: skip
+    atomic_write_text(run_dir / "index.html", _index_html(run, verdict))
 
 
 def _relative_record(value):
@@ -295,7 +303,8 @@ def run_verdict(run_dir, run):
         headline = f"All {len(judged)} goals met."
     else:
         headline = f"{len(judged) - len(missed)} of {len(judged)} goals met."
-    if not failed and judged and not missed and "08" in records:
+    finished = all(record.get("status") in ("ok", "skipped") for record in run.get("stages", []))
+    if finished and judged and not missed and records.get("08", {}).get("status") == "ok":
         steps.append("The detector is ready to deploy: stage 08's exports carry their model cards.")
     return Verdict(headline=headline, goals=goals, frames=frames, next_steps=steps)
 
@@ -303,9 +312,11 @@ def run_verdict(run_dir, run):
 def _track_rows(video):
     """Goal rows for the tracker's distinct counts against the novel video's true counts."""
     rows = []
+    if video.get("tracks") is None:
+        return rows
     for label, true in (video.get("true_counts") or {}).items():
-        tracked = (video.get("tracks") or {}).get(label)
-        if tracked is None or not true:
+        tracked = video["tracks"].get(label, 0)
+        if not true:
             continue
         off = (tracked - true) / true
         rows.append(
@@ -317,6 +328,14 @@ def _track_rows(video):
             }
         )
     return rows
+
+
+def _target_value(row):
+    """The number in a goal row's ``target`` (``">= 0.8"`` gives 0.8), or None."""
+    try:
+        return float(str((row or {}).get("target", "")).split()[-1])
+    except (IndexError, ValueError):
+        return None
 
 
 def _next_steps(goals, details):
@@ -357,7 +376,14 @@ def _next_steps(goals, details):
         ),
         None,
     )
-    if plate_goal and small and small.get("num_gt") and small.get("AP50") is not None:
+    plate_target = _target_value(plate_goal)
+    if (
+        plate_goal
+        and small
+        and small.get("num_gt")
+        and small.get("AP50") is not None
+        and (plate_target is None or small["AP50"] < plate_target)
+    ):
         steps.append(
             f"More plates under 16 px high are needed: held-out AP50 {small['AP50']:.3f} on "
             f"{small['num_gt']} plates 8-16 px high. Annotate frames with small plates, or "

@@ -2274,12 +2274,13 @@ def run_summary(
         starter_table: :func:`platelab.goals.starter_rows`' rows (``[]``: none)
 
     Returns:
-        a JSON-ready dict ``run_dir``, ``state``, ``val_metrics``, ``anchor_fit``,
+        a JSON-ready dict ``run_dir``, ``init``, ``state``, ``val_metrics``, ``anchor_fit``,
         ``geometry`` (``infer_size`` ``[width, height]``, ``resize``, ``train_shape``
         ``[height, width]``), ``memory``, ``throughput``, ``map_trend``, ``starter_table``
     """
     return {
         "run_dir": str(run_dir),
+        "init": config.init,
         "state": state,
         "val_metrics": val_metrics,
         "anchor_fit": anchor_fit,
@@ -2305,8 +2306,11 @@ def key_figures(summary, elapsed_s=None):
     Returns:
         a flat dict ``status``, ``steps``, ``best step``, ``val mAP``, ``val AP50``,
         ``val AP50 <label>`` per class, ``first val mAP`` (NaN without an evaluation),
-        ``mAP rising``, ``input ratio``, ``minutes`` (figures rounded; ``None`` unknown)
+        ``mAP rising`` (``"n/a"`` fine-tuned from a detector), ``input ratio``, ``minutes``
+        (figures rounded; ``None`` unknown)
     """
+    from platelab.goals import rising_figure
+
     state, metrics = summary["state"], summary["val_metrics"]
     trend, throughput = summary["map_trend"], summary["throughput"]
 
@@ -2325,7 +2329,7 @@ def key_figures(summary, elapsed_s=None):
             for label, values in metrics["per_class"].items()
         },
         "first val mAP": round(first, 4),
-        "mAP rising": trend["rising"] if trend is not None else None,
+        "mAP rising": rising_figure(trend, summary.get("init")),
         "input ratio": round(throughput["ratio"], 3) if throughput else None,
         "minutes": round(elapsed_s / 60, 1) if elapsed_s else None,
     }

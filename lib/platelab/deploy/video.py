@@ -110,7 +110,8 @@ class VideoResult:
         seconds: wall time of the whole run
         timings: seconds spent in each stage (:data:`STAGES`); the stages overlap, so
             they add up to more than ``seconds``
-        detections: the detector's detections, per label, over the frames it ran on
+        detections: the detections drawn, per label, over the frames the detector ran on
+            (with tracking, the weak ones of confirmed tracks included)
         tracks: with tracking, unique confirmed tracks per label (None otherwise)
         detect_every: the detector ran on every ``detect_every``-th frame (1: on all)
         detected_frames: frames the detector ran on
