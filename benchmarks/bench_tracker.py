@@ -1,0 +1,138 @@
+"""Tracker counts: distinct vehicles and plates counted against the truth, per tracker setting.
+
+Usage::
+
+    python benchmarks/bench_tracker.py [--model models/starter] [--seed 31337] [--videos 4]
+        [--seconds 6] [--fps 15] [--work DIR]
+
+Stage 08 and ``platelab video --track`` count the distinct vehicles and plates of a
+video with :class:`platelab.deploy.video.IouTracker`; the default profile's goal is
+counts within 20 % of the truth (the generator's distinct objects that are not
+*difficult* in at least one frame, :func:`platelab.groundtruth.distinct_objects`).
+
+This renders ``--videos`` tuning videos (960x540, one vantage point each, cycled
+through street_low, overpass, street_high, parking, storefront, dashcam) with a seed
+that no training, pretraining or evaluation data uses (31337 by default; evaluation
+seeds are refused), runs the model once on every frame (detections down to a score of
+0.05 are kept), then replays those detections through each tracker setting:
+
+* ``earlier``: greedy IoU matching of the detections at the model's threshold,
+  ``max_age`` 15, ``min_hits`` 3 (the tracker before ByteTrack's matching);
+* ``default``: today's :class:`IouTracker` (ByteTrack's two-step matching: strong
+  detections first, weak ones from 0.2 keep tracks alive, only threshold + 0.1
+  starts a track; ``max_age`` 30, ``min_hits`` 5);
+* ``default-hits3``: the same with ``min_hits`` 3.
+
+Prints per video and setting the counts against the truth and their error, then per
+setting the mean absolute relative error and the number of videos whose vehicle count
+is within 20 %. The default setting was chosen on this set (seed 31337), never on the
+novel video of stage 08 (seed 987654, an evaluation seed).
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from platelab import detector, groundtruth, starter, synth
+from platelab.deploy import video
+
+VANTAGES = ["street_low", "overpass", "street_high", "parking", "storefront", "dashcam"]
+SETTINGS = {
+    "earlier": (dict(max_age=15, min_hits=3), False),
+    "default": ({}, True),
+    "default-hits3": (dict(min_hits=3), True),
+}
+"""Name: (IouTracker arguments, whether the tracker gets scores and weak detections)."""
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(starter.STARTER_DIR), help="model or run folder")
+    parser.add_argument("--seed", type=int, default=31337, help="tuning videos' seed (31337)")
+    parser.add_argument("--videos", type=int, default=4, help="tuning videos (4)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each video (6)")
+    parser.add_argument("--fps", type=float, default=15.0, help="frame rate (15, as stage 08's)")
+    parser.add_argument("--work", help="folder for the videos (default: a temporary one)")
+    args = parser.parse_args(argv)
+    work = Path(args.work or tempfile.mkdtemp(prefix="platelab-tracker-"))
+    manifest = synth.synthesize_or_reuse(
+        work,
+        videos=args.videos,
+        seconds=args.seconds,
+        fps=args.fps,
+        size=(960, 540),
+        seed=args.seed,
+        vantages=VANTAGES[: args.videos],
+        progress=False,
+        purpose="training",
+    )
+    model = detector.load(args.model, allow_unfinished=True)
+    threshold = model.score_threshold
+    print(f"model {args.model}: operating threshold {threshold}; videos of seed {args.seed}")
+    errors = {name: [] for name in SETTINGS}
+    vehicles_within = dict.fromkeys(SETTINGS, 0)
+    for entry in manifest["videos"]:
+        truth = groundtruth.distinct_objects(groundtruth.load_ground_truth(work, entry))
+        detections = _detect_all(model, work / entry["video"])
+        for name, (options, with_scores) in SETTINGS.items():
+            counts = _replay(detections, threshold, options, with_scores)
+            line = []
+            for label, true in truth.items():
+                found = counts.get(label, 0)
+                if true:
+                    error = (found - true) / true
+                    errors[name].append(abs(error))
+                    line.append(f"{label} {found}/{true} ({error:+.0%})")
+                    if label == "vehicle" and abs(error) <= 0.2 + 1e-9:
+                        vehicles_within[name] += 1
+            print(f"{entry['vantage']:>12} {name:>14}: {', '.join(line)}", flush=True)
+    print()
+    for name in SETTINGS:
+        print(
+            f"{name:>14}: mean |count error| {np.mean(errors[name]):.2f}; vehicles within 20 % "
+            f"on {vehicles_within[name]} of {len(manifest['videos'])} videos"
+        )
+    (work / "results.json").write_text(
+        json.dumps({name: float(np.mean(errors[name])) for name in SETTINGS}, indent=2)
+    )
+
+
+def _detect_all(model, path):
+    """The model's detections (score >= 0.05) on every frame of a video."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(np.ascontiguousarray(frame[:, :, ::-1]))
+    capture.release()
+    results = []
+    for start in range(0, len(frames), 8):
+        results += model.predict(frames[start : start + 8], score_threshold=0.05)
+    return results
+
+
+def _replay(detections, threshold, options, with_scores):
+    """Counts of one tracker setting over a video's detections."""
+    tracker = video.IouTracker(score_threshold=threshold, **options)
+    for result in detections:
+        scores = np.asarray(result["scores"])
+        labels = np.asarray(result["labels"])
+        floor = min(threshold, tracker.low_score) if with_scores else threshold
+        keep = scores >= floor
+        tracker.update(
+            np.asarray(result["boxes"])[keep],
+            list(labels[keep]),
+            scores=scores[keep] if with_scores else None,
+        )
+    return dict(tracker.counts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
