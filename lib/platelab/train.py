@@ -138,7 +138,7 @@ class TrainConfig:
             MobileNetV2 weights file, a starter folder, or a previous run folder
         batch_size: images per step (over all replicas)
         steps: training steps at most
-        learning_rate: peak learning rate (after warm-up; 0.001 fine-tunes the starter,
+        learning_rate: peak learning rate (after warm-up; 0.0003 fine-tunes the starter,
             0.006 suits random weights), cosine decay to 0 at ``steps``
             or at ``max_minutes``, whichever comes first
         warmup_steps: linear learning-rate warm-up
@@ -186,7 +186,7 @@ class TrainConfig:
     init: str = "starter"
     batch_size: int = 16
     steps: int = 2000
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-4
     warmup_steps: int = 100
     freeze_steps: int = 0
     weight_decay: float = 1e-4
