@@ -188,13 +188,7 @@ def plate_style_recall(evaluation, iou_threshold=0.5):
 
     if "license_plate" not in evaluation.labels:
         return pd.DataFrame()
-    matched = evaluate.match_detections(
-        evaluation.ground_truth,
-        evaluation.predictions,
-        classes=evaluation.labels,
-        iou_threshold=iou_threshold,
-        score_threshold=evaluation.score_threshold,
-    )
+    matched = _match(evaluation, iou_threshold)
     counts = {"US (aspect < 3.3)": [0, 0], "EU (aspect >= 3.3)": [0, 0]}
     for gt, statuses in zip(evaluation.ground_truth, matched["ground_truth"], strict=True):
         for box, label, status in zip(gt["boxes"], gt["labels"], statuses, strict=True):
@@ -317,13 +311,7 @@ def error_examples(evaluation, kind, count=6, iou_threshold=0.5):
         ``(images_bgr, titles)`` for :func:`platelab.visualize.image_grid`
     """
 
-    matched = evaluate.match_detections(
-        evaluation.ground_truth,
-        evaluation.predictions,
-        classes=evaluation.labels,
-        iou_threshold=iou_threshold,
-        score_threshold=evaluation.score_threshold,
-    )
+    matched = _match(evaluation, iou_threshold)
     picks = []
     if kind == "false_positives":
         wrong = [
@@ -379,13 +367,7 @@ def verdict_frames(evaluation, count=3, iou_threshold=0.5):
     Returns:
         a list of HxWx3 uint8 BGR images (fewer than ``count`` when the split is smaller)
     """
-    matched = evaluate.match_detections(
-        evaluation.ground_truth,
-        evaluation.predictions,
-        classes=evaluation.labels,
-        iou_threshold=iou_threshold,
-        score_threshold=evaluation.score_threshold,
-    )
+    matched = _match(evaluation, iou_threshold)
     order = sorted(
         range(len(evaluation.ground_truth)), key=lambda i: evaluation.ground_truth[i]["image"]
     )
@@ -497,6 +479,17 @@ def _detection(fo, label, box, width, height, **extra):
         label=label,
         bounding_box=[x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height],
         **extra,
+    )
+
+
+def _match(evaluation, iou_threshold):
+    """:func:`platelab.evaluate.match_detections` of an evaluation at its operating threshold."""
+    return evaluate.match_detections(
+        evaluation.ground_truth,
+        evaluation.predictions,
+        classes=evaluation.labels,
+        iou_threshold=iou_threshold,
+        score_threshold=evaluation.score_threshold,
     )
 
 

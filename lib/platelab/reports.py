@@ -413,6 +413,41 @@ def _next_steps(goals, details):
     return steps
 
 
+_INDEX_CSS = """\
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 1100px; color: #1d2430; padding: 0 1rem; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; }
+.sub { color: #5a6473; margin-top: 0; }
+table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
+th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid #e2e6ec;
+         vertical-align: top; }
+th { background: #f4f6f9; font-weight: 600; }
+td.num { text-align: right; white-space: nowrap; }
+.status { padding: .1rem .5rem; border-radius: .8rem; font-size: .85rem; font-weight: 600; }
+.ok { background: #d9f2e1; color: #17613a; }
+.failed { background: #fbdcdc; color: #8a1c1c; }
+.running { background: #fff1c9; color: #7a5800; }
+.pending, .skipped { background: #eceff3; color: #4a5360; }
+.k { color: #5a6473; } .v { font-weight: 600; }
+.error { color: #8a1c1c; font-family: ui-monospace, monospace; font-size: .85rem;
+          white-space: pre-wrap; margin-top: .3rem; }
+details { margin: 1rem 0; } summary { cursor: pointer; font-weight: 600; }
+pre { background: #f4f6f9; padding: .8rem; overflow-x: auto; font-size: .85rem; }
+code { font-size: .85rem; }
+.verdict { border: 1px solid #d5dbe3; border-radius: .6rem; padding: .8rem 1.2rem;
+            margin: 1rem 0 1.5rem; background: #fbfcfd; }
+.verdict h2 { margin: .2rem 0 .6rem; font-size: 1.25rem; }
+.verdict table { margin: .4rem 0; }
+.met { color: #17613a; font-weight: 700; white-space: nowrap; }
+.missed { color: #8a1c1c; font-weight: 700; white-space: nowrap; }
+.na { color: #5a6473; white-space: nowrap; }
+.frames { display: flex; gap: .6rem; flex-wrap: wrap; margin: .6rem 0; }
+.frames img { width: 32%; min-width: 220px; border-radius: .3rem; border: 1px solid #d5dbe3; }
+.next li { margin: .25rem 0; }
+"""
+"""The run index page's style sheet."""
+
+
 def _index_html(run, verdict):
     escape = html.escape
     rows = []
@@ -459,37 +494,7 @@ def _index_html(run, verdict):
 <html lang="en"><head><meta charset="utf-8">
 <title>platelab run {escape(run["run_id"])}</title>
 <style>
-body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
-       max-width: 1100px; color: #1d2430; padding: 0 1rem; }}
-h1 {{ font-size: 1.6rem; margin-bottom: .2rem; }}
-.sub {{ color: #5a6473; margin-top: 0; }}
-table {{ border-collapse: collapse; width: 100%; margin: 1rem 0; }}
-th, td {{ text-align: left; padding: .45rem .6rem; border-bottom: 1px solid #e2e6ec;
-         vertical-align: top; }}
-th {{ background: #f4f6f9; font-weight: 600; }}
-td.num {{ text-align: right; white-space: nowrap; }}
-.status {{ padding: .1rem .5rem; border-radius: .8rem; font-size: .85rem; font-weight: 600; }}
-.ok {{ background: #d9f2e1; color: #17613a; }}
-.failed {{ background: #fbdcdc; color: #8a1c1c; }}
-.running {{ background: #fff1c9; color: #7a5800; }}
-.pending, .skipped {{ background: #eceff3; color: #4a5360; }}
-.k {{ color: #5a6473; }} .v {{ font-weight: 600; }}
-.error {{ color: #8a1c1c; font-family: ui-monospace, monospace; font-size: .85rem;
-          white-space: pre-wrap; margin-top: .3rem; }}
-details {{ margin: 1rem 0; }} summary {{ cursor: pointer; font-weight: 600; }}
-pre {{ background: #f4f6f9; padding: .8rem; overflow-x: auto; font-size: .85rem; }}
-code {{ font-size: .85rem; }}
-.verdict {{ border: 1px solid #d5dbe3; border-radius: .6rem; padding: .8rem 1.2rem;
-            margin: 1rem 0 1.5rem; background: #fbfcfd; }}
-.verdict h2 {{ margin: .2rem 0 .6rem; font-size: 1.25rem; }}
-.verdict table {{ margin: .4rem 0; }}
-.met {{ color: #17613a; font-weight: 700; white-space: nowrap; }}
-.missed {{ color: #8a1c1c; font-weight: 700; white-space: nowrap; }}
-.na {{ color: #5a6473; white-space: nowrap; }}
-.frames {{ display: flex; gap: .6rem; flex-wrap: wrap; margin: .6rem 0; }}
-.frames img {{ width: 32%; min-width: 220px; border-radius: .3rem; border: 1px solid #d5dbe3; }}
-.next li {{ margin: .25rem 0; }}
-</style></head>
+{_INDEX_CSS}</style></head>
 <body>
 <h1>platelab run <code>{escape(run["run_id"])}</code> <span class="status {overall}">{overall}</span></h1>
 <p class="sub">profile <b>{escape(run.get("profile", ""))}</b> &middot;
