@@ -849,6 +849,11 @@ def test_analysis_figures_details_and_run_summary(tmp_path):
         "held-out frames": 6,
         "mAP rising": False,
     }
+    starter_figures = analyze.analysis_figures(
+        tmp_path / "ssd", stop=stop, overfitting={"overfitting": False}, split="test",
+        test_metrics=test_metrics, heldout=heldout, trend=trend, init="starter",
+    )  # fmt: skip
+    assert starter_figures == {**figures, "mAP rising": "n/a"}
     no_stop = analyze.StopPoint(None, None, None, None, "flat")
     assert analyze.analysis_figures(
         tmp_path / "ssd", stop=no_stop, overfitting={}, split="val", test_metrics=None,

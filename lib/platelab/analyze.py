@@ -985,7 +985,7 @@ TEST_TABLE_KEYS = ("AP", "AP50", "AP75", "precision", "recall", "F1", "num_gt", 
 """The figures of stage 07's table of the best model on the held-out split."""
 
 
-def analysis_figures(run_dir, *, stop, overfitting, split, test_metrics, heldout, trend):
+def analysis_figures(run_dir, *, stop, overfitting, split, test_metrics, heldout, trend, init=None):  # fmt: skip
     """Stage 07's few figures for the report index.
 
     Args:
@@ -997,6 +997,8 @@ def analysis_figures(run_dir, *, stop, overfitting, split, test_metrics, heldout
         test_metrics: the evaluation engine's metrics on it, or ``None``
         heldout: a :class:`platelab.goals.HeldoutEvaluation`, or ``None``
         trend: :func:`platelab.goals.map_trend`'s dict, or ``None``
+        init: the run's ``init`` (``"n/a"`` for ``mAP rising`` when it was a detector,
+            see :func:`platelab.goals.rising_figure`)
 
     Returns:
         a flat dict (floats rounded to 4 places): ``run``; ``stop step``,
@@ -1022,9 +1024,6 @@ def analysis_figures(run_dir, *, stop, overfitting, split, test_metrics, heldout
             figures[f"held-out AP50 {row['class']}"] = row["AP50"]
         figures["held-out frames"] = heldout.frames
     if trend is not None:
-        init = (_read_json(Path(run_dir), "config.json", [], False).get("training") or {}).get(
-            "init"
-        )
         figures["mAP rising"] = goals.rising_figure(trend, init)
     return {
         key: (round(value, 4) if isinstance(value, float) else value)

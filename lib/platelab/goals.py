@@ -407,11 +407,7 @@ def detection_pretrained(init):
     """Whether a run's ``init`` was a detector already (the starter, a starter or run
     folder), rather than random weights or an ImageNet backbone alone."""
     init = str(init or "none").strip()
-    if init.lower() in ("none", "auto", "imagenet"):
-        return False
-    return init == "starter" or (
-        init not in ("none", "auto", "imagenet") and not init.endswith(".h5")
-    )
+    return init.lower() not in ("none", "auto", "imagenet") and not init.endswith(".h5")
 
 
 def rising_figure(trend, init):
