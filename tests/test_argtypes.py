@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from platelab.argtypes import positive
+from platelab.argtypes import key_value, positive
 
 
 def test_positive_whole_numbers():
@@ -35,3 +35,23 @@ def test_positive_in_a_parser_is_a_one_line_usage_error(capsys):
         parser.parse_args(["--jobs", "0"])
     assert stopped.value.code == 2
     assert "argument --jobs: must be positive: '0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("input_size=320", ("input_size", 320)),
+        ("learning_rate=0.002", ("learning_rate", 0.002)),
+        ("init=models/starter", ("init", "models/starter")),
+        ("crop_training=false", ("crop_training", False)),
+        ("levels=[8,16]", ("levels", [8, 16])),
+    ],
+)
+def test_key_value_reads_json_values_and_keeps_other_text(text, expected):
+    assert key_value(text) == expected
+
+
+@pytest.mark.parametrize("text", ["input_size", "=3", " =3"])
+def test_key_value_refuses_text_without_a_key(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="not KEY=VALUE"):
+        key_value(text)

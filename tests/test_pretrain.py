@@ -83,3 +83,67 @@ def test_another_corpus_in_the_same_folder_is_refused(tmp_path):
     with pytest.raises(pretrain.PretrainError, match="another corpus or recipe"):
         pretrain.start(folder, tiny_plan(videos=12))
     assert pretrain.start(folder, tiny_plan(hours=0.5)).hours == 0.5
+
+
+def test_a_plan_can_continue_a_starter_and_ship_its_lineage(tmp_path, monkeypatch):
+    from platelab import starter
+
+    monkeypatch.setattr(
+        starter,
+        "CHECK_SAMPLE",
+        {"seed": 4242, "videos": 1, "seconds": 0.5, "fps": 4.0, "size": (192, 128)},
+    )
+    first = tmp_path / "first"
+    pretrain.start(first, tiny_plan())
+    pretrain.run_chunk(first, minutes=0.05, progress=False)
+    parent = starter.ship(first, tmp_path / "starter-a", command="test first")
+    parent_sha = starter.load(parent).sha256
+    assert json.loads((parent / "provenance.json").read_text())["training"]["from"] == (
+        "random weights"
+    )
+
+    second = tmp_path / "second"
+    training = {**TINY_TRAINING, "input_size": 192, "init": str(parent)}
+    plan = pretrain.start(second, tiny_plan(training=training))
+    # the parent is copied: changing the original later cannot change this plan
+    (parent / "weights.npz").write_bytes(b"replaced")
+    assert plan.train_config(second).init == str(second / pretrain.PARENT_DIR)
+    pretrain.run_chunk(second, minutes=0.05, progress=False)
+    run_config = json.loads((second / "run" / "config.json").read_text())
+    assert run_config["training"]["init"] == str(second / pretrain.PARENT_DIR)
+    child = starter.ship(second, tmp_path / "starter-b", command="test second")
+    provenance = json.loads((child / "provenance.json").read_text())
+    training_record = provenance["training"]
+    assert training_record["from"] == f"starter {parent_sha}"
+    assert provenance["parent"]["sha256"] == parent_sha
+    assert provenance["parent"]["provenance"]["command"] == "test first"
+    assert training_record["cpu_hours_total"] == pytest.approx(
+        training_record["cpu_hours"] + provenance["parent"]["cpu_hours_total"], abs=0.002
+    )
+    assert parent_sha[:12] in (child / "MODEL_CARD.md").read_text()
+
+
+def test_a_plan_continuing_a_corrupt_starter_is_refused(tmp_path):
+    from platelab import starter
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("weights.npz", "config.json"):
+        (broken / name).write_text("{}")
+    (broken / "provenance.json").write_text(json.dumps({"weights": {"sha256": "0" * 64}}))
+    training = {**TINY_TRAINING, "init": str(broken)}
+    with pytest.raises(starter.StarterError, match="is not the expected 0000"):
+        pretrain.start(tmp_path / "w", tiny_plan(training=training))
+    assert not (tmp_path / "w" / pretrain.PARENT_DIR).exists()
+    assert pretrain.load_plan(tmp_path / "w") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("nosuch=1", "unknown training parameter(s): nosuch"), ("input_size=abc", "training: ")],
+)
+def test_a_bad_training_value_is_refused_in_one_line(tmp_path, capsys, value, message):
+    status = cli.main(["pretrain", "--work", str(tmp_path / "w"), "--train", value])
+    error = capsys.readouterr().err.strip()
+    assert status == 2 and error.count("\n") == 0 and message in error
+    assert pretrain.load_plan(tmp_path / "w") is None

@@ -31,3 +31,25 @@ def positive(kind):
         return value
 
     return parse
+
+
+def key_value(text):
+    """An ``argparse`` ``type`` for ``KEY=VALUE``: the value read as JSON where it is JSON.
+
+    Example: ``--train input_size=320`` gives ``("input_size", 320)``;
+    ``--train init=models/starter`` gives ``("init", "models/starter")``.
+
+    Returns:
+        ``(key, value)``; ``argparse.ArgumentTypeError`` for text without ``=`` or an
+        empty key
+    """
+    import json
+
+    key, equals, raw = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"not KEY=VALUE: {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip(), value

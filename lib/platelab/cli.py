@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from platelab import __version__
-from platelab.argtypes import positive
+from platelab.argtypes import key_value, positive
 from platelab.exceptions import PlatelabError
 from platelab.paths import from_cwd
 
@@ -201,14 +201,18 @@ def _pretrain(args):
     if args.continue_:
         config = pretrain.extend(folder, args.hours if args.hours is not None else 1.0)
         print(f"{folder}: plan extended to {config.hours:g} hours of training")
-    elif existing is not None and (args.hours, args.videos, args.seed) == (None, None, None):
+    elif existing is not None and (args.hours, args.videos, args.seed, args.train) == (
+        None, None, None, None,
+    ):  # fmt: skip
         config = existing
         print(f"{folder}: resuming its plan of {config.hours:g} hours")
     else:
         values = {"hours": args.hours, "videos": args.videos, "seed": args.seed}
-        config = pretrain.PretrainConfig.from_dict(
-            {key: value for key, value in values.items() if value is not None}
-        )
+        values = {key: value for key, value in values.items() if value is not None}
+        training = dict(args.train or [])
+        if str(training.get("init", "starter")) not in ("starter", "none", "auto", "imagenet"):
+            training["init"] = str(from_cwd(str(training["init"])))
+        config = pretrain.PretrainConfig.from_dict({**values, "training": training})
         config = pretrain.start(folder, config)
     chunks = 0
     while not pretrain.plan_done(folder) and (args.chunks is None or chunks < args.chunks):
@@ -528,6 +532,14 @@ def _add_pretrain_parser(commands):
     pretrain.add_argument("--videos", type=positive(int), help="corpus videos (default 600)")
     pretrain.add_argument(
         "--seed", type=int, help="first corpus batch seed (default 20000; never an evaluation seed)"
+    )
+    pretrain.add_argument(
+        "--train",
+        type=key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        help="a training value over the pretraining recipe, repeatable (e.g. input_size=320; "
+        "init=models/starter continues that starter: a further stage of it)",
     )
     pretrain.add_argument(
         "--ship",

@@ -18,6 +18,12 @@ The starter (:mod:`platelab.starter`) is the detector every fine-tune begins fro
    the cosine schedule then restarts part-way up, as in a warm restart.
 3. :func:`platelab.starter.ship` writes ``models/starter/`` from the run.
 
+A plan whose ``training`` sets ``init`` to a starter folder is a further stage of that
+starter (for example larger crops, so that whole large vehicles are seen): the starter
+is checked and copied into the work folder (``parent-starter/``) when the plan starts,
+every chunk trains from that copy, and the shipped starter's provenance carries the
+parent's, so the lineage and the CPU-hours add up.
+
 Work folder (``data/pretrain/`` by default)::
 
     pretrain.json         the plan (a PretrainConfig) and the corpus' fingerprint
@@ -26,6 +32,7 @@ Work folder (``data/pretrain/`` by default)::
     run/                  the training run (checkpoints, metrics.csv, best.keras)
     heldout-4242/         the held-out videos scored after each chunk
     chunks.json           one entry per chunk: steps, images seen, CPU seconds, AP50
+    parent-starter/       the starter this plan continues (``training.init``), if any
 """
 
 import concurrent.futures
@@ -36,6 +43,7 @@ import logging
 import math
 import multiprocessing
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -51,6 +59,8 @@ SIZES = ((960, 540), (1280, 720), (1920, 1080))
 """Frame sizes of the corpus; shard ``i`` renders at ``SIZES[SIZE_CYCLE[i % 5]]``."""
 SIZE_CYCLE = (0, 1, 0, 1, 2)
 """40 % 960x540, 40 % 1280x720, 20 % 1920x1080."""
+PARENT_DIR = "parent-starter"
+"""The copy of the starter a plan continues from (``training.init``), in its work folder."""
 DEAD_FEED = ("black", "frozen")
 """Frame states left out of the corpus (stage 02 drops them from user data too)."""
 
@@ -136,12 +146,22 @@ class PretrainConfig:
                 "could use it"
             )
 
-    def train_config(self):
-        """The pretraining run's :class:`platelab.train.TrainConfig`."""
+    def train_config(self, folder=None):
+        """The pretraining run's :class:`platelab.train.TrainConfig`.
+
+        Args:
+            folder: the work folder; where it holds a parent starter (:data:`PARENT_DIR`)
+                the run starts from that copy instead of ``training.init``
+        """
         from platelab.train import TrainConfig
 
         values = {**PRETRAIN_TRAINING, **self.training, "max_minutes": 60.0 * self.hours}
-        return TrainConfig.from_dict(values)
+        if folder is not None and (Path(folder) / PARENT_DIR).is_dir():
+            values["init"] = str(Path(folder) / PARENT_DIR)
+        try:
+            return TrainConfig.from_dict(values)
+        except (PlatelabError, TypeError, ValueError) as error:
+            raise PretrainError(f"training: {error}") from None
 
     def corpus_parameters(self):
         """What fixes the corpus' content (its files are a function of these)."""
@@ -305,7 +325,7 @@ def run_chunk(folder, minutes, progress=True, echo=None):
     if config is None:
         raise PretrainError(f"{folder}: no pretraining plan here (start one first)")
     dataset = build_corpus(folder, config, progress=progress)
-    train_config = config.train_config()
+    train_config = config.train_config(folder)
     before = os.times()
     state = train.train(
         dataset,
@@ -399,10 +419,12 @@ def start(folder, config):
         PretrainError: the folder holds a plan with another corpus or recipe
     """
     config.check()
+    config.train_config()
     folder = Path(folder)
     existing = load_plan(folder)
     if existing is None:
         folder.mkdir(parents=True, exist_ok=True)
+        _copy_parent(folder, config.training.get("init"))
         save_plan(folder, config)
         return config
     if existing.corpus_parameters() != config.corpus_parameters() or (
@@ -498,6 +520,24 @@ def _render_shard(job):
                 )
             )
     return found
+
+
+def _copy_parent(folder, init):
+    """Copies the starter ``init`` names (if it names one) into ``folder/parent-starter``.
+
+    Raises:
+        StarterError: a starter that is incomplete or fails its SHA-256 check
+    """
+    from platelab import starter
+
+    source = starter.resolve(init) if init is not None else None
+    if source is None:
+        return
+    loaded = starter.load(source)
+    with atomic_dir(Path(folder) / PARENT_DIR) as staging:
+        for name in (starter.WEIGHTS_FILE, starter.CONFIG_FILE, starter.PROVENANCE_FILE):
+            shutil.copy2(Path(source) / name, staging / name)
+    logger.info("%s: continues the starter %s (SHA-256 %s)", folder, source, loaded.sha256[:12])
 
 
 def _marker_parameters(marker):

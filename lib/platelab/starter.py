@@ -254,6 +254,8 @@ def ship(work, out=None, command=None, progress=True, note=""):
         if key in run_config
     }
     corpus = json.loads((work / "corpus" / "corpus.json").read_text(encoding="utf-8"))
+    parent = _parent(work / pretrain.PARENT_DIR)
+    cpu_hours = round(sum(chunk.cpu_seconds for chunk in chunks) / 3600.0, 3)
     sample_dir = work / "check-sample"
     fp32 = _check_sample(model, sample_dir, progress)
     provenance = {
@@ -272,10 +274,13 @@ def ship(work, out=None, command=None, progress=True, note=""):
             "steps": chunks[-1].steps,
             "images_seen": chunks[-1].images_seen,
             "training_minutes": chunks[-1].minutes,
-            "cpu_hours": round(sum(chunk.cpu_seconds for chunk in chunks) / 3600.0, 3),
+            "cpu_hours": cpu_hours,
+            "cpu_hours_total": round(cpu_hours + (parent or {}).get("cpu_hours_total", 0.0), 3),
+            "from": "random weights" if parent is None else f"starter {parent['sha256']}",
             "machine": f"{os.cpu_count()} CPU cores, no GPU",
         },
         "chunks": [dataclasses.asdict(chunk) for chunk in chunks],
+        "parent": parent,
         "heldout": chunks[-1].heldout,
         "note": note,
     }
@@ -364,6 +369,12 @@ def model_card(provenance, config):
         for chunk in provenance["chunks"]
     )
     labels = " | ".join(f"AP50 {label}" for label in config["labels"])
+    lineage = _lineage(provenance)
+    if lineage:
+        lineage = (
+            f"\n\nIt continues an earlier starter ({training.get('cpu_hours_total')} CPU-hours "
+            f"in all, this stage included):\n\n{lineage}"
+        )
     return f"""# platelab starter
 
 A vehicle and license-plate detector to fine-tune from (`init: starter`, the default).
@@ -388,8 +399,9 @@ No seed that evaluation uses ({corpus["evaluation_seeds_excluded"]}).
 ## Training
 {training["steps"]} steps of {training["recipe"]["batch_size"]} crops
 ({training["images_seen"]} images seen) in {training["training_minutes"]:.1f} minutes of
-training, {training["cpu_hours"]} CPU-hours in all, on {training["machine"]}, from random
-weights. Command: `{provenance["command"]}`, commit `{provenance["commit"]}`.
+training, {training["cpu_hours"]} CPU-hours, on {training["machine"]}, from
+{training.get("from", "random weights")}. Command: `{provenance["command"]}`, commit
+`{provenance["commit"]}`.{lineage}
 
 | chunk | steps | images seen | minutes | CPU-hours | {labels} |
 | ---: | ---: | ---: | ---: | ---: | {" | ".join("---:" for _ in config["labels"])} |
@@ -436,6 +448,43 @@ def _check_sample(model, folder, progress):
             for label, values in evaluation.metrics["per_class"].items()
         },
     }
+
+
+def _parent(folder):
+    """What a starter made by continuing another keeps of that one (None: no parent).
+
+    Returns:
+        ``{"sha256", "cpu_hours_total", "provenance"}``: the parent's weights' SHA-256,
+        the CPU-hours of its whole lineage, and its own ``provenance.json``
+    """
+    if not Path(folder).is_dir():
+        return None
+    loaded = load(folder)
+    training = loaded.provenance.get("training", {})
+    total = training.get("cpu_hours_total", training.get("cpu_hours", 0.0))
+    return {
+        "sha256": loaded.sha256,
+        "cpu_hours_total": float(total or 0.0),
+        "provenance": loaded.provenance,
+    }
+
+
+def _lineage(provenance):
+    """Markdown lines, one per starter this one continues (newest first)."""
+    lines, parent = [], provenance.get("parent")
+    while parent:
+        made = parent["provenance"]
+        training = made.get("training", {})
+        heldout = made.get("heldout", {}).get("ap50", {})
+        lines.append(
+            f"- `{parent['sha256'][:12]}`: {training.get('steps')} steps of "
+            f"{training.get('recipe', {}).get('input_size')} px crops in "
+            f"{training.get('training_minutes', 0):.1f} minutes "
+            f"({training.get('cpu_hours')} CPU-hours), commit `{made.get('commit')}`; "
+            f"held-out AP50 {', '.join(f'{k} {v}' for k, v in heldout.items())}"
+        )
+        parent = made.get("parent")
+    return "\n".join(lines)
 
 
 def _class_subset(weights, starter_labels, labels):
