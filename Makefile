@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= default
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: help setup run pretrain pretrain-more test test-fast lab lint format check-notebooks benchmarks doctor constraints clean
 
@@ -23,11 +24,11 @@ pretrain: setup ## pretrain the starter in data/pretrain (resumed where it stopp
 pretrain-more: setup ## add HOURS (default 1) to data/pretrain's plan, train them, ship to models/starter
 	$(BIN)/platelab pretrain --continue --hours $(or $(HOURS),1) --ship models/starter
 
-test: setup ## run the whole test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: setup ## run the whole test suite, whole files spread over TEST_WORKERS processes (default 2)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: setup ## the tests without the slow ones
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
 
 lab: setup ## JupyterLab on notebooks/ (127.0.0.1:8888) with the platelab kernel
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser \

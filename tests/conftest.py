@@ -25,6 +25,26 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
+HEAVY_FIRST = (
+    "test_train.py",
+    "test_deploy_export.py",
+    "test_notebooks.py",
+    "test_cli_model.py",
+    "test_pretrain.py",
+    "test_review.py",
+    "test_error_analysis.py",
+    "test_starter.py",
+)
+"""The longest test files (``--durations``), run first: ``make test`` spreads whole files
+over two processes (pytest-xdist, ``--dist loadfile``), and a long file started last
+would leave one process alone at the end."""
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: position for position, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
+
+
 def pytest_sessionfinish(session, exitstatus):
     # FiftyOne stops the mongod it started when the process exits.
     shutil.rmtree(_TEST_ROOT / "data", ignore_errors=True)

@@ -52,11 +52,22 @@ def test_the_command_refuses_a_reserved_seed_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "w" / "corpus").exists()
 
 
-def test_chunks_resume_the_run_and_log_held_out_scores(tmp_path):
-    folder = tmp_path / "pretrain"
-    plan = pretrain.start(folder, tiny_plan())
-    # the first chunk in a process of its own, as platelab pretrain runs them
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny plan trained to its end: the first chunk in a process of its own, as
+    ``platelab pretrain`` runs them, then chunks in this process."""
+    folder = tmp_path_factory.mktemp("pretrain") / "first"
+    plan = pretrain.start(folder, tiny_plan(hours=0.01))
     first = pretrain.run_chunk_in_process(folder, minutes=0.05, progress=False)
+    second = pretrain.run_chunk(folder, minutes=0.05, progress=False)
+    last = second  # a slow machine may have spent the plan's minutes already
+    while not pretrain.plan_done(folder):
+        last = pretrain.run_chunk(folder, minutes=1.0, progress=False)
+    return folder, plan, (first, second, last)
+
+
+def test_chunks_resume_the_run_and_log_held_out_scores(pretrained):
+    folder, plan, (first, second, last) = pretrained
     corpus = json.loads((folder / "corpus" / "corpus.json").read_text())
     # six videos of 1 s at 2 fps: 12 frames, less any dead feed
     assert 6 <= corpus["frames"] <= 12
@@ -64,17 +75,21 @@ def test_chunks_resume_the_run_and_log_held_out_scores(tmp_path):
     assert first.status == "paused" and first.steps > 0
     assert set(first.heldout["ap50"]) == {"vehicle", "license_plate"}
     assert first.heldout["seed"] == 4242 and first.heldout["frames"] == 10
-    second = pretrain.run_chunk(folder, minutes=0.05, progress=False)
     assert second.chunk == 2 and second.steps > first.steps
     assert second.images_seen == second.steps * TINY_TRAINING["batch_size"]
     logged = [row["steps"] for row in json.loads((folder / "chunks.json").read_text())]
-    assert logged == [first.steps, second.steps]
-    last = second  # a slow machine may have spent the plan's minutes already
-    while not pretrain.plan_done(folder):
-        last = pretrain.run_chunk(folder, minutes=1.0, progress=False)
+    assert logged[:2] == [first.steps, second.steps] and logged[-1] == last.steps
     assert last.status == "time_limited" and last.minutes >= 60 * plan.hours - 0.05
+
+
+def test_continue_adds_hours_to_a_finished_plan(tmp_path):
+    folder = tmp_path / "pretrain"
+    pretrain.start(folder, tiny_plan())
     extended = pretrain.extend(folder, 0.01)
-    assert extended.hours == pytest.approx(0.03) and not pretrain.plan_done(folder)
+    assert extended.hours == pytest.approx(0.02 + 0.01) and not pretrain.plan_done(folder)
+    assert pretrain.load_plan(folder).hours == pytest.approx(0.03)
+    with pytest.raises(pretrain.PretrainError, match="no pretraining to continue"):
+        pretrain.extend(tmp_path / "elsewhere", 1.0)
 
 
 def test_another_corpus_in_the_same_folder_is_refused(tmp_path):
@@ -85,7 +100,7 @@ def test_another_corpus_in_the_same_folder_is_refused(tmp_path):
     assert pretrain.start(folder, tiny_plan(hours=0.5)).hours == 0.5
 
 
-def test_a_plan_can_continue_a_starter_and_ship_its_lineage(tmp_path, monkeypatch):
+def test_a_plan_can_continue_a_starter_and_ship_its_lineage(pretrained, tmp_path, monkeypatch):
     from platelab import starter
 
     monkeypatch.setattr(
@@ -93,10 +108,7 @@ def test_a_plan_can_continue_a_starter_and_ship_its_lineage(tmp_path, monkeypatc
         "CHECK_SAMPLE",
         {"seed": 4242, "videos": 1, "seconds": 0.5, "fps": 4.0, "size": (192, 128)},
     )
-    first = tmp_path / "first"
-    pretrain.start(first, tiny_plan())
-    pretrain.run_chunk(first, minutes=0.05, progress=False)
-    parent = starter.ship(first, tmp_path / "starter-a", command="test first")
+    parent = starter.ship(pretrained[0], tmp_path / "starter-a", command="test first")
     parent_sha = starter.load(parent).sha256
     assert json.loads((parent / "provenance.json").read_text())["training"]["from"] == (
         "random weights"
