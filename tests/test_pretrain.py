@@ -127,6 +127,7 @@ def test_a_plan_can_continue_a_starter_and_ship_its_lineage(pretrained, tmp_path
     provenance = json.loads((child / "provenance.json").read_text())
     training_record = provenance["training"]
     assert training_record["from"] == f"starter {parent_sha}"
+    assert training_record["recipe"]["init"] == f"starter {parent_sha}"  # no machine path
     assert provenance["parent"]["sha256"] == parent_sha
     assert provenance["parent"]["provenance"]["command"] == "test first"
     assert training_record["cpu_hours_total"] == pytest.approx(

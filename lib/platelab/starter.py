@@ -269,7 +269,10 @@ def ship(work, out=None, command=None, progress=True, note=""):
             "evaluation_seeds_excluded": "4242, 987654 and every seed from 1,000,000",
         },
         "training": {
-            "recipe": dataclasses.asdict(plan.train_config()),
+            "recipe": {
+                **dataclasses.asdict(plan.train_config()),
+                **({} if parent is None else {"init": f"starter {parent['sha256']}"}),
+            },
             "hours_planned": plan.hours,
             "steps": chunks[-1].steps,
             "images_seen": chunks[-1].images_seen,
