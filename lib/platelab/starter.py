@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -259,7 +260,7 @@ def ship(work, out=None, command=None, progress=True, note=""):
     sample_dir = work / "check-sample"
     fp32 = _check_sample(model, sample_dir, progress)
     provenance = {
-        "command": command or "platelab " + " ".join(sys.argv[1:]),
+        "command": command or shlex.join(["platelab", *sys.argv[1:]]),
         "commit": _git_commit(),
         "corpus": {
             **corpus["parameters"],
