@@ -82,7 +82,7 @@ def test_chunks_resume_the_run_and_log_held_out_scores(pretrained):
     assert last.status == "time_limited" and last.minutes >= 60 * plan.hours - 0.05
 
 
-def test_continue_adds_hours_to_a_finished_plan(tmp_path):
+def test_continue_adds_hours_to_a_plan_and_refuses_a_folder_without_one(tmp_path):
     folder = tmp_path / "pretrain"
     pretrain.start(folder, tiny_plan())
     extended = pretrain.extend(folder, 0.01)
