@@ -210,8 +210,8 @@ def _pretrain(args):
         values = {"hours": args.hours, "videos": args.videos, "seed": args.seed}
         values = {key: value for key, value in values.items() if value is not None}
         training = dict(args.train or [])
-        if str(training.get("init", "starter")) not in ("starter", "none", "auto", "imagenet"):
-            training["init"] = str(from_cwd(str(training["init"])))
+        if "init" in training:
+            training["init"] = _init_value(str(training["init"]))
         config = pretrain.PretrainConfig.from_dict({**values, "training": training})
         config = pretrain.start(folder, config)
     chunks = 0
