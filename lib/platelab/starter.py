@@ -257,6 +257,7 @@ def ship(work, out=None, command=None, progress=True, note=""):
     corpus = json.loads((work / "corpus" / "corpus.json").read_text(encoding="utf-8"))
     parent = _parent(work / pretrain.PARENT_DIR)
     cpu_hours = round(sum(chunk.cpu_seconds for chunk in chunks) / 3600.0, 3)
+    origin = "random weights" if parent is None else f"starter {parent['sha256']}"
     sample_dir = work / "check-sample"
     fp32 = _check_sample(model, sample_dir, progress)
     provenance = {
@@ -272,7 +273,7 @@ def ship(work, out=None, command=None, progress=True, note=""):
         "training": {
             "recipe": {
                 **dataclasses.asdict(plan.train_config()),
-                **({} if parent is None else {"init": f"starter {parent['sha256']}"}),
+                **({} if parent is None else {"init": origin}),
             },
             "hours_planned": plan.hours,
             "steps": chunks[-1].steps,
@@ -280,7 +281,7 @@ def ship(work, out=None, command=None, progress=True, note=""):
             "training_minutes": chunks[-1].minutes,
             "cpu_hours": cpu_hours,
             "cpu_hours_total": round(cpu_hours + (parent or {}).get("cpu_hours_total", 0.0), 3),
-            "from": "random weights" if parent is None else f"starter {parent['sha256']}",
+            "from": origin,
             "machine": f"{os.cpu_count()} CPU cores, no GPU",
         },
         "chunks": [dataclasses.asdict(chunk) for chunk in chunks],
