@@ -381,14 +381,18 @@ class NoDetections:
 
 
 SUMMARY = re.compile(r"in ([0-9.]+) s \(([0-9.]+) fps; seconds per stage: ([^)]*)\)")
-INTERVAL = re.compile(r"detector on every (?:frame|(\d+)\w\w frame only)")
+INTERVAL = re.compile(
+    r"detector on (?:every (?:frame|(\d+)\w\w frame only)|\d+ of \d+ frames, every .*?"
+    r"frames at each interval: ([^;]*);)"
+)
 
 
 def run_video_command(model_dir, clip, output, threads, preset, crf, detect_every=None):
     """Runs ``platelab video`` as a process; returns its reported figures and wall time.
 
     ``detect_every`` None runs the command's default (``auto``); the N it ran is read
-    from its summary line.
+    from its summary line (``auto`` may change N as it goes: then frames per N, such as
+    ``2:310 3:290``).
     """
     command = [str(PLATELAB), "video", "--model", str(model_dir), "--input", str(clip)]
     command += ["--output", str(output), "--threads", str(threads)]
@@ -412,9 +416,16 @@ def run_video_command(model_dir, clip, output, threads, preset, crf, detect_ever
         "wall": wall,
         "stages": stages,
         "size": output.stat().st_size,
-        "detect_every": int(interval.group(1) or 1),
+        "detect_every": _intervals_ran(interval),
         "summary": result.stdout.strip().splitlines()[-1],
     }
+
+
+def _intervals_ran(match):
+    """The N a run's summary states: ``"2"``, or frames per N (``"2:310 3:290"``)."""
+    if match.group(2):
+        return " ".join(":".join(part.split()) for part in match.group(2).split(", "))
+    return str(match.group(1) or 1)
 
 
 def end_to_end(model_dir, clips, scratch, threads, arguments, model_s):

@@ -318,6 +318,73 @@ def test_tracking_draws_weak_detections_of_confirmed_tracks_only(tmp_path, monke
     assert [len(objects) for objects in drawn] == [1] * 6 + [0] * 3 + [1] * 3
 
 
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _simulate(control, clock, frames, other, model):
+    """Frames taking ``other`` seconds each, plus ``model`` on those the detector runs on."""
+    gap = None
+    for _ in range(frames):
+        detecting = gap is None or gap >= control.interval
+        gap = 1 if detecting else gap + 1
+        clock.now += other + (model if detecting else 0.0)
+        control.frame_done(model if detecting else None)
+    return dict(control.frames_at)
+
+
+def test_auto_interval_follows_the_frame_rate_reached():
+    # 30 fps, aim 33 fps (30.3 ms a frame); decisions after each 30 frames.
+    # A busy machine: 14 ms a frame besides a 40 ms model. Every 2nd frame gives
+    # 34 ms a frame: N goes to 3 (27.3 ms) and stays (back at 2 it would be 34 again).
+    clock = FakeClock()
+    busy = video.AutoInterval(2, 30, clock=clock)
+    assert _simulate(busy, clock, 151, 0.014, 0.040) == {2: 31, 3: 120}
+    # An idle machine: 5 ms besides the model. N=3 gives 18.3 ms, and every 2nd frame
+    # would give 25 ms, in time: N goes to 2 and stays (every frame: 45 ms).
+    clock = FakeClock()
+    idle = video.AutoInterval(3, 30, clock=clock)
+    assert _simulate(idle, clock, 151, 0.005, 0.040) == {3: 31, 2: 120}
+    assert idle.most_used() == 2 and idle.model_seconds == pytest.approx(0.040)
+    # Decoding or encoding is the bottleneck (40 ms a frame besides an 8 ms model):
+    # skipping frames would not help, so N stays 1.
+    clock = FakeClock()
+    bound = video.AutoInterval(1, 30, clock=clock)
+    assert _simulate(bound, clock, 151, 0.040, 0.008) == {1: 151}
+    # A model far too slow: N rises once a window, never past the limit.
+    clock = FakeClock()
+    slow = video.AutoInterval(1, 10, limit=3, clock=clock)
+    assert _simulate(slow, clock, 41, 0.010, 0.400) == {1: 11, 2: 10, 3: 20}
+
+
+class SlowingBoxes(MovingBoxes):
+    """Fast at start-up (the warm-up and timing runs), then 50 ms a call: a busy machine."""
+
+    def predict(self, images, score_threshold=None):
+        self.delay = 0.005 if self.calls < 1 + video.MODEL_TIMING_RUNS else 0.05
+        return super().predict(images, score_threshold)
+
+
+def test_auto_interval_rises_when_the_video_falls_behind(tmp_path):
+    source = _make_video(tmp_path / "in.mp4", frames=45)
+    result = video.annotate_video(
+        SlowingBoxes(), source, tmp_path / "out.mp4", progress=False, detect_every="auto"
+    )
+    # Every frame at start-up (5 ms); 50 ms a frame is behind 30 fps, so after the
+    # first window (frames 1-30) the detector skips frames.
+    assert result.frames == 45 and result.intervals[1] == 31 and max(result.intervals) >= 2
+    assert sum(result.intervals.values()) == 45 and result.detected_frames < 45
+    assert result.detect_every == 1  # the N most frames ran at
+    assert f"detector on {result.detected_frames} of 45 frames, every frame to every" in (
+        result.summary()
+    )
+    assert "frames at each interval: 1 31, " in result.summary()
+
+
 def test_auto_interval_is_chosen_from_the_model_time_and_stated(tmp_path, capsys):
     source = _make_video(tmp_path / "in.mp4", frames=12)
     slow = video.annotate_video(

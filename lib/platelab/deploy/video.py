@@ -20,8 +20,11 @@ With ``detect_every=N`` the detector runs on every N-th frame only (frames 0, N,
 2N, ...), as NVIDIA DeepStream's ``nvinfer`` ``interval`` does: on the frames in
 between, the tracker carries the last detections forward at their tracks' velocity
 (:meth:`IouTracker.carry`). ``detect_every="auto"`` times the model on the first
-frame and picks the smallest N that keeps up with the video's frame rate
-(:func:`choose_detect_every`). The N used is stated in :meth:`VideoResult.summary`.
+frame and starts from the smallest N that keeps up with the video's frame rate
+(:func:`choose_detect_every`); then :class:`AutoInterval` watches the frame rate
+reached, a second of video at a time, and raises or lowers N to stay a little ahead
+of real time on a busy or an idle machine. The N used is stated in
+:meth:`VideoResult.summary`.
 
 ffmpeg is the imageio-ffmpeg binary (:func:`platelab.ffmpeg.ffmpeg_exe`).
 """
@@ -69,6 +72,18 @@ choice gives (the README's "Measured here" table holds its figures).
 """
 MAX_DETECT_EVERY = 8
 """``detect_every="auto"`` never skips more: a slower model gives a video below real time."""
+REAL_TIME_MARGIN = 1.1
+"""``detect_every="auto"`` aims at this multiple of the video's frame rate (33 fps at 30).
+
+The start-up timing (:func:`time_model`) sees the model alone; during the video it
+shares the CPUs with decoding and encoding, and with whatever else the machine runs.
+:class:`AutoInterval` corrects N from the frame rate actually reached.
+"""
+AUTO_WINDOW_SECONDS = 1.0
+""":class:`AutoInterval` reconsiders N after each such span of video (30 frames at 30 fps)."""
+AUTO_MIN_MODEL_SHARE = 0.25
+""":class:`AutoInterval` skips more frames only while the detector takes at least this
+share of the time: when decoding or encoding is the bottleneck, skipping does not help."""
 MODEL_TIMING_RUNS = 5
 DEFAULT_PRESET = "ultrafast"
 DEFAULT_CRF = 26
@@ -115,8 +130,11 @@ class VideoResult:
         tracks: with tracking, unique confirmed tracks per label (None otherwise)
         detect_every: the detector ran on every ``detect_every``-th frame (1: on all)
         detected_frames: frames the detector ran on
-        detect_every_auto: ``detect_every`` was chosen by ``"auto"``
+        detect_every_auto: ``detect_every`` was chosen by ``"auto"``; it is then the N
+            that the most frames ran at
         model_seconds: with ``"auto"``, the model's time per frame measured at start-up
+        intervals: with ``"auto"``, frames per N (``{2: 310, 3: 290}``: N changed as
+            :class:`AutoInterval` followed the frame rate); None otherwise
         warning: why the output has fewer frames than expected (None when complete)
         stopped_at_frame: the frame index at which the input stopped early (or None)
         stopped_at_time: the same in seconds
@@ -137,6 +155,7 @@ class VideoResult:
     detected_frames: int = 0
     detect_every_auto: bool = False
     model_seconds: float | None = None
+    intervals: dict | None = None
     warning: str | None = None
     stopped_at_frame: int | None = None
     stopped_at_time: float | None = None
@@ -148,19 +167,28 @@ class VideoResult:
 
     def inference(self):
         """One sentence: which frames the detector ran on, and why (for reports)."""
-        if self.detect_every == 1:
+        used = sorted(self.intervals or {self.detect_every: self.frames})
+        carried = "the tracker carried the boxes in between"
+        if used == [1]:
             text = "detector on every frame"
-        else:
+        elif len(used) == 1:
             text = (
-                f"detector on every {_ordinal(self.detect_every)} frame only "
-                f"({self.detected_frames} of {self.frames}; the tracker carried the boxes "
-                "in between)"
+                f"detector on every {_ordinal(used[0])} frame only "
+                f"({self.detected_frames} of {self.frames}; {carried})"
+            )
+        else:
+            low, high = (_every(number) for number in (used[0], used[-1]))
+            at = ", ".join(f"{number} {self.intervals[number]}" for number in used)
+            text = (
+                f"detector on {self.detected_frames} of {self.frames} frames, every {low} to "
+                f"every {high} (frames at each interval: {at}; {carried})"
             )
         if self.detect_every_auto:
             text += (
                 f", chosen by --detect-every auto: the model took {self.model_seconds * 1e3:.1f}"
                 f" ms a frame at start-up against {1e3 / self.fps:.1f} ms a frame at "
-                f"{self.fps:g} fps"
+                f"{self.fps:g} fps, and N followed the frame rate reached (aim: "
+                f"{REAL_TIME_MARGIN * self.fps:g} fps)"
             )
         return text
 
@@ -402,12 +430,13 @@ def annotate_video(
         crf: libx264 quality (lower is better and bigger)
         preset: libx264 speed preset
         detect_every: run the detector on every N-th frame (frames 0, N, 2N, ...), the
-            tracker carrying its boxes over the frames in between; ``"auto"``: the
+            tracker carrying its boxes over the frames in between; ``"auto"``: first the
             smallest N that keeps up with the video, from the model's time on the first
-            frame (:func:`choose_detect_every`); 1: every frame
+            frame (:func:`choose_detect_every`), then N kept ahead of real time as the
+            video goes (:class:`AutoInterval`); 1: every frame
 
     Returns:
-        a :class:`VideoResult` (its ``detect_every`` says which N ran)
+        a :class:`VideoResult` (its ``detect_every`` and ``intervals`` say which N ran)
 
     Raises:
         ValueError: the output's folder is missing, the output is the input, an
@@ -497,6 +526,7 @@ class _FrameLoop:
             self.expected = max(self.expected, int(round(info["duration"] * self.fps)))
         self.auto = detect_every == "auto"
         self.interval = None if self.auto else detect_every
+        self.control = None  # the AutoInterval of "auto", made on the first frame
         self.model_seconds = None
         self.timings = dict.fromkeys(STAGES, 0.0)
         self.detections = Counter()
@@ -507,19 +537,27 @@ class _FrameLoop:
     def run(self, pipeline, bar):
         """Annotates every decoded frame and queues it for the encoder."""
         for frame in pipeline.frames():
-            if self.interval is None:
+            if self.auto and self.control is None:
                 self.choose_interval(frame)
-            detecting = self.frames % self.interval == 0
+            detecting = self.frames == 0 or self.frames - self.last_detected >= self.interval
+            clock = time.perf_counter()
             objects = self.detect(frame) if detecting else self.carry(frame)
+            detector_seconds = time.perf_counter() - clock if detecting else None
             pipeline.write(self.draw(frame, objects))
             self.frames += 1
             bar.update(1)
+            if self.control is not None:
+                self.interval = self.control.frame_done(detector_seconds)
 
     def choose_interval(self, frame):
-        """``detect_every="auto"``: times the model on this (the first) frame and picks N."""
+        """``detect_every="auto"``: times the model on this (the first) frame and picks N.
+
+        The :class:`AutoInterval` made here then adjusts N as the video goes.
+        """
         self.model_seconds = time_model(self.predictor, frame, self.threshold)
         self.interval = choose_detect_every(self.model_seconds, self.fps)
-        logger.info("--detect-every auto: %d", self.interval)
+        self.control = AutoInterval(self.interval, self.fps)
+        logger.info("--detect-every auto: starting at %d", self.interval)
 
     def detect(self, frame):
         """Runs the detector on the frame and updates the tracker; returns the objects drawn.
@@ -548,7 +586,7 @@ class _FrameLoop:
                 ]
                 self.carried = [index for index, _ in drawn]
                 objects = [item for _, item in drawn]
-            elif self.interval > 1:
+            elif self.interval > 1 or self.auto:  # "auto" may skip frames later
                 self.carrier.update(
                     [item["bbox"] for item in objects],
                     [item["label"] for item in objects],
@@ -598,10 +636,11 @@ class _FrameLoop:
             timings={stage: round(value, 3) for stage, value in self.timings.items()},
             detections=dict(self.detections.most_common()),
             tracks=dict(self.tracker.counts.most_common()) if self.tracker is not None else None,
-            detect_every=self.interval or 1,
+            detect_every=self.control.most_used() if self.control else self.interval or 1,
             detected_frames=self.detected,
             detect_every_auto=self.auto,
             model_seconds=self.model_seconds,
+            intervals=dict(sorted(self.control.frames_at.items())) if self.control else None,
         )
 
 
@@ -676,6 +715,102 @@ def choose_detect_every(model_seconds, fps, share=MODEL_SHARE, limit=MAX_DETECT_
     """
     budget = share / max(float(fps), 1e-6)
     return int(min(limit, max(1, math.ceil(model_seconds / budget - 1e-9))))
+
+
+class AutoInterval:
+    """``detect_every="auto"`` as the video goes: N kept so that the video stays ahead of real time.
+
+    :func:`choose_detect_every` picks the first N from the model's start-up time alone.
+    During the video the model shares the CPUs with decoding, drawing and encoding (and
+    with whatever else the machine runs), so after each window of frames
+    (:data:`AUTO_WINDOW_SECONDS` of video) this compares the wall time those frames took
+    with the time allowed, ``1 / (margin * fps)`` a frame (:data:`REAL_TIME_MARGIN`):
+
+    * slower than allowed, while the detector took at least
+      :data:`AUTO_MIN_MODEL_SHARE` of the window: N + 1 (at most ``limit``);
+    * in time, and N - 1 would be in time too (the window's time per frame plus what one
+      more detector run per N - 1 frames costs, from the detector's runs so far): N - 1.
+
+    The first frame (which holds the start-up timing) is not counted.
+
+    Args:
+        interval: the first N
+        fps: the video's frame rate
+        limit: the largest N (:data:`MAX_DETECT_EVERY`)
+        margin: the multiple of ``fps`` aimed at
+        clock: the wall clock, in seconds (``time.perf_counter``; tests pass their own)
+
+    Attributes:
+        interval: the N the next frame is scheduled by
+        frames_at: frames per N, over the frames done
+        model_seconds: the mean time of the detector's runs (None before the first)
+    """
+
+    def __init__(
+        self,
+        interval,
+        fps,
+        limit=MAX_DETECT_EVERY,
+        margin=REAL_TIME_MARGIN,
+        clock=time.perf_counter,
+    ):
+        self.interval = int(interval)
+        self.limit = int(limit)
+        self.allowed = 1.0 / (margin * max(float(fps), 1e-6))
+        self.window = max(2, round(float(fps) * AUTO_WINDOW_SECONDS))
+        self.clock = clock
+        self.frames_at = Counter()
+        self.model_seconds = None
+        self._runs = 0
+        self._started = None
+        self._window_frames = 0
+        self._window_model = 0.0
+
+    def frame_done(self, detector_seconds=None):
+        """Counts a finished frame (``detector_seconds``: the detector's time, if it ran).
+
+        Returns:
+            the N for the next frames
+        """
+        self.frames_at[self.interval] += 1
+        now = self.clock()
+        if detector_seconds is not None:
+            self._runs += 1
+            previous = self.model_seconds or 0.0
+            self.model_seconds = previous + (detector_seconds - previous) / self._runs
+        if self._started is None:
+            self._started = now
+            return self.interval
+        self._window_frames += 1
+        self._window_model += detector_seconds or 0.0
+        if self._window_frames >= self.window:
+            elapsed = max(now - self._started, 1e-9)
+            self._adjust(elapsed / self._window_frames, self._window_model / elapsed)
+            self._started, self._window_frames, self._window_model = now, 0, 0.0
+        return self.interval
+
+    def most_used(self):
+        """The N that the most frames ran at (the first N before any frame)."""
+        return self.frames_at.most_common(1)[0][0] if self.frames_at else self.interval
+
+    def _adjust(self, per_frame, model_share):
+        """Raises or lowers N from a window's seconds per frame and the detector's share."""
+        before = self.interval
+        if per_frame > self.allowed:
+            if model_share >= AUTO_MIN_MODEL_SHARE:
+                self.interval = min(self.limit, self.interval + 1)
+        elif self.interval > 1 and self.model_seconds is not None:
+            extra = self.model_seconds * (1.0 / (self.interval - 1) - 1.0 / self.interval)
+            if per_frame + extra <= self.allowed:
+                self.interval -= 1
+        if self.interval != before:
+            logger.info(
+                "--detect-every auto: %d -> %d (%.1f ms a frame against %.1f allowed)",
+                before,
+                self.interval,
+                per_frame * 1e3,
+                self.allowed * 1e3,
+            )
 
 
 def time_model(predictor, frame_bgr, threshold, runs=MODEL_TIMING_RUNS):
@@ -807,8 +942,8 @@ def add_video_arguments(parser):
         metavar="N",
         help="run the detector on every N-th frame, the tracker carrying its boxes in "
         "between (1: every frame); 'auto' (the default) times the model on the first "
-        "frame and takes the smallest N that keeps up with the video; the summary says "
-        "which N ran",
+        "frame, starts from the smallest N that keeps up with the video, then raises or "
+        "lowers N each second to stay 10%% ahead of real time; the summary says which N ran",
     )
     parser.add_argument(
         "--preset",
@@ -1109,6 +1244,11 @@ def _ordinal(number):
     """2 -> '2nd', 3 -> '3rd', 11 -> '11th'."""
     suffix = {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
     return f"{number}{'th' if 10 <= number % 100 <= 20 else suffix}"
+
+
+def _every(number):
+    """1 -> 'frame', 3 -> '3rd frame' (after 'every')."""
+    return "frame" if number == 1 else f"{_ordinal(number)} frame"
 
 
 def _check_output(input_path, output_path):
