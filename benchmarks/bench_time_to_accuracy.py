@@ -42,6 +42,10 @@ default profile's 7 minutes):
 * ``starter-lr002``, ``starter-lr001``, ``starter-lr0003``: the same at peak learning
   rate 0.002, 0.001 (the default profile's), 0.0003;
 * ``starter-lr0003-320``: at 0.0003 on 320 px crops (whole large vehicles in view);
+* ``starter-wide``: at 0.0003 on the starter's second-stage crops (320 px, scales from
+  0.4): the fine-tune sees large vehicles whole, as that stage did;
+* ``starter-s04``: at 0.0003 on 192 px crops with scales from 0.4 (instead of 0.6);
+* ``starter-lr0001``: at 0.0001;
 * ``starter-zoom``: at 0.001 with half the crops zoomed out (whole large vehicles)
   instead of a fifth;
 * ``starter-ema``: at 0.001 with an exponential moving average of the weights;
@@ -102,6 +106,9 @@ ROWS = {
     "starter-lr001": dict(init="starter", learning_rate=0.001),
     "starter-lr0003": dict(init="starter", learning_rate=0.0003),
     "starter-lr0003-320": dict(init="starter", learning_rate=0.0003, input_size=320),
+    "starter-wide": dict(init="starter", learning_rate=0.0003, input_size=320, scale_min=0.4),
+    "starter-s04": dict(init="starter", learning_rate=0.0003, scale_min=0.4),
+    "starter-lr0001": dict(init="starter", learning_rate=0.0001),
     "starter-zoom": dict(init="starter", learning_rate=0.001, zoom_out=0.5),
     "starter-ema": dict(init="starter", learning_rate=0.001, ema=0.99),
     "starter-head": dict(init="starter", learning_rate=0.001, freeze_steps=100000),

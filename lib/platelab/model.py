@@ -197,6 +197,40 @@ def all_layers(net):
             yield layer
 
 
+def copy_layer_weights(net, weights, skip=()):
+    """Sets each layer's weights where ``weights`` has them in the same shapes.
+
+    The one home for loading weights by layer name: a starter's
+    (:func:`platelab.starter.apply`) and a previous run's (``init: <run folder>``).
+
+    Args:
+        net: the Keras model to fill (nested models' layers included, :func:`all_layers`)
+        weights: ``layer name -> [arrays]`` in the layer's ``get_weights()`` order
+        skip: layer-name suffixes never copied (e.g. class layers of other labels)
+
+    Returns:
+        ``(copied, reset)``: the number of layers set, and the names of the layers with
+        weights left as built (absent, skipped, or of other shapes)
+    """
+    copied, reset = 0, []
+    for layer in all_layers(net):
+        if not layer.weights:
+            continue
+        theirs = weights.get(layer.name)
+        mine = layer.get_weights()
+        if (
+            theirs is None
+            or any(layer.name.endswith(suffix) for suffix in skip)
+            or len(theirs) != len(mine)
+            or any(a.shape != b.shape for a, b in zip(theirs, mine, strict=True))
+        ):
+            reset.append(layer.name)
+            continue
+        layer.set_weights([a.astype(b.dtype) for a, b in zip(theirs, mine, strict=True)])
+        copied += 1
+    return copied, reset
+
+
 def default_anchor_spec(input_size, levels=(8, 16, 32, 64), aspect_ratios=(1.0, 2.0, 4.7)):
     """A generic anchor spec: each level gets ``aspect_ratios`` (width / height).
 

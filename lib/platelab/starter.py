@@ -93,7 +93,7 @@ class Starter:
             weights=None,
             levels=tuple(config["levels"]),
         )
-        _, missing = _copy_weights(net, self.weights, skip=())
+        _, missing = model_lib.copy_layer_weights(net, self.weights)
         if missing:
             raise StarterError(
                 f"{self.path}: {len(missing)} layers of its own architecture have no weights "
@@ -194,7 +194,7 @@ def apply(net, starter, labels, width, levels, echo=None):
     else:
         how = "other"
     skip = (CLASS_LAYER_SUFFIX,) if how == "other" else ()
-    copied, reset = _copy_weights(net, weights, skip=skip)
+    copied, reset = model_lib.copy_layer_weights(net, weights, skip=skip)
     line = f"init: starter {starter.path} (sha256 {starter.sha256[:12]}): {copied} layers loaded"
     if how == "mapped":
         line += f"; the class layers keep the starter's {labels} outputs of {starter.labels}"
@@ -516,27 +516,6 @@ def _class_subset(weights, starter_labels, labels):
 
 def _write_json(path, document):
     Path(path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-
-
-def _copy_weights(net, weights, skip=()):
-    """Sets each layer's weights where the starter has them in the same shapes."""
-    copied, reset = 0, []
-    for layer in model_lib.all_layers(net):
-        if not layer.weights:
-            continue
-        theirs = weights.get(layer.name)
-        mine = layer.get_weights()
-        if (
-            theirs is None
-            or any(layer.name.endswith(suffix) for suffix in skip)
-            or len(theirs) != len(mine)
-            or any(a.shape != b.shape for a, b in zip(theirs, mine, strict=True))
-        ):
-            reset.append(layer.name)
-            continue
-        layer.set_weights([a.astype(b.dtype) for a, b in zip(theirs, mine, strict=True)])
-        copied += 1
-    return copied, reset
 
 
 def _sha256(path):

@@ -1817,20 +1817,14 @@ def _init_from_run(net, init_run, config, echo):
             f"{config.width}: the backbones differ"
         )
     source = detector.load(init_run, allow_unfinished=True).model
-    copied, reset = 0, []
-    source_layers = {layer.name: layer for layer in model_lib.all_layers(source)}
-    for layer in model_lib.all_layers(net):
-        if not layer.weights or layer.name not in source_layers:
-            continue
-        theirs = source_layers[layer.name].get_weights()
-        mine = layer.get_weights()
-        if len(theirs) == len(mine) and all(
-            a.shape == b.shape for a, b in zip(theirs, mine, strict=True)
-        ):
-            layer.set_weights(theirs)
-            copied += 1
-        else:
-            reset.append(layer.name)
+    copied, reset = model_lib.copy_layer_weights(
+        net,
+        {
+            layer.name: layer.get_weights()
+            for layer in model_lib.all_layers(source)
+            if layer.weights
+        },
+    )
     echo(
         f"init: {copied} layers from {init_run}"
         + (f"; {len(reset)} layers re-initialised (other classes or anchors)" if reset else "")
