@@ -413,3 +413,16 @@ def test_letterboxed_exports_agree_with_keras_on_frames_of_other_shapes(tmp_path
             assert sorted(first["labels"]) == sorted(second["labels"]), fmt
             score_gap, box_gap = export.detection_gaps(first, second)
             assert score_gap < 1e-3 and box_gap < 1.0, (fmt, score_gap, box_gap)
+
+
+def test_card_for_report_demotes_headings_outside_code(tmp_path):
+    (tmp_path / export.CARD_MARKDOWN).write_text(
+        "# Model card: x\n\ntext # not a heading\n\n## Model\n\n```\n# a comment\n```\n"
+    )
+    text = export.card_for_report(tmp_path)
+    assert text.splitlines()[0] == "### Model card: x"
+    assert "#### Model" in text and "# a comment" in text and "## # a comment" not in text
+    assert "text # not a heading" in text
+    with pytest.raises(detector_lib.ModelError, match="MODEL_CARD.md: unreadable") as raised:
+        export.card_for_report(tmp_path / "nowhere")
+    assert "\n" not in str(raised.value)

@@ -50,6 +50,7 @@ import datetime
 import functools
 import json
 import logging
+import re
 import sys
 import tempfile
 import time
@@ -256,6 +257,36 @@ def read_card(folder):
     if card.get("format") != CARD_FORMAT or "export" not in card or "model" not in card:
         raise detector_lib.ModelError(f"{path}: not a platelab model card")
     return card
+
+
+def card_for_report(folder, depth=3):
+    """An export folder's ``MODEL_CARD.md`` for showing inside a report.
+
+    Its headings start at level ``depth`` (``#`` becomes ``###``), so that the card
+    sits under the report's own headings instead of outranking them.
+
+    Args:
+        folder: an export folder (written by :func:`export`)
+        depth: the level of the card's title
+
+    Returns:
+        Markdown text
+
+    Raises:
+        platelab.detector.ModelError: the card is missing or unreadable (one line)
+    """
+    path = Path(folder) / CARD_MARKDOWN
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise detector_lib.ModelError(f"{path}: unreadable ({error.strerror})") from None
+    extra = "#" * max(0, int(depth) - 1)
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        lines.append(extra + line if not fenced and re.match(r"#{1,6} ", line) else line)
+    return "\n".join(lines) + "\n"
 
 
 class Predictor:
