@@ -46,6 +46,9 @@ default profile's 7 minutes):
   0.4): the fine-tune sees large vehicles whole, as that stage did;
 * ``starter-s04``: at 0.0003 on 192 px crops with scales from 0.4 (instead of 0.6);
 * ``starter-lr0001``: at 0.0001;
+* ``starter-replay``: at 0.0003 with 108 frames of the starter's own pretraining corpus
+  (``data/pretrain/corpus/dataset``, written by ``platelab pretrain``) mixed into the
+  108 training frames, as rehearsal (``replay``);
 * ``starter-zoom``: at 0.001 with half the crops zoomed out (whole large vehicles)
   instead of a fifth;
 * ``starter-ema``: at 0.001 with an exponential moving average of the weights;
@@ -69,7 +72,10 @@ from pathlib import Path
 
 import yaml
 
-from platelab import goals, paths, starter, train
+from platelab import goals, paths, pretrain, starter, train
+
+REPLAY_CORPUS = pretrain.work_dir() / "corpus" / "dataset"
+"""The starter's pretraining corpus (``platelab pretrain``), replayed by ``starter-replay``."""
 
 ROWS = {
     "seed": dict(
@@ -109,6 +115,9 @@ ROWS = {
     "starter-wide": dict(init="starter", learning_rate=0.0003, input_size=320, scale_min=0.4),
     "starter-s04": dict(init="starter", learning_rate=0.0003, scale_min=0.4),
     "starter-lr0001": dict(init="starter", learning_rate=0.0001),
+    "starter-replay": dict(
+        init="starter", learning_rate=0.0003, replay=str(REPLAY_CORPUS), replay_frames=108
+    ),
     "starter-zoom": dict(init="starter", learning_rate=0.001, zoom_out=0.5),
     "starter-ema": dict(init="starter", learning_rate=0.001, ema=0.99),
     "starter-head": dict(init="starter", learning_rate=0.001, freeze_steps=100000),
@@ -148,6 +157,8 @@ def main(argv=None):
     unknown = [name for name in rows if name not in ROWS]
     if unknown:
         sys.exit(f"unknown row(s) {', '.join(unknown)}: choose from {', '.join(ROWS)}")
+    if any(ROWS[name].get("replay") for name in rows) and not REPLAY_CORPUS.is_dir():
+        sys.exit(f"{REPLAY_CORPUS}: no pretraining corpus to replay (run `platelab pretrain`)")
     budgets = [float(value) for value in args.budgets.split(",")]
     extra = {}
     for item in args.set:

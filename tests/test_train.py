@@ -283,6 +283,47 @@ def test_resume_and_init_refuse_another_configuration(dataset, tmp_path):
     assert any(line.startswith("init: ") and "layers from" in line for line in lines)
 
 
+def test_replay_mixes_another_datasets_train_images_in(dataset, tmp_path):
+    replay = make_dataset(tmp_path / "replay", counts=(10, 2, 1), seed=5)
+    geometry = model_lib.InputGeometry(192, 192, "letterbox")
+    # A seeded draw of whole records, the same every time.
+    drawn = train.load_split(replay, "train", LABELS, geometry, pick=6, seed=3)
+    again = train.load_split(replay, "train", LABELS, geometry, pick=6, seed=3)
+    every = train.load_split(replay, "train", LABELS, geometry)
+    assert len(drawn) == 6 and drawn.names == again.names and set(drawn.names) < set(every.names)
+    # Joined: images in order, boxes padded to the larger count.
+    own = train.load_split(dataset, "train", LABELS, geometry)
+    joined = train.join_splits(own, drawn)
+    assert len(joined) == len(own) + 6 and joined.names == own.names + drawn.names
+    most = max(own.boxes.shape[1], drawn.boxes.shape[1])
+    assert joined.boxes.shape == (len(own) + 6, most, 4) and joined.classes.shape[1] == most
+    assert np.array_equal(joined.images[len(own) :], drawn.images)
+    assert (joined.classes[len(own) :, : drawn.classes.shape[1]] == drawn.classes).all()
+
+    run_dir = tmp_path / "run"
+    config = dict(TINY_TRAINING, steps=4, eval_every=4, log_every=2, checkpoint_every=4)
+    lines = []
+    state = train.train(
+        dataset,
+        run_dir,
+        dict(config, replay=str(replay), replay_frames=6),
+        progress=False,
+        echo=lines.append,
+    )
+    assert state["status"] == "finished"
+    assert f"replay: 6 train images of {replay} mixed into the {len(own)} of the dataset" in (
+        "\n".join(lines)
+    )
+    written = json.loads((run_dir / "config.json").read_text())
+    assert (written["replay_images"], written["train_images"]) == (6, len(own))
+    assert len(written["replay_fingerprint"]) == 3
+    with pytest.raises(train.TrainingError, match="replay_frames: 6 != 8"):
+        train.train(dataset, run_dir, dict(config, replay=str(replay), replay_frames=8))
+    with pytest.raises(train.TrainingError, match="no such dataset folder") as raised:
+        train.train(dataset, tmp_path / "r2", dict(config, replay=str(tmp_path / "nope")))
+    assert "\n" not in str(raised.value)
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
     run_dir = tmp_path / "run"

@@ -163,6 +163,12 @@ class TrainConfig:
         max_minutes: stop (evaluated and saved, status ``time_limited``) once training
             has run this long in all; 0 for no limit. Keeps a profile within its time
             budget on a slow machine, at the price of a machine-dependent last step.
+        replay: a merged dataset folder (stage 05's layout, e.g. a pretraining corpus)
+            whose train images are mixed into the training images, as rehearsal: a
+            fine-tune on a few scenes then keeps seeing the varied data its init learnt
+            from ('' for none). Validation stays on the dataset's own val split.
+        replay_frames: how many of the replay set's train images are mixed in, drawn
+            with ``seed`` (0: all of them)
     """
 
     input_size: int = 192
@@ -204,6 +210,8 @@ class TrainConfig:
     strategy: str = "auto"
     max_minutes: float = 0.0
     bn_momentum: float = 0.9
+    replay: str = ""
+    replay_frames: int = 0
 
     @classmethod
     def from_dict(cls, values):
@@ -370,7 +378,7 @@ def read_labels(dataset_dir):
     raise TrainingError(f"{dataset_dir}: no label map (dataset.json or label_map.pbtxt)")
 
 
-def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
+def load_split(dataset_dir, split, labels, size, progress=False, workers=None, pick=None, seed=0):
     """Reads one split's TFRecord into memory, images prepared for the network.
 
     A record whose image cannot be decoded is skipped and listed; a box whose label is
@@ -384,6 +392,8 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
             (the whole image squashed into it)
         progress: show a progress bar
         workers: decoding threads
+        pick: read only this many records, drawn with ``seed`` (None: all)
+        seed: the draw's seed
 
     Returns:
         a :class:`SplitData`
@@ -402,6 +412,9 @@ def load_split(dataset_dir, split, labels, size, progress=False, workers=None):
         raw_records = [record.numpy() for record in tf.data.TFRecordDataset(str(path))]
     except tf.errors.OpError as error:
         raise TrainingError(f"{path}: not a readable TFRecord file ({error.message})") from None
+    if pick is not None and int(pick) < len(raw_records):
+        chosen = np.random.default_rng([int(seed), 29]).choice(len(raw_records), int(pick), False)
+        raw_records = [raw_records[index] for index in np.sort(chosen)]
     label_ids = {label: index + 1 for index, label in enumerate(labels)}
     geometry = (
         size
@@ -517,6 +530,40 @@ def _parse_record(tf, cv2, raw, path, geometry):
         },
         None,
     )
+
+
+def join_splits(first, second):
+    """Two :class:`SplitData` of one geometry as one (boxes padded to the larger count).
+
+    Returns:
+        a :class:`SplitData`: ``first``'s images, then ``second``'s
+    """
+    if first.geometry.shape != second.geometry.shape:
+        raise TrainingError(
+            f"cannot join splits of {first.geometry} and {second.geometry} (other geometries)"
+        )
+    most = max(first.boxes.shape[1], second.boxes.shape[1])
+
+    def padded(array, fill_shape):
+        extra = most - array.shape[1]
+        if not extra:
+            return array
+        return np.concatenate([array, np.zeros((len(array), extra, *fill_shape), array.dtype)], 1)
+
+    data = SplitData(
+        images=np.concatenate([first.images, second.images]),
+        boxes=np.concatenate([padded(first.boxes, (4,)), padded(second.boxes, (4,))]),
+        classes=np.concatenate([padded(first.classes, ()), padded(second.classes, ())]),
+        difficult=np.concatenate([padded(first.difficult, ()), padded(second.difficult, ())]),
+        names=list(first.names) + list(second.names),
+        sizes=np.concatenate([first.sizes, second.sizes]),
+        info=list(first.info) + list(second.info),
+        skipped=list(first.skipped) + list(second.skipped),
+        unknown_labels=_merge_counts(first.unknown_labels, second.unknown_labels),
+        geometry=first.geometry,
+    )
+    data.labels_list = getattr(first, "labels_list", None)
+    return data
 
 
 def frame_size(dataset_dir, split="train"):
@@ -1237,7 +1284,16 @@ class _TrainingSetup:
         anchor_spec = make_anchor_spec(config, self.train_data)
         self.head = head_lib.DetectionHead(anchor_spec, len(labels), config.head_config())
         self.train_shape = config.train_shape(self.geometry)
+        self.replay_data = self._load_replay(progress)
         run_config = self._run_config(dataset_dir, anchor_spec, wh)
+        if self.replay_data is not None:
+            own = len(self.train_data)
+            self.train_data = join_splits(self.train_data, self.replay_data)
+            self.echo(
+                f"replay: {len(self.replay_data)} train images of {config.replay} mixed into "
+                f"the {own} of the dataset ({len(self.replay_data) / len(self.train_data):.0%} "
+                "of the training images)"
+            )
         resuming = _check_resume(self.run_dir, run_config)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not resuming:
@@ -1259,6 +1315,28 @@ class _TrainingSetup:
         self._build(keras, anchor_spec, resuming)
         self.done = self._already_done()
         return self
+
+    def _load_replay(self, progress):
+        """The replay set's train images at this run's geometry (None without ``replay``)."""
+        config = self.config
+        if not config.replay:
+            return None
+        folder = Path(config.replay)
+        if not folder.is_dir():
+            raise TrainingError(f"replay {folder}: no such dataset folder")
+        pick = int(config.replay_frames) or None
+        data = load_split(
+            folder,
+            "train",
+            self.labels,
+            self.geometry,
+            progress=progress,
+            pick=pick,
+            seed=config.seed,
+        )
+        if len(data) == 0 or not (data.classes > 0).any():
+            raise TrainingError(f"replay {folder}: its train split has no usable image with boxes")
+        return data
 
     def _run_config(self, dataset_dir, anchor_spec, wh):
         config, geometry = self.config, self.geometry
@@ -1288,6 +1366,9 @@ class _TrainingSetup:
                 self.train_data.unknown_labels, self.val_data.unknown_labels
             ),
         }
+        if self.replay_data is not None:
+            run_config["replay_fingerprint"] = _dataset_fingerprint(config.replay)
+            run_config["replay_images"] = len(self.replay_data)
         run_config["training"]["levels"] = list(config.levels)
         return run_config
 
@@ -1856,15 +1937,21 @@ def _check_resume(run_dir, run_config):
         - free_keys
         - set(detector.MODEL_CONFIG_KEYS)
     )
+    # A key newer than the run is its default (new keys default to the earlier behaviour).
+    defaults = {item.name: item.default for item in dataclasses.fields(TrainConfig)}
     for key in training_keys:
         mine = run_config["training"].get(key)
-        theirs = existing.get("training", {}).get(key)
+        theirs = existing.get("training", {}).get(key, defaults.get(key))
         if mine != theirs:
             differences.append(f"{key}: {theirs} != {mine}")
     theirs = [item.get("sha256") for item in existing.get("dataset_fingerprint", [])]
     mine = [item.get("sha256") for item in run_config.get("dataset_fingerprint", [])]
     if theirs != mine:
         differences.append("the dataset's TFRecords changed")
+    theirs = [item.get("sha256") for item in existing.get("replay_fingerprint", [])]
+    mine = [item.get("sha256") for item in run_config.get("replay_fingerprint", [])]
+    if theirs != mine:
+        differences.append("the replay set's TFRecords changed")
     if differences:
         raise RunMismatchError(
             f"{run_dir} holds a run of another configuration ({'; '.join(differences)}): "
