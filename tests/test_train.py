@@ -324,6 +324,27 @@ def test_replay_mixes_another_datasets_train_images_in(dataset, tmp_path):
     assert "\n" not in str(raised.value)
 
 
+def test_replay_starter_renders_a_corpus_drawn_like_the_starters_once(dataset, tmp_path):
+    config = dict(TINY_TRAINING, steps=2, eval_every=2, log_every=2, checkpoint_every=2)
+    config.update(replay="starter", replay_frames=5)
+    lines = []
+    state = train.train(
+        dataset, tmp_path / "models" / "a", config, progress=False, echo=lines.append
+    )
+    assert state["status"] == "finished"
+    folder = tmp_path / "models" / train.REPLAY_DIR / "corpus"
+    corpus = json.loads((folder / "corpus.json").read_text())
+    # One shard of the pretraining corpus' own seeds: six videos, one per vantage.
+    assert corpus["parameters"]["seeds"] == [20_000, 20_000]
+    assert corpus["parameters"]["videos"] == 6 and corpus["frames"] >= 5
+    assert json.loads((tmp_path / "models" / "a" / "config.json").read_text())["replay_images"] == 5
+    assert any(line.startswith("replay: 5 train images of ") for line in lines)
+    # Another run of the workspace reuses it.
+    before = (folder / "corpus.json").stat().st_mtime_ns
+    train.train(dataset, tmp_path / "models" / "b", config, progress=False)
+    assert (folder / "corpus.json").stat().st_mtime_ns == before
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
     run_dir = tmp_path / "run"

@@ -211,6 +211,29 @@ class ChunkResult:
     finished_at: str = ""
 
 
+def replay_corpus(folder, frames, progress=True):
+    """A small corpus drawn like the starter's pretraining corpus, for rehearsal.
+
+    ``replay: starter`` (:class:`platelab.train.TrainConfig`) mixes it into a
+    fine-tune's training images: its first shards use the pretraining corpus' own seeds
+    (:attr:`PretrainConfig.seed` on, never an evaluation seed), vantages, sizes and JPEG
+    qualities, so the fine-tune keeps seeing the data the starter learnt from. Built
+    once and reused while its parameters match (:func:`build_corpus`).
+
+    Args:
+        folder: where to build it (its ``corpus/`` subfolder)
+        frames: at least this many frames (whole shards of six videos are rendered)
+        progress: show progress bars
+
+    Returns:
+        the merged dataset folder
+    """
+    config = PretrainConfig()
+    per_shard = 6 * config.seconds * config.fps
+    shards = max(1, math.ceil(int(frames) / per_shard))
+    return build_corpus(folder, dataclasses.replace(config, videos=6 * shards), progress=progress)
+
+
 def work_dir(path=None):
     """The pretraining work folder (default ``data/pretrain``)."""
     return Path(path) if path else paths.DATA_DIR / "pretrain"

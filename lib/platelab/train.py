@@ -65,6 +65,8 @@ from platelab.tfimport import import_keras, import_tensorflow
 
 logger = logging.getLogger(__name__)
 
+REPLAY_DIR = "replay-starter"
+"""``replay: starter``'s corpus folder, beside the run folder (shared by a workspace's runs)."""
 SPLIT_FILES = {"train": "train.tfrecord", "val": "val.tfrecord", "test": "test.tfrecord"}
 BASE_COLUMNS = (
     "step",
@@ -166,7 +168,10 @@ class TrainConfig:
         replay: a merged dataset folder (stage 05's layout, e.g. a pretraining corpus)
             whose train images are mixed into the training images, as rehearsal: a
             fine-tune on a few scenes then keeps seeing the varied data its init learnt
-            from ('' for none). Validation stays on the dataset's own val split.
+            from; ``starter``: a corpus drawn like the starter's own
+            (:func:`platelab.pretrain.replay_corpus`), rendered once into
+            :data:`REPLAY_DIR` beside the run folder; '' for none. Validation stays on
+            the dataset's own val split.
         replay_frames: how many of the replay set's train images are mixed in, drawn
             with ``seed`` (0: all of them)
     """
@@ -1321,10 +1326,19 @@ class _TrainingSetup:
         config = self.config
         if not config.replay:
             return None
-        folder = Path(config.replay)
+        pick = int(config.replay_frames) or None
+        if config.replay == "starter":
+            from platelab import pretrain
+
+            self.echo(f"replay: a corpus like the starter's, {pick or 'all'} frames")
+            folder = pretrain.replay_corpus(
+                self.run_dir.parent / REPLAY_DIR, pick or 1, progress=progress
+            )
+        else:
+            folder = Path(config.replay)
         if not folder.is_dir():
             raise TrainingError(f"replay {folder}: no such dataset folder")
-        pick = int(config.replay_frames) or None
+        self.replay_dir = folder
         data = load_split(
             folder,
             "train",
@@ -1367,7 +1381,7 @@ class _TrainingSetup:
             ),
         }
         if self.replay_data is not None:
-            run_config["replay_fingerprint"] = _dataset_fingerprint(config.replay)
+            run_config["replay_fingerprint"] = _dataset_fingerprint(self.replay_dir)
             run_config["replay_images"] = len(self.replay_data)
         run_config["training"]["levels"] = list(config.levels)
         return run_config
