@@ -46,6 +46,7 @@ default profile's 7 minutes):
   0.4): the fine-tune sees large vehicles whole, as that stage did;
 * ``starter-s04``: at 0.0003 on 192 px crops with scales from 0.4 (instead of 0.6);
 * ``starter-lr0001``: at 0.0001;
+* ``starter-frozenbn``: at 0.0003 with every batch-norm layer frozen (inference mode);
 * ``starter-replay``: at 0.0003 with 108 frames of the starter's own pretraining corpus
   (``data/pretrain/corpus/dataset``, written by ``platelab pretrain``) mixed into the
   108 training frames, as rehearsal (``replay``);
@@ -115,6 +116,7 @@ ROWS = {
     "starter-wide": dict(init="starter", learning_rate=0.0003, input_size=320, scale_min=0.4),
     "starter-s04": dict(init="starter", learning_rate=0.0003, scale_min=0.4),
     "starter-lr0001": dict(init="starter", learning_rate=0.0001),
+    "starter-frozenbn": dict(init="starter", learning_rate=0.0003, freeze_bn=True),
     "starter-replay": dict(
         init="starter", learning_rate=0.0003, replay=str(REPLAY_CORPUS), replay_frames=108
     ),

@@ -345,6 +345,30 @@ def test_replay_starter_renders_a_corpus_drawn_like_the_starters_once(dataset, t
     assert (folder / "corpus.json").stat().st_mtime_ns == before
 
 
+def test_freeze_bn_keeps_every_batch_norm_layer_as_initialised(dataset, tmp_path):
+    config = dict(TINY_TRAINING, steps=3, eval_every=3, log_every=3, checkpoint_every=3)
+    train.train(dataset, tmp_path / "frozen", dict(config, freeze_bn=True), progress=False)
+    train.train(dataset, tmp_path / "free", config, progress=False)
+
+    def batch_norms(run):
+        net = detector.load(run, which="last").model
+        layers = [
+            layer
+            for layer in model_lib.all_layers(net)
+            if "BatchNormalization" in type(layer).__name__
+        ]
+        return [[np.asarray(w) for w in layer.get_weights()] for layer in layers]
+
+    frozen, free = batch_norms(tmp_path / "frozen"), batch_norms(tmp_path / "free")
+    assert len(frozen) > 50
+    # Built with gamma 1, beta 0, moving mean 0 and variance 1; trained, they move.
+    assert all(
+        np.allclose(g, 1) and np.allclose(b, 0) and np.allclose(m, 0) and np.allclose(v, 1)
+        for g, b, m, v in frozen
+    )
+    assert not all(np.allclose(m, 0) for _, _, m, _ in free)
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
     run_dir = tmp_path / "run"

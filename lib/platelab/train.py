@@ -160,6 +160,9 @@ class TrainConfig:
         max_detections: detections per image
         strategy: ``auto`` (MultiWorkerMirrored with TF_CONFIG, Mirrored with several
             GPUs, else one device), ``default``, ``mirrored`` or ``multi_worker``
+        freeze_bn: keep every batch-norm layer in inference mode (its statistics and
+            scale and offset as the init left them), as the TF Object Detection API's
+            ``freeze_batchnorm`` does for fine-tuning with small batches
         bn_momentum: momentum of every batch-norm layer's moving statistics (Keras's
             MobileNetV2 uses 0.999, too slow for short fine-tuning runs)
         max_minutes: stop (evaluated and saved, status ``time_limited``) once training
@@ -215,6 +218,7 @@ class TrainConfig:
     strategy: str = "auto"
     max_minutes: float = 0.0
     bn_momentum: float = 0.9
+    freeze_bn: bool = False
     replay: str = ""
     replay_frames: int = 0
 
@@ -1453,6 +1457,8 @@ class _FreezeSchedule:
         want_frozen = step < setup.config.freeze_steps
         if want_frozen != self.frozen:
             setup.net.get_layer("backbone").trainable = not want_frozen
+            if setup.config.freeze_bn:
+                _freeze_batch_norm(setup.net)
             self.function = make_train_step(
                 setup.net, setup.optimizer, setup.strategy, setup.head, setup.train_shape
             )
@@ -1460,6 +1466,13 @@ class _FreezeSchedule:
                 self.echo(f"step {step}: backbone {'frozen' if want_frozen else 'trainable'}")
             self.frozen = want_frozen
         return self.function
+
+
+def _freeze_batch_norm(net):
+    """Puts every batch-norm layer in inference mode (Keras 3: ``trainable = False``)."""
+    for layer in model_lib.all_layers(net):
+        if "BatchNormalization" in type(layer).__name__:
+            layer.trainable = False
 
 
 class MetricsLog:
