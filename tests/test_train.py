@@ -352,11 +352,7 @@ def test_freeze_bn_keeps_every_batch_norm_layer_as_initialised(dataset, tmp_path
 
     def batch_norms(run):
         net = detector.load(run, which="last").model
-        layers = [
-            layer
-            for layer in model_lib.all_layers(net)
-            if "BatchNormalization" in type(layer).__name__
-        ]
+        layers = model_lib.batch_norm_layers(net)
         return [[np.asarray(w) for w in layer.get_weights()] for layer in layers]
 
     frozen, free = batch_norms(tmp_path / "frozen"), batch_norms(tmp_path / "free")

@@ -197,6 +197,11 @@ def all_layers(net):
             yield layer
 
 
+def batch_norm_layers(net):
+    """A model's batch-normalization layers, those of nested models included."""
+    return [layer for layer in all_layers(net) if "BatchNormalization" in type(layer).__name__]
+
+
 def copy_layer_weights(net, weights, skip=()):
     """Sets each layer's weights where ``weights`` has them in the same shapes.
 

@@ -1470,9 +1470,8 @@ class _FreezeSchedule:
 
 def _freeze_batch_norm(net):
     """Puts every batch-norm layer in inference mode (Keras 3: ``trainable = False``)."""
-    for layer in model_lib.all_layers(net):
-        if "BatchNormalization" in type(layer).__name__:
-            layer.trainable = False
+    for layer in model_lib.batch_norm_layers(net):
+        layer.trainable = False
 
 
 class MetricsLog:
@@ -1900,9 +1899,8 @@ def _build_model(config, anchor_spec, labels, resuming, echo):
     # hundred steps they still mostly hold their initial values (or ImageNet's), and the
     # model in inference mode sees other activations than in training. 0.9 follows
     # the data within tens of steps.
-    for layer in model_lib.all_layers(net):
-        if hasattr(layer, "momentum") and "BatchNormalization" in type(layer).__name__:
-            layer.momentum = config.bn_momentum
+    for layer in model_lib.batch_norm_layers(net):
+        layer.momentum = config.bn_momentum
     if starter_dir is not None:
         try:
             starter = starter_lib.load(starter_dir)
