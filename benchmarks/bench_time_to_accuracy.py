@@ -54,7 +54,12 @@ default profile's 7 minutes):
   instead of a fifth;
 * ``starter-ema``: at 0.001 with an exponential moving average of the weights;
 * ``starter-head``: at 0.001 with the backbone frozen throughout (only the heads train);
+* ``starter-visible``: at 0.0003 with boxes a crop cuts to less than half their area
+  ignored (``min_visible`` 0.5, today's default) instead of kept as positives;
 * ``zeroshot``: the starter as shipped, no training (the budget does not apply).
+
+and, from random weights, ``visible``: today's recipe with ``min_visible`` 0.5. Every
+other row keeps ``min_visible`` 0 (cut boxes stay positives), as it was measured.
 
 ``--starter DIR`` puts another starter folder (a candidate, before it is shipped) in
 the starter rows' place.
@@ -123,6 +128,8 @@ ROWS = {
     "starter-zoom": dict(init="starter", learning_rate=0.001, zoom_out=0.5),
     "starter-ema": dict(init="starter", learning_rate=0.001, ema=0.99),
     "starter-head": dict(init="starter", learning_rate=0.001, freeze_steps=100000),
+    "starter-visible": dict(init="starter", learning_rate=0.0003, min_visible=0.5),
+    "visible": dict(min_visible=0.5),
     "zeroshot": dict(init="starter", max_minutes=0),
 }
 
@@ -171,6 +178,8 @@ def main(argv=None):
     base = train.config_values(profile["06_train"])
     # The ladder trains from random weights at the peak learning rate it was measured with.
     base.update(seed=profile["common"]["seed"], init="none", steps=100000, learning_rate=0.006)
+    # Every row but the *visible* ones as it was measured: boxes a crop cuts stay positives.
+    base.update(min_visible=0.0)
     training = goals.training_video_parameters("default") or {}
     if int(training.get("seed", -1)) == args.heldout_seed:
         sys.exit(f"held-out seed {args.heldout_seed} is the training videos' seed")

@@ -92,6 +92,27 @@ def test_continue_adds_hours_to_a_plan_and_refuses_a_folder_without_one(tmp_path
         pretrain.extend(tmp_path / "elsewhere", 1.0)
 
 
+def test_a_run_begun_before_min_visible_goes_on_as_it_began(tmp_path):
+    folder = tmp_path / "pretrain"
+    plan = pretrain.start(folder, tiny_plan())
+    assert plan.train_config(folder).min_visible == 0.5  # no run yet: today's default
+    (folder / "run").mkdir()
+    stored = {"training": dict(TINY_TRAINING), "input_size": 128, "width": 0.35}
+    stored.update(levels=[8, 16, 32, 64], anchors=[], labels=["vehicle", "license_plate"])
+    (folder / "run" / "config.json").write_text(json.dumps(stored))
+    assert plan.train_config(folder).min_visible == 0.0  # its run began before the key
+    stored["training"]["min_visible"] = 0.5
+    (folder / "run" / "config.json").write_text(json.dumps(stored))
+    assert plan.train_config(folder).min_visible == 0.5
+    # A plan that sets the key itself keeps it (a mismatch, then, the run refuses).
+    del stored["training"]["min_visible"]
+    (folder / "run" / "config.json").write_text(json.dumps(stored))
+    assert (
+        tiny_plan(training=dict(TINY_TRAINING, min_visible=0.3)).train_config(folder).min_visible
+        == 0.3
+    )
+
+
 def test_another_corpus_in_the_same_folder_is_refused(tmp_path):
     folder = tmp_path / "pretrain"
     pretrain.start(folder, tiny_plan())

@@ -108,6 +108,47 @@ def test_small_boxes_after_scaling_become_difficult():
     assert int(classes[0]) == 2 and bool(difficult[0])
 
 
+@pytest.mark.parametrize("min_visible", [0.0, 0.5])
+def test_boxes_a_crop_cuts_below_min_visible_become_difficult(min_visible):
+    tf = import_tensorflow()
+    config = train.TrainConfig(
+        input_size=64, infer_size=256, levels=(8, 16, 32), scale_min=1.0, scale_max=1.0,
+        zoom_out=0.0, object_crops=1.0, min_visible=min_visible,
+    )  # fmt: skip
+    image = np.zeros((256, 256, 3), np.float32)
+    # A 160x128 "bus" (a 64 px crop sees at most a fifth of it) and a 16x16 car.
+    boxes = np.array([[0.1, 0.1, 0.725, 0.6], [0.8, 0.8, 0.8625, 0.8625]], np.float32)
+    seen = {"bus": 0, "car": 0}
+    for seed in range(24):
+        _, out_boxes, classes, difficult = train.augment(
+            tf.constant(image), tf.constant(boxes), tf.constant([1, 1]),
+            tf.constant([False, False]), tf.constant([seed, 2], tf.int64), (64, 64), config,
+        )  # fmt: skip
+        for index, name in enumerate(("bus", "car")):
+            if not int(classes[index]):
+                continue  # its centre left the crop
+            seen[name] += 1
+            box = np.asarray(out_boxes[index]) * 64
+            visible = (box[2] - box[0]) * (box[3] - box[1]) / (16.0 * 16 if index else 160.0 * 128)
+            # Cut below min_visible: ignored, neither positive nor background.
+            assert bool(difficult[index]) == bool(visible < min_visible - 1e-3), (seed, name)
+    assert seen["bus"] >= 4 and seen["car"] >= 4
+
+
+def test_a_run_older_than_min_visible_resumes_only_as_it_was_trained(dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    config = dict(TINY_TRAINING, steps=2, eval_every=2, log_every=1, checkpoint_every=2)
+    train.train(dataset, run_dir, dict(config, min_visible=0.0), progress=False)
+    stored = json.loads((run_dir / "config.json").read_text())
+    del stored["training"]["min_visible"]  # as a run made before the key was
+    (run_dir / "config.json").write_text(json.dumps(stored))
+    assert train.earlier_values(stored["training"]) == {"min_visible": 0.0}
+    with pytest.raises(train.RunMismatchError, match=r"\(min_visible: 0.0 != 0.5\)"):
+        train.train(dataset, run_dir, config, progress=False)  # today's default, 0.5
+    state = train.train(dataset, run_dir, dict(config, min_visible=0.0), progress=False)
+    assert state["status"] == "finished"
+
+
 def test_mosaic_puts_four_images_in_the_four_quarters_with_their_boxes():
     tf = import_tensorflow()
     config = train.TrainConfig(

@@ -151,15 +151,19 @@ class PretrainConfig:
 
         Args:
             folder: the work folder; where it holds a parent starter (:data:`PARENT_DIR`)
-                the run starts from that copy instead of ``training.init``
+                the run starts from that copy instead of ``training.init``; where its
+                run began before a recipe key whose default has changed, the run keeps
+                the earlier value (:data:`platelab.train.EARLIER_BEHAVIOUR`)
         """
-        from platelab.train import TrainConfig
+        from platelab import train
 
         values = {**PRETRAIN_TRAINING, **self.training, "max_minutes": 60.0 * self.hours}
         if folder is not None and (Path(folder) / PARENT_DIR).is_dir():
             values["init"] = str(Path(folder) / PARENT_DIR)
+        if folder is not None:
+            values.update(_begun_as(Path(folder) / "run", self.training))
         try:
-            return TrainConfig.from_dict(values)
+            return train.TrainConfig.from_dict(values)
         except (PlatelabError, TypeError, ValueError) as error:
             raise PretrainError(f"training: {error}") from None
 
@@ -543,6 +547,30 @@ def _render_shard(job):
                 )
             )
     return found
+
+
+def _begun_as(run_dir, training):
+    """Training values a run begun before they existed keeps (a plan goes on as it began).
+
+    Args:
+        run_dir: the pretraining run folder (may not exist yet)
+        training: the plan's own training values (always kept)
+
+    Returns:
+        ``{key: value}`` of :data:`platelab.train.EARLIER_BEHAVIOUR` keys missing from
+        the run's ``config.json`` and not set by the plan
+    """
+    from platelab import detector, train
+
+    if not (Path(run_dir) / detector.CONFIG_FILENAME).is_file():
+        return {}
+    stored = detector.read_config(run_dir).get("training", {})
+    earlier = train.earlier_values(stored)
+    return {
+        key: earlier[key]
+        for key in train.EARLIER_BEHAVIOUR
+        if key in earlier and key not in training
+    }
 
 
 def _copy_parent(folder, init):

@@ -101,6 +101,26 @@ class RunMismatchError(TrainingError):
     """The run folder holds a run of another configuration or dataset: it cannot be resumed."""
 
 
+EARLIER_BEHAVIOUR = {"min_visible": 0.0}
+"""Training keys whose default changed when they were added: the value that reproduces
+runs made before them (a key missing from such a run's ``config.json``). Every other
+newer key defaults to the earlier behaviour."""
+
+
+def earlier_values(training):
+    """The values of the keys a stored run's ``training`` dict lacks, as it was trained.
+
+    Args:
+        training: the ``training`` dict of a run's ``config.json``
+
+    Returns:
+        ``{key: value}`` for every :class:`TrainConfig` field missing from ``training``
+    """
+    values = {item.name: item.default for item in dataclasses.fields(TrainConfig)}
+    values.update(EARLIER_BEHAVIOUR)
+    return {key: value for key, value in values.items() if key not in training}
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Every training parameter (stored in the run's ``config.json``).
@@ -124,6 +144,8 @@ class TrainConfig:
             of one image
         min_object_px: boxes fewer pixels high than this at the network input (after
             the crop's scaling) are ignored in training
+        min_visible: boxes a training crop cuts to less than this share of their area
+            are ignored in training (0: every cut box is a positive, as before)
         anchors: ``generic`` (every scale on every level,
             :func:`platelab.model.generic_anchor_spec`) or ``fit`` (k-means on the
             training boxes)
@@ -189,6 +211,7 @@ class TrainConfig:
     object_crops: float = 0.8
     mosaic: float = 0.0
     min_object_px: float = 6.0
+    min_visible: float = 0.5
     width: float = 0.5
     levels: tuple = (8, 16, 32, 64)
     anchors: str = "generic"
@@ -252,8 +275,11 @@ class TrainConfig:
                 f"scale_min and scale_max must satisfy 0 < min <= max, got "
                 f"{self.scale_min}, {self.scale_max}"
             )
-        if not all(0 <= value <= 1 for value in (self.zoom_out, self.object_crops, self.mosaic)):
-            raise TrainingError("zoom_out, object_crops and mosaic are shares from 0 to 1")
+        shares = (self.zoom_out, self.object_crops, self.mosaic, self.min_visible)
+        if not all(0 <= value <= 1 for value in shares):
+            raise TrainingError(
+                "zoom_out, object_crops, mosaic and min_visible are shares from 0 to 1"
+            )
         if self.mosaic and self.input_size % 2:
             raise TrainingError(f"mosaic needs an even input_size, got {self.input_size}")
         if self.anchors not in ("generic", "fit"):
@@ -876,9 +902,9 @@ def augment(image, boxes, classes, difficult, seed, shape, config, split=None):
 
         def one():
             crop = _scaled_crop(
-                tf, image, boxes, classes, scale, seeds[1], shape, config.object_crops
+                tf, image, boxes, classes, difficult, scale, seeds[1], shape, config
             )
-            return (crop[0], *_pad_rows(tf, (crop[1], crop[2], difficult), 3 * single))
+            return (crop[0], *_pad_rows(tf, crop[1:], 3 * single))
 
         image, boxes, classes, difficult = tf.cond(
             use,
@@ -889,8 +915,8 @@ def augment(image, boxes, classes, difficult, seed, shape, config, split=None):
         )
         boxes.set_shape([4 * single, 4])
     elif not whole:
-        image, boxes, classes = _scaled_crop(
-            tf, image, boxes, classes, scale, seeds[1], shape, config.object_crops
+        image, boxes, classes, difficult = _scaled_crop(
+            tf, image, boxes, classes, difficult, scale, seeds[1], shape, config
         )
     height_px = (boxes[:, 3] - boxes[:, 1]) * out_h
     difficult = tf.cast(difficult, tf.bool) | (height_px < config.min_object_px)
@@ -973,15 +999,15 @@ def _mosaic(tf, image, boxes, classes, difficult, split, seed, shape, config):
     tiles, out_boxes, out_classes, out_difficult = [], [], [], []
     for k, (part_image, part_boxes, part_classes, part_difficult) in enumerate(parts):
         scale = _draw_scale(tf, seeds[1 + 2 * k], config)
-        tile, tile_boxes, tile_classes = _scaled_crop(
-            tf, part_image, part_boxes, part_classes, scale, seeds[2 + 2 * k], half,
-            config.object_crops,
+        tile, tile_boxes, tile_classes, tile_difficult = _scaled_crop(
+            tf, part_image, part_boxes, part_classes, part_difficult, scale,
+            seeds[2 + 2 * k], half, config,
         )  # fmt: skip
         offset = tf.constant([k % 2, k // 2, k % 2, k // 2], tf.float32) * 0.5
         tiles.append(tile)
         out_boxes.append(tile_boxes * 0.5 + offset)
         out_classes.append(tile_classes)
-        out_difficult.append(tf.cast(part_difficult, difficult.dtype))
+        out_difficult.append(tf.cast(tile_difficult, difficult.dtype))
     mosaic = tf.concat([tf.concat(tiles[:2], axis=1), tf.concat(tiles[2:], axis=1)], axis=0)
     return (
         tf.reshape(mosaic, [shape[0], shape[1], 3]),
@@ -1003,17 +1029,34 @@ def _draw_scale(tf, seed, config):
     return tf.where(zoom, zoomed, usual)
 
 
-def _scaled_crop(tf, image, boxes, classes, scale, seed, shape, object_crops):
+def _scaled_crop(tf, image, boxes, classes, difficult, scale, seed, shape, config):
     """Cuts a window of ``shape / scale`` pixels and resizes it to ``shape``.
 
-    The window is centred near a random object (``object_crops`` of the time) or placed
-    anywhere; where it leaves the image the canvas is padding (zoom-out). Shrinking is
-    an area resize, as at inference (:func:`platelab.model.resize_image`), so that small
-    plates look the same; enlarging is bilinear.
+    The window is centred near a random object (``config.object_crops`` of the time) or
+    placed anywhere; where it leaves the image the canvas is padding (zoom-out).
+    Shrinking is an area resize, as at inference (:func:`platelab.model.resize_image`),
+    so that small plates look the same; enlarging is bilinear.
+
+    A box the window cuts keeps only its visible part. When that part is less than
+    ``config.min_visible`` of the box's area, the box becomes *difficult* (ignored):
+    the side of a bus filling a small crop is not what a whole vehicle looks like, and
+    taught as one it makes the model see vehicles in walls and sky (as the TF Object
+    Detection API's random crop drops boxes it cuts below ``overlap_thresh``, and
+    Ultralytics' ``box_candidates`` those left with under a tenth of their area; here
+    they are ignored rather than made background, since they are real objects).
+
+    Args:
+        image: ``(H, W, 3)`` float32; boxes ``(G, 4)`` fractions of it, ``[xmin, ymin,
+            xmax, ymax]``; classes ``(G,)`` (0 padding); difficult ``(G,)`` bool
+        scale: network pixels per image pixel
+        seed: ``(2,)`` int64 stateless seed
+        shape: ``(out_h, out_w)`` of the output
+        config: the :class:`TrainConfig` (``object_crops``, ``min_visible``)
 
     Returns:
-        ``(image, boxes, classes)``: ``(out_h, out_w, 3)`` float32, boxes as fractions of
-        the output (clipped), classes 0 for boxes whose centre left the window
+        ``(image, boxes, classes, difficult)``: ``(out_h, out_w, 3)`` float32, boxes as
+        fractions of the output (clipped), classes 0 for boxes whose centre left the
+        window, difficult also for boxes cut below ``min_visible``
     """
     seeds = tf.random.experimental.stateless_split(seed, 3)
     out_h, out_w = shape
@@ -1031,7 +1074,7 @@ def _scaled_crop(tf, image, boxes, classes, scale, seed, shape, object_crops):
     near_object = centre - offset * window
     use_object = tf.logical_and(
         tf.reduce_any(real),
-        tf.random.stateless_uniform([], tf.reverse(seeds[2], [0])) < object_crops,
+        tf.random.stateless_uniform([], tf.reverse(seeds[2], [0])) < config.object_crops,
     )
     origin = tf.floor(tf.where(use_object, near_object, anywhere))
     # The part of the window inside the image, resized, then placed on the canvas.
@@ -1071,7 +1114,16 @@ def _scaled_crop(tf, image, boxes, classes, scale, seed, shape, object_crops):
     centre_x = (moved[:, 0] + moved[:, 2]) / 2
     centre_y = (moved[:, 1] + moved[:, 3]) / 2
     inside = (centre_x > 0) & (centre_x < 1) & (centre_y > 0) & (centre_y < 1)
-    return canvas, tf.clip_by_value(moved, 0.0, 1.0), tf.where(inside, classes, 0)
+    clipped = tf.clip_by_value(moved, 0.0, 1.0)
+    cut = _area(tf, clipped) < config.min_visible * _area(tf, moved)
+    difficult = tf.cast(difficult, tf.bool) | (cut & (classes > 0))
+    return canvas, clipped, tf.where(inside, classes, 0), difficult
+
+
+def _area(tf, boxes):
+    """``(G,)`` areas of ``(G, 4)`` boxes ``[xmin, ymin, xmax, ymax]`` (0 when empty)."""
+    width = tf.maximum(boxes[:, 2] - boxes[:, 0], 0.0)
+    return width * tf.maximum(boxes[:, 3] - boxes[:, 1], 0.0)
 
 
 # --------------------------------------------------------------------------------------
@@ -1962,11 +2014,11 @@ def _check_resume(run_dir, run_config):
         - free_keys
         - set(detector.MODEL_CONFIG_KEYS)
     )
-    # A key newer than the run is its default (new keys default to the earlier behaviour).
-    defaults = {item.name: item.default for item in dataclasses.fields(TrainConfig)}
+    # A key newer than the run takes the value that reproduces how the run was trained.
+    earlier = earlier_values(existing.get("training", {}))
     for key in training_keys:
         mine = run_config["training"].get(key)
-        theirs = existing.get("training", {}).get(key, defaults.get(key))
+        theirs = existing.get("training", {}).get(key, earlier.get(key))
         if mine != theirs:
             differences.append(f"{key}: {theirs} != {mine}")
     theirs = [item.get("sha256") for item in existing.get("dataset_fingerprint", [])]
