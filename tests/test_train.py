@@ -375,15 +375,24 @@ def test_replay_starter_renders_a_corpus_drawn_like_the_starters_once(dataset, t
     assert state["status"] == "finished"
     folder = tmp_path / "models" / train.REPLAY_DIR / "corpus"
     corpus = json.loads((folder / "corpus.json").read_text())
-    # One shard of the pretraining corpus' own seeds: six videos, one per vantage.
-    assert corpus["parameters"]["seeds"] == [20_000, 20_000]
-    assert corpus["parameters"]["videos"] == 6 and corpus["frames"] >= 5
+    # The pretraining corpus' own first seeds, one frame of each video (one per vantage),
+    # and one shard more than five frames need, for the val videos and dead feed.
+    assert corpus["parameters"]["seeds"] == [20_000, 20_001]
+    assert corpus["parameters"]["videos"] == 12 and corpus["parameters"]["seconds"] == 0.5
+    assert 11 <= corpus["frames"] <= 12
+    names = sorted(path.name for path in (folder / "frames").iterdir())
+    assert len({name.rsplit("_t", 1)[0] for name in names}) == len(names)
     assert json.loads((tmp_path / "models" / "a" / "config.json").read_text())["replay_images"] == 5
     assert any(line.startswith("replay: 5 train images of ") for line in lines)
     # Another run of the workspace reuses it.
     before = (folder / "corpus.json").stat().st_mtime_ns
     train.train(dataset, tmp_path / "models" / "b", config, progress=False)
     assert (folder / "corpus.json").stat().st_mtime_ns == before
+    # replay_frames 0: as many as the dataset's own train images, an even mix.
+    own = json.loads((tmp_path / "models" / "a" / "config.json").read_text())["train_images"]
+    train.train(dataset, tmp_path / "models" / "c", dict(config, replay_frames=0), progress=False)
+    written = json.loads((tmp_path / "models" / "c" / "config.json").read_text())
+    assert written["replay_images"] == own
 
 
 def test_freeze_bn_keeps_every_batch_norm_layer_as_initialised(dataset, tmp_path):

@@ -67,6 +67,9 @@ logger = logging.getLogger(__name__)
 
 REPLAY_DIR = "replay-starter"
 """``replay: starter``'s corpus folder, beside the run folder (shared by a workspace's runs)."""
+REPLAY_STARTER_FRAMES = 300
+"""``replay: starter`` with ``replay_frames: 0`` mixes in as many frames as the dataset's
+own train split has, at most this many (each is rendered: about 0.4 s of one core)."""
 SPLIT_FILES = {"train": "train.tfrecord", "val": "val.tfrecord", "test": "test.tfrecord"}
 BASE_COLUMNS = (
     "step",
@@ -198,7 +201,9 @@ class TrainConfig:
             :data:`REPLAY_DIR` beside the run folder; '' for none. Validation stays on
             the dataset's own val split.
         replay_frames: how many of the replay set's train images are mixed in, drawn
-            with ``seed`` (0: all of them)
+            with ``seed``; 0: all of a folder's, and for ``starter`` as many as the
+            dataset's own train images (at most :data:`REPLAY_STARTER_FRAMES`), an
+            even mix
     """
 
     input_size: int = 192
@@ -1387,9 +1392,10 @@ class _TrainingSetup:
         if config.replay == "starter":
             from platelab import pretrain
 
-            self.echo(f"replay: a corpus like the starter's, {pick or 'all'} frames")
+            pick = pick or min(len(self.train_data), REPLAY_STARTER_FRAMES)
+            self.echo(f"replay: a corpus like the starter's, {pick} frames")
             folder = pretrain.replay_corpus(
-                self.run_dir.parent / REPLAY_DIR, pick or 1, progress=progress
+                self.run_dir.parent / REPLAY_DIR, pick, progress=progress
             )
         else:
             folder = Path(config.replay)
