@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_tracker.py [--model models/starter] [--seed 31337] [--videos 4]
+    python benchmarks/bench_tracker.py [--model models/starter] [--seeds 31337] [--videos 6]
         [--seconds 6] [--fps 15] [--work DIR]
 
 Stage 08 and ``platelab video --track`` count the distinct vehicles and plates of a
@@ -18,15 +18,19 @@ seeds are refused), runs the model once on every frame (detections down to a sco
 
 * ``earlier``: greedy IoU matching of the detections at the model's threshold,
   ``max_age`` 15, ``min_hits`` 3 (the tracker before ByteTrack's matching);
-* ``default``: today's :class:`IouTracker` (ByteTrack's two-step matching: strong
-  detections first, weak ones from 0.2 keep tracks alive, only threshold + 0.1
-  starts a track; ``max_age`` 30, ``min_hits`` 5);
-* ``default-hits3``: the same with ``min_hits`` 3.
+* ``bytetrack``: ByteTrack's two-step matching (strong detections first, weak ones
+  from 0.2 keep tracks alive, only threshold + 0.1 starts a track; ``max_age`` 30,
+  ``min_hits`` 5), IoU from 0.3, every unmatched strong detection starting a track;
+* ``default``: today's :class:`IouTracker`: the same, IoU from 0.2, and no track
+  started by a box mostly inside or over one its class tracks (``birth_overlap``
+  0.6: a vehicle found whole and in part is one vehicle);
+* ``default-hits3``: today's with ``min_hits`` 3.
 
 Prints per video and setting the counts against the truth and their error, then per
 setting the mean absolute relative error and the number of videos whose vehicle count
-is within 20 %. The default setting was chosen on this set (seed 31337), never on the
-novel video of stage 08 (seed 987654, an evaluation seed).
+is within 20 %. ``--seeds`` renders several batches (six vantage points each) and
+reports them together. The default setting was chosen on seeds 31337-31339 and checked
+on 31340-31342, never on the novel video of stage 08 (seed 987654, an evaluation seed).
 """
 
 import argparse
@@ -43,7 +47,8 @@ from platelab.deploy import video
 
 VANTAGES = ["street_low", "overpass", "street_high", "parking", "storefront", "dashcam"]
 SETTINGS = {
-    "earlier": (dict(max_age=15, min_hits=3), False),
+    "earlier": (dict(max_age=15, min_hits=3, iou_threshold=0.3, birth_overlap=None), False),
+    "bytetrack": (dict(iou_threshold=0.3, birth_overlap=None), True),
     "default": ({}, True),
     "default-hits3": (dict(min_hits=3), True),
 }
@@ -53,49 +58,56 @@ SETTINGS = {
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(starter.STARTER_DIR), help="model or run folder")
-    parser.add_argument("--seed", type=int, default=31337, help="tuning videos' seed (31337)")
-    parser.add_argument("--videos", type=int, default=4, help="tuning videos (4)")
+    parser.add_argument(
+        "--seeds", default="31337", help="tuning videos' seeds, comma-separated (31337)"
+    )
+    parser.add_argument("--videos", type=int, default=6, help="videos per seed (6)")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each video (6)")
     parser.add_argument("--fps", type=float, default=15.0, help="frame rate (15, as stage 08's)")
     parser.add_argument("--work", help="folder for the videos (default: a temporary one)")
     args = parser.parse_args(argv)
+    seeds = [int(value) for value in args.seeds.split(",") if value.strip()]
     work = Path(args.work or tempfile.mkdtemp(prefix="platelab-tracker-"))
-    manifest = synth.synthesize_or_reuse(
-        work,
-        videos=args.videos,
-        seconds=args.seconds,
-        fps=args.fps,
-        size=(960, 540),
-        seed=args.seed,
-        vantages=VANTAGES[: args.videos],
-        progress=False,
-        purpose="training",
-    )
     model = detector.load(args.model, allow_unfinished=True)
     threshold = model.score_threshold
-    print(f"model {args.model}: operating threshold {threshold}; videos of seed {args.seed}")
+    print(f"model {args.model}: operating threshold {threshold}; videos of seeds {seeds}")
     errors = {name: [] for name in SETTINGS}
     vehicles_within = dict.fromkeys(SETTINGS, 0)
-    for entry in manifest["videos"]:
-        truth = groundtruth.distinct_objects(groundtruth.load_ground_truth(work, entry))
-        detections = _detect_all(model, work / entry["video"])
-        for name, (options, with_scores) in SETTINGS.items():
-            counts = _replay(detections, threshold, options, with_scores)
-            line = []
-            for label, true in truth.items():
-                found = counts.get(label, 0)
-                if true:
-                    error = (found - true) / true
-                    errors[name].append(abs(error))
-                    line.append(f"{label} {found}/{true} ({error:+.0%})")
-                    if label == "vehicle" and abs(error) <= 0.2 + 1e-9:
-                        vehicles_within[name] += 1
-            print(f"{entry['vantage']:>12} {name:>14}: {', '.join(line)}", flush=True)
+    videos = 0
+    for seed in seeds:
+        folder = work / f"seed-{seed}"
+        manifest = synth.synthesize_or_reuse(
+            folder,
+            videos=args.videos,
+            seconds=args.seconds,
+            fps=args.fps,
+            size=(960, 540),
+            seed=seed,
+            vantages=VANTAGES[: args.videos],
+            progress=False,
+            purpose="training",
+        )
+        for entry in manifest["videos"]:
+            videos += 1
+            truth = groundtruth.distinct_objects(groundtruth.load_ground_truth(folder, entry))
+            detections = _detect_all(model, folder / entry["video"])
+            for name, (options, with_scores) in SETTINGS.items():
+                counts = _replay(detections, threshold, options, with_scores)
+                line = []
+                for label, true in truth.items():
+                    found = counts.get(label, 0)
+                    if true:
+                        error = (found - true) / true
+                        errors[name].append(abs(error))
+                        line.append(f"{label} {found}/{true} ({error:+.0%})")
+                        if label == "vehicle" and abs(error) <= 0.2 + 1e-9:
+                            vehicles_within[name] += 1
+                print(f"{seed} {entry['vantage']:>12} {name:>14}: {', '.join(line)}", flush=True)
     print()
     for name in SETTINGS:
         print(
             f"{name:>14}: mean |count error| {np.mean(errors[name]):.2f}; vehicles within 20 % "
-            f"on {vehicles_within[name]} of {len(manifest['videos'])} videos"
+            f"on {vehicles_within[name]} of {videos} videos"
         )
     (work / "results.json").write_text(
         json.dumps({name: float(np.mean(errors[name])) for name in SETTINGS}, indent=2)

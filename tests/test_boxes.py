@@ -41,6 +41,25 @@ def test_iou_matrix_is_iou_pair_by_pair():
     assert boxes.iou_matrix(first, np.zeros((0, 4))).shape == (30, 0)
 
 
+def test_overlap_matrix_is_over_the_smaller_box():
+    whole = np.array([[0.0, 0.0, 100.0, 50.0]])
+    others = np.array(
+        [
+            [10, 10, 30, 20],  # inside: 1 however small (IoU 0.04)
+            [50, 0, 150, 50],  # half of each: 0.5
+            [90, 0, 130, 50],  # a quarter of the smaller one
+            [200, 0, 210, 10],  # apart
+            [20, 20, 20, 40],  # empty: overlaps nothing
+        ],
+        float,
+    )
+    matrix = boxes.overlap_matrix(whole, others)
+    np.testing.assert_allclose(matrix, [[1.0, 0.5, 0.25, 0.0, 0.0]], atol=1e-12)
+    np.testing.assert_allclose(boxes.overlap_matrix(others, whole), matrix.T, atol=1e-12)
+    assert boxes.iou_matrix(whole, others[:1])[0, 0] == pytest.approx(200 / 5000)
+    assert boxes.overlap_matrix(whole, np.zeros((0, 4))).shape == (1, 0)
+
+
 def test_nms_iou_takes_corners_in_either_order_and_empty_boxes_overlap_nothing():
     box = np.array([0.0, 0.0, 10.0, 10.0])
     others = np.array(

@@ -133,6 +133,29 @@ def test_tracker_keeps_tracks_alive_on_weak_detections_and_starts_them_on_strong
         tracker.update(box, ["vehicle"], scores=[0.9, 0.1])
 
 
+def test_tracker_starts_no_track_on_a_box_mostly_inside_or_over_a_tracked_one():
+    whole, front = [0, 0, 200, 100], [0, 0, 90, 100]  # IoU 0.45: NMS at 0.5 keeps both
+    elsewhere = [300, 0, 400, 100]
+    tracker = video.IouTracker(min_hits=1)  # birth_overlap 0.6
+    assert tracker.update([whole], ["vehicle"]) == [1]
+    # The front half of the same vehicle: covered by the track, no second track.
+    assert tracker.update([whole, front], ["vehicle"] * 2) == [1, None]
+    # Another class over it (its plate) and a vehicle elsewhere still start tracks.
+    assert tracker.update(
+        [whole, [40, 60, 80, 80], elsewhere], ["vehicle", "license_plate", "vehicle"]
+    ) == [1, 2, 3]
+    # Within one frame too: of two untracked boxes, one over the other, the first
+    # (the detector's order: by score) starts a track.
+    assert tracker.update([[0, 300, 90, 400], [0, 300, 200, 400]], ["vehicle"] * 2) == [4, None]
+    assert tracker.counts == {"vehicle": 3, "license_plate": 1}
+    # Off (None): the half box starts a track of its own, as before.
+    tracker = video.IouTracker(min_hits=1, birth_overlap=None)
+    tracker.update([whole], ["vehicle"])
+    assert tracker.update([whole, front], ["vehicle"] * 2) == [1, 2]
+    with pytest.raises(ValueError, match="birth_overlap"):
+        video.IouTracker(birth_overlap=1.5)
+
+
 def test_tracker_matches_greedily_by_iou():
     tracker = video.IouTracker(iou_threshold=0.1, min_hits=1)
     assert tracker.update([[0, 0, 10, 10], [8, 0, 18, 10]], ["vehicle"] * 2) == [1, 2]

@@ -15,6 +15,9 @@ Which function to use:
   handful of boxes, as the merge and the review run them);
 - :func:`iou_matrix`: every ``xyxy`` box of one array with every box of
   another, the same numbers as :func:`iou` pair by pair;
+- :func:`overlap_matrix`: how much of the smaller box of each pair the other
+  covers (intersection over the smaller area): 1 for a box inside another,
+  where IoU is only their area ratio;
 - :func:`nms_iou`: one ``xyxy`` box with many, as TensorFlow's non-maximum
   suppression computes it (corners in either order; an empty box overlaps
   nothing), so that NumPy NMS matches the exported models' own;
@@ -71,6 +74,36 @@ def iou_matrix(first, second):
     union = area_first[:, None] + area_second[None, :] - intersection
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union > 0, intersection / union, 0.0)
+
+
+def overlap_matrix(first, second):
+    """Intersection over the smaller area, for every ``xyxy`` box pair.
+
+    Element ``[i, j]`` is the share of the smaller of ``first[i]`` and
+    ``second[j]`` that the other covers: 1.0 for a box that lies inside the
+    other (a part of an object inside the whole), however small it is.
+
+    Args:
+        first: ``(M, 4)`` array of ``[x1, y1, x2, y2]`` rows
+        second: ``(N, 4)`` array of ``[x1, y1, x2, y2]`` rows
+
+    Returns:
+        ``(M, N)`` float array from 0 to 1 (0 where the smaller box is empty)
+    """
+    x0 = np.maximum(first[:, None, 0], second[None, :, 0])
+    y0 = np.maximum(first[:, None, 1], second[None, :, 1])
+    x1 = np.minimum(first[:, None, 2], second[None, :, 2])
+    y1 = np.minimum(first[:, None, 3], second[None, :, 3])
+    intersection = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_first = np.clip(first[:, 2] - first[:, 0], 0, None) * np.clip(
+        first[:, 3] - first[:, 1], 0, None
+    )
+    area_second = np.clip(second[:, 2] - second[:, 0], 0, None) * np.clip(
+        second[:, 3] - second[:, 1], 0, None
+    )
+    smaller = np.minimum(area_first[:, None], area_second[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(smaller > 0, intersection / smaller, 0.0)
 
 
 def nms_iou(box, boxes):
