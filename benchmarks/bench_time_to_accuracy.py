@@ -57,6 +57,9 @@ default profile's 7 minutes):
 * ``starter-visible``: at 0.0003 with boxes a crop cuts to less than half their area
   ignored (``min_visible`` 0.5, today's default) instead of kept as positives;
 * ``zeroshot``: the starter as shipped, no training (the budget does not apply).
+* ``starter-default``: the default profile's stage 06 as it stands: ``starter-visible``
+  with frames drawn like the starter's corpus replayed among the training frames, as
+  many as they (``replay: starter``, rendered once into ``--out``);
 
 and, from random weights, ``visible``: today's recipe with ``min_visible`` 0.5. Every
 other row keeps ``min_visible`` 0 (cut boxes stay positives), as it was measured.
@@ -130,6 +133,9 @@ ROWS = {
     "starter-head": dict(init="starter", learning_rate=0.001, freeze_steps=100000),
     "starter-visible": dict(init="starter", learning_rate=0.0003, min_visible=0.5),
     "visible": dict(min_visible=0.5),
+    "starter-default": dict(
+        init="starter", learning_rate=0.0003, min_visible=0.5, replay="starter", replay_frames=0
+    ),
     "zeroshot": dict(init="starter", max_minutes=0),
 }
 
@@ -178,8 +184,9 @@ def main(argv=None):
     base = train.config_values(profile["06_train"])
     # The ladder trains from random weights at the peak learning rate it was measured with.
     base.update(seed=profile["common"]["seed"], init="none", steps=100000, learning_rate=0.006)
-    # Every row but the *visible* ones as it was measured: boxes a crop cuts stay positives.
-    base.update(min_visible=0.0)
+    # Every row but the *visible* ones as it was measured: boxes a crop cuts stay positives;
+    # and without the rehearsal the default profile added later (``starter-default`` has it).
+    base.update(min_visible=0.0, replay="", replay_frames=0)
     training = goals.training_video_parameters("default") or {}
     if int(training.get("seed", -1)) == args.heldout_seed:
         sys.exit(f"held-out seed {args.heldout_seed} is the training videos' seed")

@@ -744,3 +744,17 @@ def test_run_summary_and_key_figures():
     bare = train.key_figures(dict(summary, map_trend=None, throughput=None), elapsed_s=None)
     assert math.isnan(bare["first val mAP"])
     assert bare["mAP rising"] is None and bare["input ratio"] is None and bare["minutes"] is None
+
+
+def test_crop_advice_speaks_when_boxes_outgrow_the_crops():
+    config = train.TrainConfig.from_dict(dict(input_size=192, scale_min=0.6))
+    small = np.array([[60.0, 30.0]] * 19 + [[330.0, 90.0]])  # one in 20: 5 %, over 320
+    assert "5% of the training boxes are larger than a 192 px crop" in train.crop_advice(
+        config, small
+    )
+    assert "the largest 330 px" in train.crop_advice(config, small)
+    assert train.crop_advice(config, small[:-1]) == ""
+    wider = train.TrainConfig.from_dict(dict(input_size=320, scale_min=0.4))
+    assert train.crop_advice(wider, small) == ""  # 330 < 800
+    whole = train.TrainConfig.from_dict(dict(crop_training=False))
+    assert train.crop_advice(whole, small) == ""

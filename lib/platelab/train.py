@@ -649,6 +649,38 @@ def anchor_boxes(data):
     return wh[(wh[:, 0] > 0) & (wh[:, 1] > 0)]
 
 
+def crop_advice(config, wh, share=0.05):
+    """A line when many training boxes never fit whole in a training crop, else ''.
+
+    A box wider or taller than ``input_size / scale_min`` network pixels is cut by every
+    crop but the zoomed-out ones (``zoom_out``), and a cut box is ignored
+    (``min_visible``): close-up photos (openalpr-br's plates are 115-350 px wide at
+    960 px) then teach their largest objects from a fifth of the crops only.
+
+    Args:
+        config: the :class:`TrainConfig`
+        wh: ``(M, 2)`` training box widths and heights in network pixels
+            (:func:`anchor_boxes`)
+        share: the share of boxes from which to speak
+
+    Returns:
+        the advice, or '' (also without crops)
+    """
+    if not (config.crop_training and config.infer_size) or len(wh) == 0:
+        return ""
+    largest = np.asarray(wh, np.float64).max(axis=1)
+    limit = config.input_size / config.scale_min
+    over = float(np.mean(largest > limit))
+    if over < share:
+        return ""
+    return (
+        f"crops: {over:.0%} of the training boxes are larger than a {config.input_size} px "
+        f"crop holds even at scale_min {config.scale_min:g} (over {limit:.0f} px; the "
+        f"largest {largest.max():.0f} px): only zoom-out crops ({config.zoom_out:.0%}) show "
+        "them whole; a larger input_size or a smaller scale_min shows them more often"
+    )
+
+
 def make_anchor_spec(config, data):
     """The run's anchor spec (in network pixels): generic, or fitted to ``data``'s boxes.
 
@@ -1348,6 +1380,9 @@ class _TrainingSetup:
         wh = anchor_boxes(self.train_data)
         if len(wh) == 0:
             raise TrainingError(f"{dataset_dir}: the train split has no boxes")
+        advice = crop_advice(config, wh)
+        if advice:
+            self.echo(advice)
         anchor_spec = make_anchor_spec(config, self.train_data)
         self.head = head_lib.DetectionHead(anchor_spec, len(labels), config.head_config())
         self.train_shape = config.train_shape(self.geometry)
