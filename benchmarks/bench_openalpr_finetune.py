@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_openalpr_finetune.py [--pretrained models/starter] [--minutes 5]
         [--shared ../shared/data/openalpr-br] [--split 0.7,0.15,0.15] [--seed 0]
-        [--rows finetune,scratch,zeroshot] [--set KEY=VALUE] [--work DIR]
+        [--rows finetune,scratch,zeroshot] [--set KEY=VALUE] [--shrink 0.25] [--work DIR]
 
 The real-photo goal: a detector fine-tuned from the starter (``models/starter``, or
 any run or starter folder given as ``--pretrained``) on the two real CVAT exports of
@@ -22,7 +22,10 @@ with no fine-tuning at all. Steps:
    parameter of both;
 3. ``platelab evaluate --split test`` of each, and of PRETRAINED itself (``zeroshot``); the set
    annotates plates only (one per photo; vehicles and other plates are not
-   annotated), so only ``license_plate`` is scored.
+   annotated), so only ``license_plate`` is scored;
+4. the same on the test photos shrunk by ``--shrink`` per side onto a canvas of their
+   own size (``bench_across_scale.write_shrunk_split``): plates at 3-9 % of the width,
+   as traffic cameras see them, the stand-in here for the real traffic-camera set.
 
 Prints the three rows side by side (steps reached, test AP50, recall, precision at the
 operating threshold). The trainings run one after the other, never at once.
@@ -67,6 +70,9 @@ def main(argv=None):
     parser.add_argument(
         "--set", action="append", default=[], help="KEY=VALUE training parameter for every row"
     )
+    parser.add_argument(
+        "--shrink", type=float, default=0.25, help="scale of each side of the shrunk test (0.25)"
+    )
     parser.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test by photo")
     parser.add_argument("--seed", type=int, default=0, help="split and training seed (0)")
     parser.add_argument("--work", help="work folder (default: a temporary one)")
@@ -103,6 +109,10 @@ def main(argv=None):
             for split in ("train", "val", "test")
         }
         print(f"openalpr-br split by photo (seed {arguments.seed}): {counts}")
+        from bench_across_scale import write_shrunk_split  # it imports this module
+
+        shrunk = work / f"test-shrunk-{arguments.shrink:g}"
+        write_shrunk_split(dataset, "test", shrunk, arguments.shrink, arguments.seed)
         params = work / "params.yaml"
         params.write_text(
             yaml.safe_dump(
@@ -119,21 +129,34 @@ def main(argv=None):
                     str(params), "--init", init, "--seed", str(arguments.seed), "--quiet",
                 )  # fmt: skip
             model = run_dir if init is not None else pretrained
-            metrics_path = work / f"{run_dir.name if init else 'zero-shot'}-test.json"
-            run_platelab(
-                "evaluate", "--model", str(model), "--data", str(dataset), "--split", "test",
-                "--classes", "license_plate", "--out", str(metrics_path),
-            )  # fmt: skip
-            plate = json.loads(metrics_path.read_text())["per_class"]["license_plate"]
+            plates = []
+            for scale, data, split in (
+                ("1x", dataset, ["--split", "test"]),
+                ("shrunk", shrunk, []),
+            ):
+                metrics_path = work / f"{run_dir.name if init else 'zero-shot'}-test-{scale}.json"
+                run_platelab(
+                    "evaluate", "--model", str(model), "--data", str(data), *split,
+                    "--classes", "license_plate", "--out", str(metrics_path),
+                )  # fmt: skip
+                plates.append(json.loads(metrics_path.read_text())["per_class"]["license_plate"])
             state = detector.read_state(run_dir) if init is not None else {"step": 0}
-            results.append((name, state, plate))
+            results.append((name, state, *plates))
     print()
-    print(f"license plates on the held-out photos ({counts['test']}), IoU 0.5:")
-    print(f"  {'init':<28} {'steps':>6} {'AP50':>7} {'recall':>7} {'precision':>9}")
-    for name, state, plate in results:
+    print(
+        f"license plates on the held-out photos ({counts['test']}), IoU 0.5; as they are, "
+        f"and shrunk to {arguments.shrink:g} per side on a canvas of their size (traffic-camera "
+        "plate sizes):"
+    )
+    print(
+        f"  {'init':<28} {'steps':>6} {'AP50':>7} {'recall':>7} {'precision':>9}"
+        f" {'shrunk AP50':>12} {'recall':>7}"
+    )
+    for name, state, plate, small in results:
         print(
             f"  {name:<28} {state.get('step', '?'):>6} {plate['AP50']:7.3f} "
-            f"{plate['recall']:7.3f} {plate['precision']:9.3f}"
+            f"{plate['recall']:7.3f} {plate['precision']:9.3f} {small['AP50']:12.3f} "
+            f"{small['recall']:7.3f}"
         )
     return 0
 
