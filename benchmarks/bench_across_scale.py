@@ -98,21 +98,35 @@ def main(argv=None):
             except train.RunMismatchError as error:
                 sys.exit(f"FAIL: {error} (or choose another --work)")
             row = {"row": name, "steps": detector.read_state(run_dir).get("step")}
-            for scale, data, split in (
-                ("1x", dataset, ["--split", "test"]),
-                ("shrunk", shrunk, []),
-            ):
-                out = work / f"{name}-{scale}.json"
-                run_platelab(
-                    "evaluate", "--model", str(run_dir), "--data", str(data), *split,
-                    "--classes", "license_plate", "--out", str(out),
-                )  # fmt: skip
-                plate = json.loads(out.read_text())["per_class"]["license_plate"]
+            for scale, plate in score_plates(run_dir, dataset, shrunk, work / name).items():
                 row[scale] = {"AP50": plate["AP50"], "recall": plate["recall"]}
             results.append(row)
             print(_format(row, arguments.shrink), flush=True)
         (work / "results.json").write_text(json.dumps(results, indent=2))
     return 0
+
+
+def score_plates(model, dataset, shrunk, stem):
+    """``platelab evaluate`` of a model's plates on the test photos, as they are and shrunk.
+
+    Args:
+        model: a run or starter folder
+        dataset: the merged dataset (its ``test`` split is scored)
+        shrunk: the shrunk test photos (:func:`write_shrunk_split`)
+        stem: path prefix of the metrics files (``<stem>-1x.json``, ``<stem>-shrunk.json``)
+
+    Returns:
+        ``{"1x": metrics, "shrunk": metrics}``: ``license_plate``'s per-class metrics
+    """
+    scores = {}
+    for scale, data, split in (("1x", dataset, ["--split", "test"]), ("shrunk", shrunk, [])):
+        out = Path(f"{stem}-{scale}.json")
+        run_platelab(
+            "evaluate", "--model", str(model), "--data", str(data), *split,
+            "--classes", "license_plate", "--out", str(out),
+        )  # fmt: skip
+        scores[scale] = json.loads(out.read_text())["per_class"]["license_plate"]
+    return scores
 
 
 def write_shrunk_split(dataset, split, destination, shrink, seed):

@@ -32,7 +32,6 @@ operating threshold). The trainings run one after the other, never at once.
 """
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -109,7 +108,7 @@ def main(argv=None):
             for split in ("train", "val", "test")
         }
         print(f"openalpr-br split by photo (seed {arguments.seed}): {counts}")
-        from bench_across_scale import write_shrunk_split  # it imports this module
+        from bench_across_scale import score_plates, write_shrunk_split  # it imports this module
 
         shrunk = work / f"test-shrunk-{arguments.shrink:g}"
         write_shrunk_split(dataset, "test", shrunk, arguments.shrink, arguments.seed)
@@ -129,17 +128,8 @@ def main(argv=None):
                     str(params), "--init", init, "--seed", str(arguments.seed), "--quiet",
                 )  # fmt: skip
             model = run_dir if init is not None else pretrained
-            plates = []
-            for scale, data, split in (
-                ("1x", dataset, ["--split", "test"]),
-                ("shrunk", shrunk, []),
-            ):
-                metrics_path = work / f"{run_dir.name if init else 'zero-shot'}-test-{scale}.json"
-                run_platelab(
-                    "evaluate", "--model", str(model), "--data", str(data), *split,
-                    "--classes", "license_plate", "--out", str(metrics_path),
-                )  # fmt: skip
-                plates.append(json.loads(metrics_path.read_text())["per_class"]["license_plate"])
+            stem = work / f"{run_dir.name if init else 'zero-shot'}-test"
+            plates = score_plates(model, dataset, shrunk, stem).values()
             state = detector.read_state(run_dir) if init is not None else {"step": 0}
             results.append((name, state, *plates))
     print()
