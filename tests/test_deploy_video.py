@@ -156,6 +156,26 @@ def test_tracker_starts_no_track_on_a_box_mostly_inside_or_over_a_tracked_one():
         video.IouTracker(birth_overlap=1.5)
 
 
+def test_tracker_follows_a_small_fast_box_through_its_buffer():
+    # A plate 8 px wide moving 7 px a frame: IoU 0.07 with its last box, 0.55 once
+    # both are pushed out by 8 px a side.
+    def run(**options):
+        tracker = video.IouTracker(min_hits=1, **options)
+        return [
+            tracker.update([[7 * step, 0, 7 * step + 8, 8]], ["license_plate"])[0]
+            for step in range(6)
+        ]
+
+    assert run() == [1] * 6  # buffer 0.1, buffer_px 8
+    assert run(buffer=0.0, buffer_px=0.0) == [1, 2, 3, 4, 5, 6]
+    # Large boxes: 10 % of the size a side (a 100 px box 30 px on: IoU 0.54 -> 0.60).
+    tracker = video.IouTracker(min_hits=1, iou_threshold=0.58)
+    assert tracker.update([[0, 0, 100, 100]], ["vehicle"]) == [1]
+    assert tracker.update([[30, 0, 130, 100]], ["vehicle"]) == [1]
+    with pytest.raises(ValueError, match="buffer"):
+        video.IouTracker(buffer=-0.1)
+
+
 def test_tracker_matches_greedily_by_iou():
     tracker = video.IouTracker(iou_threshold=0.1, min_hits=1)
     assert tracker.update([[0, 0, 10, 10], [8, 0, 18, 10]], ["vehicle"] * 2) == [1, 2]
@@ -175,8 +195,9 @@ def test_tracker_carries_detections_at_their_velocity_between_detector_runs():
     # velocity took it, so it keeps its id.
     assert tracker.update([[52, 0, 92, 20]], ["vehicle"], frames=10) == [1]
     assert tracker.counts == {"vehicle": 1}
-    # Frame by frame, a track is looked for where it was last seen (as before).
-    tracker = video.IouTracker(iou_threshold=0.1, min_hits=1)
+    # Frame by frame, a track is looked for where it was last seen (as before); plain IoU
+    # (no buffer), as the figures below.
+    tracker = video.IouTracker(iou_threshold=0.1, min_hits=1, buffer=0.0, buffer_px=0.0)
     tracker.update([[0, 0, 40, 20]], ["vehicle"])
     assert tracker.update([[30, 0, 70, 20]], ["vehicle"], frames=3) == [1]  # 10 px a frame
     # IoU 0.18 with [40, 80], where its velocity would put it; 0.03 with [30, 70]
