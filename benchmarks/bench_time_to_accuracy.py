@@ -61,8 +61,11 @@ default profile's 7 minutes):
   with frames drawn like the starter's corpus replayed among the training frames, as
   many as they (``replay: starter``, rendered once into ``--out``);
 
-and, from random weights, ``visible``: today's recipe with ``min_visible`` 0.5. Every
-other row keeps ``min_visible`` 0 (cut boxes stay positives), as it was measured.
+and, from random weights, ``visible``: today's recipe with ``min_visible`` 0.5, and
+``visible-replay``: the same with the default profile's rehearsal (``replay: starter``,
+as many frames of the starter's kind of corpus as the dataset has: more scenes, no
+weights). Every other row keeps ``min_visible`` 0 (cut boxes stay positives) and no
+replay, as it was measured.
 
 ``--starter DIR`` puts another starter folder (a candidate, before it is shipped) in
 the starter rows' place.
@@ -133,6 +136,7 @@ ROWS = {
     "starter-head": dict(init="starter", learning_rate=0.001, freeze_steps=100000),
     "starter-visible": dict(init="starter", learning_rate=0.0003, min_visible=0.5),
     "visible": dict(min_visible=0.5),
+    "visible-replay": dict(min_visible=0.5, replay="starter", replay_frames=0),
     "starter-default": dict(
         init="starter", learning_rate=0.0003, min_visible=0.5, replay="starter", replay_frames=0
     ),
