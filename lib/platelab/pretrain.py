@@ -224,7 +224,7 @@ def replay_corpus(folder, frames, progress=True):
     on, never an evaluation seed), vantages, sizes and JPEG qualities, but renders one
     frame of each video (its first), so that a few frames still span many scenes: 108
     frames come from 19 seeds and 114 scenes, where whole videos would give 3 seeds.
-    Rendering costs about 0.4 s a frame on one core (the scene, not the frame, is the
+    Rendering costs 0.4-0.65 s a frame on one core (the scene, not the frame, is the
     cost). Built once and reused while its parameters match (:func:`build_corpus`).
 
     Args:

@@ -69,7 +69,7 @@ REPLAY_DIR = "replay-starter"
 """``replay: starter``'s corpus folder, beside the run folder (shared by a workspace's runs)."""
 REPLAY_STARTER_FRAMES = 300
 """``replay: starter`` with ``replay_frames: 0`` mixes in as many frames as the dataset's
-own train split has, at most this many (each is rendered: about 0.4 s of one core)."""
+own train split has, at most this many (each is rendered: 0.4-0.65 s of one core)."""
 SPLIT_FILES = {"train": "train.tfrecord", "val": "val.tfrecord", "test": "test.tfrecord"}
 BASE_COLUMNS = (
     "step",
