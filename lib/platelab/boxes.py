@@ -64,16 +64,21 @@ def iou_matrix(first, second):
     Returns:
         ``(M, N)`` float array of IoUs (0 where the union is empty)
     """
-    x0 = np.maximum(first[:, None, 0], second[None, :, 0])
-    y0 = np.maximum(first[:, None, 1], second[None, :, 1])
-    x1 = np.minimum(first[:, None, 2], second[None, :, 2])
-    y1 = np.minimum(first[:, None, 3], second[None, :, 3])
-    intersection = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    intersection = _intersection_matrix(first, second)
     area_first = (first[:, 2] - first[:, 0]) * (first[:, 3] - first[:, 1])
     area_second = (second[:, 2] - second[:, 0]) * (second[:, 3] - second[:, 1])
     union = area_first[:, None] + area_second[None, :] - intersection
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union > 0, intersection / union, 0.0)
+
+
+def _intersection_matrix(first, second):
+    """``(M, N)`` intersection areas of every ``xyxy`` box pair (0 where apart)."""
+    x0 = np.maximum(first[:, None, 0], second[None, :, 0])
+    y0 = np.maximum(first[:, None, 1], second[None, :, 1])
+    x1 = np.minimum(first[:, None, 2], second[None, :, 2])
+    y1 = np.minimum(first[:, None, 3], second[None, :, 3])
+    return np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
 
 
 def overlap_matrix(first, second):
@@ -90,11 +95,7 @@ def overlap_matrix(first, second):
     Returns:
         ``(M, N)`` float array from 0 to 1 (0 where the smaller box is empty)
     """
-    x0 = np.maximum(first[:, None, 0], second[None, :, 0])
-    y0 = np.maximum(first[:, None, 1], second[None, :, 1])
-    x1 = np.minimum(first[:, None, 2], second[None, :, 2])
-    y1 = np.minimum(first[:, None, 3], second[None, :, 3])
-    intersection = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    intersection = _intersection_matrix(first, second)
     area_first = np.clip(first[:, 2] - first[:, 0], 0, None) * np.clip(
         first[:, 3] - first[:, 1], 0, None
     )
