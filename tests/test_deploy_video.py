@@ -176,6 +176,22 @@ def test_tracker_follows_a_small_fast_box_through_its_buffer():
         video.IouTracker(buffer=-0.1)
 
 
+def test_tracker_matches_plates_from_a_lower_iou_than_vehicles():
+    # Two 10 px boxes 7 px apart (no buffer): IoU 30 / 170 = 0.18, under the vehicles'
+    # 0.2 and over the plates' 0.1.
+    def ids(label, **options):
+        tracker = video.IouTracker(min_hits=1, buffer=0.0, buffer_px=0.0, **options)
+        return [tracker.update([[x, 0, x + 10, 10]], [label])[0] for x in (0, 7)]
+
+    assert video.CLASS_IOU_THRESHOLD == {"license_plate": 0.1}
+    assert ids("license_plate") == [1, 1]
+    assert ids("vehicle") == [1, 2]
+    assert ids("license_plate", class_iou_threshold={}) == [1, 2]  # one threshold for all
+    assert ids("vehicle", class_iou_threshold={"vehicle": 0.15}) == [1, 1]
+    with pytest.raises(ValueError, match="IoU threshold of license_plate must be in"):
+        video.IouTracker(class_iou_threshold={"license_plate": 1.5})
+
+
 def test_tracker_matches_greedily_by_iou():
     tracker = video.IouTracker(iou_threshold=0.1, min_hits=1)
     assert tracker.update([[0, 0, 10, 10], [8, 0, 18, 10]], ["vehicle"] * 2) == [1, 2]
