@@ -176,7 +176,9 @@ def main(argv=None):
     unknown = [name for name in rows if name not in ROWS]
     if unknown:
         sys.exit(f"unknown row(s) {', '.join(unknown)}: choose from {', '.join(ROWS)}")
-    if any(ROWS[name].get("replay") for name in rows) and not REPLAY_CORPUS.is_dir():
+    if any(ROWS[name].get("replay") == str(REPLAY_CORPUS) for name in rows) and not (
+        REPLAY_CORPUS.is_dir()
+    ):
         sys.exit(f"{REPLAY_CORPUS}: no pretraining corpus to replay (run `platelab pretrain`)")
     budgets = [float(value) for value in args.budgets.split(",")]
     extra = {}
