@@ -64,8 +64,9 @@ default profile's 7 minutes):
 and, from random weights, ``visible``: today's recipe with ``min_visible`` 0.5, and
 ``visible-replay``: the same with the default profile's rehearsal (``replay: starter``,
 as many frames of the starter's kind of corpus as the dataset has: more scenes, no
-weights). Every other row keeps ``min_visible`` 0 (cut boxes stay positives) and no
-replay, as it was measured.
+weights); ``visible-replay300``: 300 such frames (one a scene, of 51 generator seeds;
+the most ``replay: starter`` mixes in by itself) instead of 108. Every other row keeps
+``min_visible`` 0 (cut boxes stay positives) and no replay, as it was measured.
 
 ``--starter DIR`` puts another starter folder (a candidate, before it is shipped) in
 the starter rows' place.
@@ -137,6 +138,7 @@ ROWS = {
     "starter-visible": dict(init="starter", learning_rate=0.0003, min_visible=0.5),
     "visible": dict(min_visible=0.5),
     "visible-replay": dict(min_visible=0.5, replay="starter", replay_frames=0),
+    "visible-replay300": dict(min_visible=0.5, replay="starter", replay_frames=300),
     "starter-default": dict(
         init="starter", learning_rate=0.0003, min_visible=0.5, replay="starter", replay_frames=0
     ),
