@@ -15,6 +15,7 @@ anything runs::
       videos: 6
 """
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -303,3 +304,21 @@ def _type(value):
 def _reason(error):
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def check_fields(cls, values, error, what):
+    """Refuses keys that a config dataclass does not declare, naming them.
+
+    Args:
+        cls: the dataclass
+        values: the dict about to become one
+        error: the exception class raised (the concern's own, a :class:`PlatelabError`)
+        what: the parameters' kind in the message (``"training"``, ``"pretraining"``)
+
+    Raises:
+        error: ``unknown <what> parameter(s): a, b``
+    """
+    known = {item.name for item in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise error(f"unknown {what} parameter(s): {', '.join(unknown)}")

@@ -47,6 +47,7 @@ import shutil
 import time
 from pathlib import Path
 
+from platelab import config as config_lib
 from platelab import paths
 from platelab.atomic import atomic_dir, atomic_write_json
 from platelab.exceptions import PlatelabError
@@ -182,10 +183,7 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, values):
-        known = {item.name for item in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise PretrainError(f"unknown pretraining parameter(s): {', '.join(unknown)}")
+        config_lib.check_fields(cls, values, PretrainError, "pretraining")
         config = cls(**values)
         config.jpeg_quality = tuple(config.jpeg_quality)
         return config

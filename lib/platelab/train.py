@@ -55,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
+from platelab import config as config_lib
 from platelab import detector, metadata
 from platelab import head as head_lib
 from platelab import model as model_lib
@@ -253,10 +254,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values):
         """Builds a config from a dict; unknown keys are an error naming them."""
-        known = {item.name for item in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TrainingError(f"unknown training parameter(s): {', '.join(unknown)}")
+        config_lib.check_fields(cls, values, TrainingError, "training")
         config = cls(**values)
         config.levels = tuple(int(value) for value in config.levels)
         config.validate()
