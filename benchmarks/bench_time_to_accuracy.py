@@ -178,9 +178,8 @@ def main(argv=None):
     unknown = [name for name in rows if name not in ROWS]
     if unknown:
         sys.exit(f"unknown row(s) {', '.join(unknown)}: choose from {', '.join(ROWS)}")
-    if any(ROWS[name].get("replay") == str(REPLAY_CORPUS) for name in rows) and not (
-        REPLAY_CORPUS.is_dir()
-    ):
+    replays_corpus = any(ROWS[name].get("replay") == str(REPLAY_CORPUS) for name in rows)
+    if replays_corpus and not REPLAY_CORPUS.is_dir():
         sys.exit(f"{REPLAY_CORPUS}: no pretraining corpus to replay (run `platelab pretrain`)")
     budgets = [float(value) for value in args.budgets.split(",")]
     extra = {}
