@@ -273,6 +273,11 @@ def test_run_map_trend_and_trend_lines():
         "validation mAP nan at the first evaluation -> nan"
     )
     assert len(goals.trend_lines(goals.map_trend([1, 2], [0.1, 0.2]), state)) == 1
+    kept_by_ap50 = goals.trend_lines(trend, dict(state, keep="ap50", best_step=150))[0]
+    assert kept_by_ap50 == (
+        "validation mAP 0.0100 at the first evaluation -> 0.0500 at best; kept step 150 by "
+        "validation AP50; status finished at step 200"
+    )
 
 
 def test_heldout_frame_size_line_and_plate_table():

@@ -243,6 +243,38 @@ def test_training_run_folder_and_learning(dataset, tmp_path):
     assert again["step"] == 40 and len(train.read_metrics(run_dir)) == 4
 
 
+def test_kept_value_follows_the_keep_metric():
+    metrics = {"AP": 0.4, "AP50": 0.7}
+    assert train.kept_value("map", metrics, 30) == 0.4
+    assert train.kept_value("ap50", metrics, 30) == 0.7
+    assert train.kept_value("last", metrics, 30) == 30.0
+    assert train.kept_value("ap50", {"AP": None, "AP50": None}, 30) == -1.0
+    with pytest.raises(train.TrainingError, match="keep must be one of map, ap50, last"):
+        train.TrainConfig.from_dict(dict(TINY_TRAINING, keep="loss"))
+    with pytest.raises(train.TrainingError, match="patience_steps needs keep map or ap50"):
+        train.TrainConfig.from_dict(dict(TINY_TRAINING, keep="last", patience_steps=100))
+
+
+@pytest.mark.parametrize("keep", ["ap50", "last"])
+def test_best_keras_is_kept_by_the_keep_metric(dataset, tmp_path, keep):
+    run_dir = tmp_path / "run"
+    config = dict(TINY_TRAINING, steps=30, eval_every=5, log_every=5, checkpoint_every=5, keep=keep)
+    state = train.train(dataset, run_dir, config, progress=False, echo=lambda line: None)
+    evaluated = [row for row in train.read_metrics(run_dir) if row["mAP"] is not None]
+    assert [row["step"] for row in evaluated] == [5, 10, 15, 20, 25, 30]
+    if keep == "last":
+        kept = evaluated[-1]
+    else:  # the first evaluation with the highest AP50 (a later tie does not replace it)
+        kept = max(evaluated, key=lambda row: (row["AP50"], -row["step"]))
+    assert state["keep"] == keep and detector.read_state(run_dir)["keep"] == keep
+    assert state["best_step"] == kept["step"]
+    assert state["best_map"] == pytest.approx(kept["mAP"], abs=1e-4)
+    best = detector.load(run_dir).model.get_weights()
+    last = detector.load(run_dir, which="last").model.get_weights()
+    same = all(np.array_equal(a, b) for a, b in zip(best, last, strict=True))
+    assert same == (kept["step"] == 30)
+
+
 def _train_command(dataset, run_dir, config):
     code = (
         "import json, sys; from platelab import train; "

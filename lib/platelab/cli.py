@@ -176,6 +176,7 @@ def _train(args):
         "infer_size": args.infer_size,
         "crop_training": False if args.whole_frames else None,
         "max_minutes": args.max_minutes,
+        "keep": args.keep,
         "seed": args.seed,
     }
     values.update({key: value for key, value in overrides.items() if value is not None})
@@ -187,8 +188,9 @@ def _train(args):
         echo=print,
     )
     print(
-        f"{args.out}: {state['status']} at step {state['step']}; best mAP "
-        f"{state['best_map']:.4f} at step {state['best_step']}"
+        f"{args.out}: {state['status']} at step {state['step']}; kept step "
+        f"{state['best_step']} by {train.KEEP_METRICS[state.get('keep', 'map')]} "
+        f"(validation mAP {state['best_map']:.4f})"
     )
     return 0 if state["status"] in ("finished", "early_stopped", "time_limited") else 1
 
@@ -493,6 +495,12 @@ def _add_train_parser(commands):
     )
     train.add_argument(
         "--max-minutes", type=float, help="stop (evaluated and saved) after this many minutes"
+    )
+    train.add_argument(
+        "--keep",
+        choices=("map", "ap50", "last"),
+        help="which evaluated weights best.keras keeps: the best validation mAP (the "
+        "default), the best validation AP50, or the last",
     )
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument("--quiet", action="store_true", help="no progress bar")

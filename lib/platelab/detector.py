@@ -34,6 +34,13 @@ STATE_FILENAME = "state.json"
 BEST_MODEL_FILENAME = "best.keras"
 LAST_MODEL_FILENAME = "last.keras"
 MODEL_CONFIG_KEYS = ("input_size", "width", "levels", "anchors", "labels")
+KEEP_METRICS = {
+    "map": "validation mAP",
+    "ap50": "validation AP50",
+    "last": "the last evaluation",
+}
+"""What a run's ``best.keras`` is kept by (``TrainConfig.keep``; ``state.json``'s
+``keep``), in words."""
 
 
 class ModelError(PlatelabError, ValueError):
@@ -140,7 +147,8 @@ def load(path, which="best", allow_unfinished=False):
 
     Args:
         path: the run folder, one of its ``.keras`` files, or a starter folder
-        which: ``"best"`` (best validation mAP) or ``"last"``
+        which: ``"best"`` (the kept model: by default the best validation mAP, see
+            ``TrainConfig.keep``) or ``"last"``
         allow_unfinished: accept a run whose ``state.json`` says it is still running
             (or that was killed); the best model so far is used
 

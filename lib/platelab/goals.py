@@ -357,9 +357,15 @@ def trend_lines(trend, state):
     """
     first = trend["first"] if trend is not None and trend["first"] is not None else np.nan
     best = trend["best"] if trend is not None and trend["best"] is not None else np.nan
+    keep = state.get("keep", "map")
+    kept = (
+        f" (step {state.get('best_step')})"
+        if keep == "map"
+        else f"; kept step {state.get('best_step')} by {detector.KEEP_METRICS.get(keep, keep)}"
+    )
     lines = [
-        f"validation mAP {first:.4f} at the first evaluation -> {best:.4f} at best "
-        f"(step {state.get('best_step')}); status {state['status']} at step {state['step']}"
+        f"validation mAP {first:.4f} at the first evaluation -> {best:.4f} at best{kept}; "
+        f"status {state['status']} at step {state['step']}"
     ]
     if trend is not None and trend["rising"] is not None:
         lines.append(

@@ -8,14 +8,16 @@ model (:func:`platelab.model.build_ssd`), and trains it with a custom loop under
     config.json        model configuration and every training parameter
     labels.txt         the class labels, one per line, in class-id order (1-based)
     checkpoints/       tf.train.Checkpoint: model, optimizer (its step drives the schedule),
-                       step, best validation mAP and its step
-    best.keras         the best model by validation mAP (keras.models.load_model)
+                       step, the kept step and its validation mAP and ``keep`` metric
+    best.keras         the kept model (keras.models.load_model): by default the best
+                       validation mAP; ``keep`` ``ap50`` the best validation AP50,
+                       ``last`` the last evaluation
     last.keras         the model at the last step
     metrics.csv        loss parts every ``log_every`` steps; validation loss and COCO
                        metrics every ``eval_every`` steps (see :data:`METRICS_COLUMNS`)
     tensorboard/       the same scalars for TensorBoard
     state.json         status (running, finished, early_stopped, nan_stopped), step,
-                       best step and mAP
+                       kept (best) step, its validation mAP, ``keep``
     metrics.json       the final figures (for the report index)
 
 **Resume.** Rerunning the same command on the same run folder continues from the last
@@ -105,7 +107,10 @@ class RunMismatchError(TrainingError):
     """The run folder holds a run of another configuration or dataset: it cannot be resumed."""
 
 
-EARLIER_BEHAVIOUR = {"min_visible": 0.0}
+KEEP_METRICS = detector.KEEP_METRICS
+"""``TrainConfig.keep``'s choices: what ``best.keras`` is kept by, in words."""
+
+EARLIER_BEHAVIOUR = {"min_visible": 0.0, "keep": "map"}
 """Training keys whose default changed when they were added: the value that reproduces
 runs made before them (a key missing from such a run's ``config.json``). Every other
 newer key defaults to the earlier behaviour."""
@@ -175,8 +180,14 @@ class TrainConfig:
         log_every: steps between training-loss rows in metrics.csv
         eval_every: steps between validation rows (loss and COCO metrics)
         checkpoint_every: steps between checkpoints (also at every evaluation)
-        patience_steps: early stop when validation mAP has not improved for this many
-            steps (0: never)
+        patience_steps: early stop when the ``keep`` metric has not improved for this
+            many steps (0: never)
+        keep: which evaluated weights ``best.keras`` keeps: ``map`` (the best validation
+            COCO mAP), ``ap50`` (the best validation AP50, the mean over classes: the
+            metric the held-out goals use) or ``last`` (the last evaluation, as the TF
+            Object Detection API exports its last checkpoint). A small validation split
+            makes the best of a noisy metric an early step by chance; ``last`` suits
+            fine-tuning with a learning rate that decays to 0
         seed: seed of initialisation, data order and augmentation
         augment: scale-and-crop, flips, colour, blur and JPEG noise on training images
         neg_pos_ratio: hard negatives per positive anchor
@@ -237,6 +248,7 @@ class TrainConfig:
     eval_every: int = 500
     checkpoint_every: int = 500
     patience_steps: int = 0
+    keep: str = "map"
     seed: int = 0
     augment: bool = True
     neg_pos_ratio: float = 3.0
@@ -300,6 +312,13 @@ class TrainConfig:
             raise TrainingError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.strategy not in ("auto", "default", "mirrored", "multi_worker"):
             raise TrainingError(f"unknown strategy {self.strategy!r}")
+        if self.keep not in KEEP_METRICS:
+            raise TrainingError(f"keep must be one of {', '.join(KEEP_METRICS)}, got {self.keep!r}")
+        if self.keep == "last" and self.patience_steps:
+            raise TrainingError(
+                "patience_steps needs keep map or ap50: with keep last every evaluation is "
+                "the best, so training would never stop early"
+            )
 
     def head_config(self):
         """The :class:`platelab.head.HeadConfig` of these parameters."""
@@ -1217,7 +1236,7 @@ def train(
     log = MetricsLog(run_dir, setup.labels, setup.chief, echo)
     validator = Validator(setup, echo)
     checkpointer = Checkpointer(setup)
-    stopper = EarlyStopping(config.patience_steps)
+    stopper = EarlyStopping(config.patience_steps, config.keep)
     time_limit = TimeLimit(config.max_minutes, _last_elapsed(run_dir / "metrics.csv"))
     pause = TimeLimit(pause_after_minutes or 0, 0.0)
     step_function = _FreezeSchedule(setup, echo)
@@ -1497,13 +1516,16 @@ class _TrainingSetup:
             )
             self.optimizer.build(self.net.trainable_variables)
             self.step_variable = tf.Variable(0, dtype=tf.int64, name="step")
+            # best_map: validation mAP at best_step; best_value: the ``keep`` metric there
             self.best_map = tf.Variable(-1.0, dtype=tf.float64, name="best_map")
+            self.best_value = tf.Variable(-1.0, dtype=tf.float64, name="best_value")
             self.best_step = tf.Variable(-1, dtype=tf.int64, name="best_step")
         self.checkpoint = tf.train.Checkpoint(
             model=self.net,
             optimizer=self.optimizer,
             step=self.step_variable,
             best_map=self.best_map,
+            best_value=self.best_value,
             best_step=self.best_step,
         )
         folder = (
@@ -1512,6 +1534,9 @@ class _TrainingSetup:
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(folder), max_to_keep=2)
         if self.manager.latest_checkpoint:
             self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+            if float(self.best_value.numpy()) < 0:
+                # A checkpoint from before best_value: it kept by mAP (keep "map").
+                self.best_value.assign(self.best_map)
             self.echo(
                 f"resumed from {self.manager.latest_checkpoint} at step "
                 f"{int(self.step_variable.numpy())}"
@@ -1610,10 +1635,12 @@ class MetricsLog:
 
 
 class Validator:
-    """Validation loss and COCO metrics; keeps ``best.keras`` at the best validation mAP.
+    """Validation loss and COCO metrics; keeps ``best.keras`` by ``config.keep``.
 
-    With ``ema`` the moving-average weights are evaluated and saved (and the training
-    weights put back afterwards).
+    ``keep`` ``map`` keeps the weights of the best validation mAP, ``ap50`` those of the
+    best validation AP50 (mean over classes) and ``last`` every evaluation's (so the
+    last). With ``ema`` the moving-average weights are evaluated and saved (and the
+    training weights put back afterwards).
     """
 
     def __init__(self, setup, echo):
@@ -1625,14 +1652,32 @@ class Validator:
             evaluation = evaluate_split(
                 setup.net, setup.val_data, setup.head, setup.labels, setup.config
             )
-            current = evaluation["metrics"].get("AP")
-            current = -1.0 if current is None else float(current)
-            if current > float(setup.best_map.numpy()) + 1e-9:
-                setup.best_map.assign(current)
+            metrics = evaluation["metrics"]
+            current = kept_value(setup.config.keep, metrics, step)
+            if current > float(setup.best_value.numpy()) + 1e-9:
+                setup.best_value.assign(current)
+                setup.best_map.assign(-1.0 if metrics.get("AP") is None else metrics["AP"])
                 setup.best_step.assign(step)
                 if setup.chief:
                     _save_keras(setup.net, setup.run_dir / detector.BEST_MODEL_FILENAME)
         return _evaluation_row(evaluation, setup.labels)
+
+
+def kept_value(keep, metrics, step):
+    """The value ``best.keras`` is kept by (higher is better).
+
+    Args:
+        keep: ``TrainConfig.keep``: ``map``, ``ap50`` or ``last``
+        metrics: :func:`evaluate_split`'s metrics (``AP``, ``AP50``; None without boxes)
+        step: the step evaluated
+
+    Returns:
+        validation mAP or AP50 (-1 where undefined), or the step for ``last``
+    """
+    if keep == "last":
+        return float(step)
+    value = metrics.get("AP50" if keep == "ap50" else "AP")
+    return -1.0 if value is None else float(value)
 
 
 class Checkpointer:
@@ -1646,6 +1691,7 @@ class Checkpointer:
             "step": setup.start_step,
             "best_step": int(setup.best_step.numpy()),
             "best_map": float(setup.best_map.numpy()),
+            "keep": setup.config.keep,
             "steps": setup.config.steps,
         }
         if setup.chief:
@@ -1686,10 +1732,11 @@ class Checkpointer:
 
 
 class EarlyStopping:
-    """Stops when validation mAP has not improved for ``patience_steps`` (0: never)."""
+    """Stops when the ``keep`` metric has not improved for ``patience_steps`` (0: never)."""
 
-    def __init__(self, patience_steps):
+    def __init__(self, patience_steps, keep="map"):
         self.patience = int(patience_steps)
+        self.metric = KEEP_METRICS[keep]
 
     def __call__(self, step, setup):
         best_step = int(setup.best_step.numpy())
@@ -1698,8 +1745,8 @@ class EarlyStopping:
     def message(self, step, setup):
         best_step = int(setup.best_step.numpy())
         return (
-            f"early stop at step {step}: validation mAP has not improved for "
-            f"{step - best_step} steps (best {float(setup.best_map.numpy()):.4f} at step "
+            f"early stop at step {step}: {self.metric} has not improved for "
+            f"{step - best_step} steps (best {float(setup.best_value.numpy()):.4f} at step "
             f"{best_step})"
         )
 

@@ -1193,6 +1193,7 @@ def _model_card(keras_detector, config, state, run_folder, model_file, fmt, quan
             "step": state.get("step"),
             "best_step": state.get("best_step"),
             "best_map": state.get("best_map"),
+            "keep": state.get("keep", "map"),
             "dataset": paths.relative_text(str(config.get("dataset") or "")) or None,
             "dataset_fingerprint": config.get("dataset_fingerprint"),
             "train_images": config.get("train_images"),
@@ -1340,7 +1341,8 @@ def _card_markdown(card):
         f"- Dataset: {training.get('dataset') or 'not recorded'}",
         f"- Images: {training.get('train_images')} train, {training.get('val_images')} val",
         f"- Run: `{training['run_dir']}`, status {training.get('status')}, step "
-        f"{training.get('step')}, best step {training.get('best_step')} (validation mAP "
+        f"{training.get('step')}, kept step {training.get('best_step')} (by "
+        f"{detector_lib.KEEP_METRICS.get(training.get('keep', 'map'), training.get('keep'))}; validation mAP "
         f"{_number(training.get('best_map'))})",
     ]
     if training.get("parameters"):
