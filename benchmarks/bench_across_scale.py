@@ -14,7 +14,10 @@ augmentation that zooms out as well as in. This benchmark shows whether it does:
 2. per row, :func:`platelab.train.train` from random weights for ``--minutes`` on the
    train photos only (all close-ups), with the default recipe (``default``, what
    ``platelab train --init none`` runs) or the same recipe without zoom-out
-   (``no_zoom_out``: crops only at scales 0.6-1.6);
+   (``no_zoom_out``: crops only at scales 0.6-1.6); ``closeup``: 320 px crops from
+   scale 0.4 (the close-ups whole in a crop) at the learning rate for random weights
+   (0.006), then with half the crops zoomed out down to 0.15 (``closeup-zoom50``), or
+   half the images a 2x2 mosaic (``closeup-mosaic``);
 3. ``platelab evaluate`` of each model on the test photos as they are (``1x``) and on
    the same test photos shrunk by ``--shrink`` (each side) onto a neutral canvas of the
    original size at a seeded position (``shrunk``): the same plates at 3-8 % of the
@@ -37,9 +40,15 @@ from bench_openalpr_finetune import run_platelab
 
 from platelab import annotate, annotations, detector, paths, train
 
+# For random weights at the rate the docs give them (0.006), on crops that hold these
+# close-ups (320 px from scale 0.4, as bench_openalpr_finetune's rows).
+CLOSEUP = {"input_size": 320, "scale_min": 0.4, "learning_rate": 0.006, "warmup_steps": 30}
 ROWS = {
     "default": {},
     "no_zoom_out": {"zoom_out": 0.0},
+    "closeup": CLOSEUP,
+    "closeup-zoom50": {**CLOSEUP, "zoom_out": 0.5, "zoom_out_min": 0.15},
+    "closeup-mosaic": {**CLOSEUP, "mosaic": 0.5},
 }
 
 # A neutral grey for the canvas around a shrunk photo (the letterbox padding value).

@@ -27,7 +27,9 @@ seeds are refused), runs the model once on every frame (detections down to a sco
   0.6: a vehicle found whole and in part is one vehicle): the default of 2026-12-06;
 * ``default``: today's :class:`IouTracker`: the same, with plates matched from IoU 0.1
   (``class_iou_threshold``);
-* ``default-hits3``: today's with ``min_hits`` 3.
+* ``default-hits3``: today's with ``min_hits`` 3;
+* ``coast``: today's with ``coast``: each track looked for where its velocity carries
+  it, also after frames its detections missed (SORT's constant-velocity prediction).
 
 Prints per video and setting the counts against the truth and their error, then per
 setting the mean absolute relative error and the number of videos whose vehicle (plate)
@@ -37,6 +39,7 @@ on 31340-31342, never on the novel video of stage 08 (seed 987654, an evaluation
 """
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -47,6 +50,7 @@ import numpy as np
 
 from platelab import detector, groundtruth, starter, synth
 from platelab.deploy import video
+from platelab.metadata import sha256_file
 
 VANTAGES = ["street_low", "overpass", "street_high", "parking", "storefront", "dashcam"]
 BEFORE = dict(
@@ -59,6 +63,7 @@ SETTINGS = {
     "one-iou": (dict(class_iou_threshold={}), True),
     "default": ({}, True),
     "default-hits3": (dict(min_hits=3), True),
+    "coast": (dict(coast=True), True),
 }
 """Name: (IouTracker arguments, whether the tracker gets scores and weak detections)."""
 
@@ -72,15 +77,27 @@ def main(argv=None):
     parser.add_argument("--videos", type=int, default=6, help="videos per seed (6)")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each video (6)")
     parser.add_argument("--fps", type=float, default=15.0, help="frame rate (15, as stage 08's)")
-    parser.add_argument("--work", help="folder for the videos (default: a temporary one)")
+    parser.add_argument(
+        "--work",
+        help="folder for the videos and the model's detections on them, both reused by a "
+        "later run with the same --work (default: a temporary one)",
+    )
+    parser.add_argument(
+        "--settings", default=",".join(SETTINGS), help=f"settings: {', '.join(SETTINGS)}"
+    )
     args = parser.parse_args(argv)
+    names = [name.strip() for name in args.settings.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SETTINGS))
+    if unknown:
+        sys.exit(f"unknown setting(s) {', '.join(unknown)}: choose from {', '.join(SETTINGS)}")
     seeds = [int(value) for value in args.seeds.split(",") if value.strip()]
     work = Path(args.work or tempfile.mkdtemp(prefix="platelab-tracker-"))
     model = detector.load(args.model, allow_unfinished=True)
+    model_key = _model_key(args.model)
     threshold = model.score_threshold
     print(f"model {args.model}: operating threshold {threshold}; videos of seeds {seeds}")
-    errors = {name: [] for name in SETTINGS}
-    within = {name: {"vehicle": 0, "license_plate": 0} for name in SETTINGS}
+    errors = {name: [] for name in names}
+    within = {name: {"vehicle": 0, "license_plate": 0} for name in names}
     videos = {"vehicle": 0, "license_plate": 0}
     for seed in seeds:
         folder = work / f"seed-{seed}"
@@ -97,8 +114,10 @@ def main(argv=None):
         )
         for entry in manifest["videos"]:
             truth = groundtruth.distinct_objects(groundtruth.load_ground_truth(folder, entry))
-            detections = _detect_all(model, folder / entry["video"])
-            for name, (options, with_scores) in SETTINGS.items():
+            cache = folder / f"detections-{model_key}-{Path(entry['video']).stem}.json"
+            detections = _detect_all(model, folder / entry["video"], cache)
+            for name in names:
+                options, with_scores = SETTINGS[name]
                 counts = _replay(detections, threshold, options, with_scores)
                 line = []
                 for label, true in truth.items():
@@ -112,19 +131,59 @@ def main(argv=None):
             for label, true in truth.items():
                 videos[label] += bool(true)
     print()
-    for name in SETTINGS:
+    for name in names:
         print(
             f"{name:>14}: mean |count error| {np.mean(errors[name]):.2f}; within 20 %: vehicles "
             f"on {within[name]['vehicle']} of {videos['vehicle']} videos, plates on "
             f"{within[name]['license_plate']} of {videos['license_plate']}"
         )
     (work / "results.json").write_text(
-        json.dumps({name: float(np.mean(errors[name])) for name in SETTINGS}, indent=2)
+        json.dumps({name: float(np.mean(errors[name])) for name in names}, indent=2)
     )
 
 
-def _detect_all(model, path):
-    """The model's detections (score >= 0.05) on every frame of a video."""
+def _model_key(path):
+    """A short fingerprint of a model folder's (or file's) weights, naming its cache."""
+    path = Path(path)
+    weights = ("*.keras", "*.h5", "*.npz")
+    files = (
+        [path] if path.is_file() else sorted(f for pattern in weights for f in path.glob(pattern))
+    )
+    digest = hashlib.sha256("".join(sha256_file(item) for item in files).encode()).hexdigest()
+    return digest[:12]
+
+
+def _detect_all(model, path, cache):
+    """The model's detections (score >= 0.05) on every frame of a video.
+
+    Read from ``cache`` (JSON) where an earlier run wrote them, else computed and written
+    there (through a temporary name).
+    """
+    if cache.is_file():
+        return [
+            {
+                "boxes": np.asarray(frame["boxes"], np.float32).reshape(-1, 4),
+                "scores": np.asarray(frame["scores"], np.float32),
+                "labels": list(frame["labels"]),
+            }
+            for frame in json.loads(cache.read_text())
+        ]
+    results = _run_model(model, path)
+    stored = [
+        {
+            "boxes": np.asarray(result["boxes"]).tolist(),
+            "scores": np.asarray(result["scores"]).tolist(),
+            "labels": list(result["labels"]),
+        }
+        for result in results
+    ]
+    partial = cache.with_name(cache.name + ".partial")
+    partial.write_text(json.dumps(stored))
+    partial.replace(cache)
+    return results
+
+
+def _run_model(model, path):
     capture = cv2.VideoCapture(str(path))
     frames = []
     while True:

@@ -176,6 +176,24 @@ def test_tracker_follows_a_small_fast_box_through_its_buffer():
         video.IouTracker(buffer=-0.1)
 
 
+def test_tracker_coasts_a_missed_track_at_its_velocity():
+    # A 40 px box moving 20 px a frame, unseen for 3 frames, comes back 80 px on: no
+    # overlap with where it was last seen, an exact one with where it has coasted to.
+    def ids(**options):
+        tracker = video.IouTracker(min_hits=1, buffer=0.0, buffer_px=0.0, **options)
+        seen = []
+        for step in range(8):
+            x = 20 * step
+            visible = step not in (3, 4, 5)
+            boxes = [[x, 0, x + 40, 20]] if visible else []
+            result = tracker.update(boxes, ["vehicle"] * len(boxes))
+            seen += result
+        return seen
+
+    assert ids() == [1, 1, 1, 2, 2]
+    assert ids(coast=True) == [1, 1, 1, 1, 1]
+
+
 def test_tracker_matches_plates_from_a_lower_iou_than_vehicles():
     # Two 10 px boxes 7 px apart (no buffer): IoU 30 / 170 = 0.18, under the vehicles'
     # 0.2 and over the plates' 0.1.

@@ -287,6 +287,9 @@ class IouTracker:
         birth_overlap: a detection matched to no track starts none where this share of
             it, or of a box its class tracks in this frame, lies inside the other (the
             smaller box's share); None: every strong unmatched detection starts one
+        coast: with the detector on every frame too, a track is looked for where its
+            velocity carries it (SORT's constant-velocity prediction), after the frames
+            its detections missed as well; False: where it was last seen
     """
 
     def __init__(
@@ -301,6 +304,7 @@ class IouTracker:
         birth_overlap=0.6,
         buffer=0.1,
         buffer_px=8.0,
+        coast=False,
     ):
         class_iou_threshold = dict(
             CLASS_IOU_THRESHOLD if class_iou_threshold is None else class_iou_threshold
@@ -326,6 +330,7 @@ class IouTracker:
         self.birth_overlap = None if birth_overlap is None else float(birth_overlap)
         self.buffer = float(buffer)
         self.buffer_px = float(buffer_px)
+        self.coast = bool(coast)
         self.tracks = []
         self.counts = Counter()
         self._next_id = 1
@@ -470,10 +475,9 @@ class IouTracker:
             return np.zeros((0, 4))
         return np.stack([track["box"] + track["velocity"] * frames for track in self._last])
 
-    @staticmethod
-    def _expected(track, frames):
+    def _expected(self, track, frames):
         """Where a track is looked for after ``frames`` more frames."""
-        if frames == 1:
+        if frames == 1 and not self.coast:
             return track["box"]
         return track["box"] + track["velocity"] * (track["missed"] + frames)
 
