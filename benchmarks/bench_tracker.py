@@ -29,7 +29,8 @@ seeds are refused), runs the model once on every frame (detections down to a sco
   (``class_iou_threshold``);
 * ``default-hits3``: today's with ``min_hits`` 3;
 * ``coast``: today's with ``coast``: each track looked for where its velocity carries
-  it, also after frames its detections missed (SORT's constant-velocity prediction).
+  it, also after frames its detections missed (SORT's constant-velocity prediction);
+* ``coast-vehicles``: the same for vehicle tracks only.
 
 Prints per video and setting the counts against the truth and their error, then per
 setting the mean absolute relative error and the number of videos whose vehicle (plate)
@@ -64,6 +65,7 @@ SETTINGS = {
     "default": ({}, True),
     "default-hits3": (dict(min_hits=3), True),
     "coast": (dict(coast=True), True),
+    "coast-vehicles": (dict(coast=("vehicle",)), True),
 }
 """Name: (IouTracker arguments, whether the tracker gets scores and weak detections)."""
 
