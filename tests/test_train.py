@@ -243,6 +243,25 @@ def test_training_run_folder_and_learning(dataset, tmp_path):
     assert again["step"] == 40 and len(train.read_metrics(run_dir)) == 4
 
 
+def test_the_learning_rate_follows_the_init_unless_given(tmp_path):
+    weights = tmp_path / "backbone.weights.h5"
+    weights.write_bytes(b"")
+    for init, rate in [
+        ("starter", 3e-4),
+        (str(tmp_path), 3e-4),  # a run or starter folder: a detector
+        ("none", 0.006),
+        ("imagenet", 0.006),
+        ("auto", 0.006),
+        (str(weights), 0.006),  # a backbone's weights
+    ]:
+        values = {key: value for key, value in TINY_TRAINING.items() if key != "learning_rate"}
+        config = train.TrainConfig.from_dict(dict(values, init=init))
+        assert config.learning_rate == pytest.approx(rate), init
+        given = train.TrainConfig.from_dict(dict(values, init=init, learning_rate=0.002))
+        assert given.learning_rate == 0.002
+    assert train.TrainConfig().learning_rate == 0.0  # resolved by validate()
+
+
 def test_kept_value_follows_the_keep_metric():
     metrics = {"AP": 0.4, "AP50": 0.7}
     assert train.kept_value("map", metrics, 30) == 0.4

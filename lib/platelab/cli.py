@@ -177,6 +177,7 @@ def _train(args):
         "crop_training": False if args.whole_frames else None,
         "max_minutes": args.max_minutes,
         "keep": args.keep,
+        "learning_rate": args.learning_rate,
         "seed": args.seed,
     }
     values.update({key: value for key, value in overrides.items() if value is not None})
@@ -495,6 +496,12 @@ def _add_train_parser(commands):
     )
     train.add_argument(
         "--max-minutes", type=float, help="stop (evaluated and saved) after this many minutes"
+    )
+    train.add_argument(
+        "--learning-rate",
+        type=float,
+        help="peak learning rate (default: by --init: 0.0003 from the starter or a run, "
+        "0.006 from random weights or ImageNet)",
     )
     train.add_argument(
         "--keep",

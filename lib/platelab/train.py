@@ -116,6 +116,33 @@ runs made before them (a key missing from such a run's ``config.json``). Every o
 newer key defaults to the earlier behaviour."""
 
 
+FINE_TUNE_LEARNING_RATE = 3e-4
+"""Peak learning rate from a detector (the starter; ``bench_time_to_accuracy``: 0.0003
+kept the starter's held-out AP50 best of 0.0003, 0.001 and 0.006)."""
+
+RANDOM_INIT_LEARNING_RATE = 0.006
+"""Peak learning rate from random weights or an ImageNet backbone
+(``bench_time_to_accuracy``'s ``lr`` row: 0.340 / 0.256 held-out against 0.239 / 0.043
+at 0.002)."""
+
+
+def default_learning_rate(init):
+    """The peak learning rate an ``init`` trains at unless one is given.
+
+    Args:
+        init: ``TrainConfig.init``
+
+    Returns:
+        :data:`FINE_TUNE_LEARNING_RATE` where training starts from a detector (the
+        starter, a starter or run folder), else :data:`RANDOM_INIT_LEARNING_RATE`
+    """
+    from platelab.goals import detection_pretrained
+
+    if detection_pretrained(init):
+        return FINE_TUNE_LEARNING_RATE
+    return RANDOM_INIT_LEARNING_RATE
+
+
 def earlier_values(training):
     """The values of the keys a stored run's ``training`` dict lacks, as it was trained.
 
@@ -171,9 +198,10 @@ class TrainConfig:
             MobileNetV2 weights file, a starter folder, or a previous run folder
         batch_size: images per step (over all replicas)
         steps: training steps at most
-        learning_rate: peak learning rate (after warm-up; 0.0003 fine-tunes the starter,
-            0.006 suits random weights), cosine decay to 0 at ``steps``
-            or at ``max_minutes``, whichever comes first
+        learning_rate: peak learning rate (after warm-up), cosine decay to 0 at ``steps``
+            or at ``max_minutes``, whichever comes first; 0 (the default): by ``init``
+            (:func:`default_learning_rate`: 0.0003 fine-tunes a detector such as the
+            starter, 0.006 suits random weights or an ImageNet backbone)
         warmup_steps: linear learning-rate warm-up
         freeze_steps: steps with the backbone frozen (then it trains too)
         weight_decay: AdamW weight decay
@@ -240,7 +268,7 @@ class TrainConfig:
     init: str = "starter"
     batch_size: int = 16
     steps: int = 2000
-    learning_rate: float = 3e-4
+    learning_rate: float = 0.0
     warmup_steps: int = 100
     freeze_steps: int = 0
     weight_decay: float = 1e-4
@@ -273,7 +301,13 @@ class TrainConfig:
         return config
 
     def validate(self):
-        """Raises TrainingError for a value out of range."""
+        """Raises TrainingError for a value out of range.
+
+        A ``learning_rate`` of 0 becomes :func:`default_learning_rate`'s for ``init``
+        first, so that the run's ``config.json`` holds the rate it trained at.
+        """
+        if self.learning_rate == 0:
+            self.learning_rate = default_learning_rate(self.init)
         largest = max(self.levels) if self.levels else 64
         multiple = largest if self.infer_size else 32
         if self.input_size % multiple or self.input_size < 64:
