@@ -50,6 +50,7 @@ import cv2
 import numpy as np
 
 from platelab import detector, groundtruth, starter, synth
+from platelab.atomic import atomic_write_text
 from platelab.deploy import video
 from platelab.metadata import sha256_file
 
@@ -179,9 +180,7 @@ def _detect_all(model, path, cache):
         }
         for result in results
     ]
-    partial = cache.with_name(cache.name + ".partial")
-    partial.write_text(json.dumps(stored))
-    partial.replace(cache)
+    atomic_write_text(cache, json.dumps(stored))
     return results
 
 

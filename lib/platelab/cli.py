@@ -159,7 +159,7 @@ def _doctor(args):
 
 
 def _train(args):
-    from platelab import config, train
+    from platelab import config, detector, train
 
     values = {}
     if args.profile or args.params:
@@ -190,7 +190,7 @@ def _train(args):
     )
     print(
         f"{args.out}: {state['status']} at step {state['step']}; kept step "
-        f"{state['best_step']} by {train.KEEP_METRICS[state.get('keep', 'map')]} "
+        f"{state['best_step']} by {detector.KEEP_METRICS[state.get('keep', 'map')]} "
         f"(validation mAP {state['best_map']:.4f})"
     )
     return 0 if state["status"] in ("finished", "early_stopped", "time_limited") else 1

@@ -107,9 +107,6 @@ class RunMismatchError(TrainingError):
     """The run folder holds a run of another configuration or dataset: it cannot be resumed."""
 
 
-KEEP_METRICS = detector.KEEP_METRICS
-"""``TrainConfig.keep``'s choices: what ``best.keras`` is kept by, in words."""
-
 EARLIER_BEHAVIOUR = {"min_visible": 0.0, "keep": "map"}
 """Training keys whose default changed when they were added: the value that reproduces
 runs made before them (a key missing from such a run's ``config.json``). Every other
@@ -346,8 +343,10 @@ class TrainConfig:
             raise TrainingError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.strategy not in ("auto", "default", "mirrored", "multi_worker"):
             raise TrainingError(f"unknown strategy {self.strategy!r}")
-        if self.keep not in KEEP_METRICS:
-            raise TrainingError(f"keep must be one of {', '.join(KEEP_METRICS)}, got {self.keep!r}")
+        if self.keep not in detector.KEEP_METRICS:
+            raise TrainingError(
+                f"keep must be one of {', '.join(detector.KEEP_METRICS)}, got {self.keep!r}"
+            )
         if self.keep == "last" and self.patience_steps:
             raise TrainingError(
                 "patience_steps needs keep map or ap50: with keep last every evaluation is "
@@ -1770,7 +1769,7 @@ class EarlyStopping:
 
     def __init__(self, patience_steps, keep="map"):
         self.patience = int(patience_steps)
-        self.metric = KEEP_METRICS[keep]
+        self.metric = detector.KEEP_METRICS[keep]
 
     def __call__(self, step, setup):
         best_step = int(setup.best_step.numpy())
