@@ -174,6 +174,7 @@ def make_run_folder(
     metrics=None,
     dataset=None,
     infer_size=None,
+    tta=None,
 ):
     """Writes a training-run folder as :mod:`platelab.train` leaves it.
 
@@ -188,6 +189,8 @@ def make_run_folder(
         infer_size: ``[width, height]`` of a letterboxed inference input (today's runs):
             the model is rebuilt for any input size with the same weights; None: an
             earlier run's square, squashed input
+        tta: the run's test-time augmentation (``config.json``'s ``tta``); None: none
+            recorded (an earlier run's)
 
     Returns:
         the folder (a Path)
@@ -210,6 +213,8 @@ def make_run_folder(
         "train_images": 96,
         "val_images": 0,
     }
+    if tta is not None:
+        config["tta"] = tta
     if infer_size is not None:
         spec = model_lib.anchor_spec_in_pixels(spec, INPUT_SIZE)
         dynamic = model_lib.build_ssd(

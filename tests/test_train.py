@@ -272,13 +272,18 @@ def test_kept_value_follows_the_keep_metric():
         train.TrainConfig.from_dict(dict(TINY_TRAINING, keep="loss"))
     with pytest.raises(train.TrainingError, match="patience_steps needs keep map or ap50"):
         train.TrainConfig.from_dict(dict(TINY_TRAINING, keep="last", patience_steps=100))
+    with pytest.raises(train.TrainingError, match="tta must be one of none, flip, got 'mirror'"):
+        train.TrainConfig.from_dict(dict(TINY_TRAINING, tta="mirror"))
 
 
 @pytest.mark.parametrize("keep", ["ap50", "last"])
 def test_best_keras_is_kept_by_the_keep_metric(dataset, tmp_path, keep):
     run_dir = tmp_path / "run"
     config = dict(TINY_TRAINING, steps=30, eval_every=5, log_every=5, checkpoint_every=5, keep=keep)
+    tta = "flip" if keep == "ap50" else "none"  # inference only: validation scores one pass
+    config["tta"] = tta
     state = train.train(dataset, run_dir, config, progress=False, echo=lambda line: None)
+    assert detector.read_config(run_dir)["tta"] == tta and detector.load(run_dir).tta == tta
     evaluated = [row for row in train.read_metrics(run_dir) if row["mAP"] is not None]
     assert [row["step"] for row in evaluated] == [5, 10, 15, 20, 25, 30]
     if keep == "last":
@@ -607,6 +612,8 @@ def test_resuming_a_folder_of_another_configuration_raises_run_mismatch(tmp_path
     assert train._check_resume(run_dir, config) is True
     logging_only = dict(config, training={**config["training"], "eval_every": 2})
     assert train._check_resume(run_dir, logging_only)  # how often it evaluates may change
+    inference_only = dict(config, training={**config["training"], "tta": "flip"})
+    assert train._check_resume(run_dir, inference_only)  # so may its test-time augmentation
     for other in (dict(config, input_size=128), dict(config, training={"steps": 20, "seed": 0})):
         with pytest.raises(train.RunMismatchError, match="holds a run of another configuration"):
             train._check_resume(run_dir, other)

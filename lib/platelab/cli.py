@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from platelab import __version__
+from platelab import __version__, tta
 from platelab.argtypes import key_value, positive
 from platelab.exceptions import PlatelabError
 from platelab.paths import from_cwd
@@ -177,6 +177,7 @@ def _train(args):
         "crop_training": False if args.whole_frames else None,
         "max_minutes": args.max_minutes,
         "keep": args.keep,
+        "tta": args.tta,
         "learning_rate": args.learning_rate,
         "seed": args.seed,
     }
@@ -508,6 +509,12 @@ def _add_train_parser(commands):
         choices=("map", "ap50", "last"),
         help="which evaluated weights best.keras keeps: the best validation mAP (the "
         "default), the best validation AP50, or the last",
+    )
+    train.add_argument(
+        "--tta",
+        choices=tta.MODES,
+        help="test-time augmentation of the trained detector: none (the default), or flip "
+        "(each image also detected mirrored, the two fused)",
     )
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -3,8 +3,8 @@
 A training run (see :mod:`platelab.train`) leaves in its folder::
 
     config.json      model configuration (input_size, infer_size, resize, width, levels,
-                     anchors, head, labels, score_threshold, nms_iou, max_detections) and
-                     the training parameters
+                     anchors, head, labels, score_threshold, nms_iou, max_detections,
+                     tta) and the training parameters
     best.keras       the best model by validation mAP (``keras.models.load_model``)
     last.keras       the model at the last step
     state.json       where the run stands: status ("running", "finished", "early_stopped", "time_limited",
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from platelab import model as model_lib
+from platelab import tta
 from platelab.exceptions import PlatelabError
 from platelab.tfimport import import_keras, import_tensorflow
 
@@ -72,6 +73,7 @@ class Detector:
         self.score_threshold = float(config.get("score_threshold", 0.3))
         self.nms_iou = float(config.get("nms_iou", 0.5))
         self.max_detections = int(config.get("max_detections", 100))
+        self.tta = tta.check_mode(config.get("tta"))
         self._forward = None
 
     def preprocess(self, images):
@@ -106,36 +108,46 @@ class Detector:
         Returns:
             one dict per image: ``boxes`` ``(n, 4)`` float ``[xmin, ymin, xmax, ymax]`` in
             the image's pixels, ``scores`` ``(n,)``, ``classes`` ``(n,)`` 1-based ids and
-            ``labels`` (list of n names), highest score first
+            ``labels`` (list of n names), highest score first; with the run's ``tta``
+            (``flip``), each image's detections and its mirror image's, fused
+            (:mod:`platelab.tta`)
         """
         threshold = self.score_threshold if score_threshold is None else float(score_threshold)
-        results = []
+        merged = []
         for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            logits, deltas = self.raw_outputs(self.preprocess(chunk))
-            decoded = model_lib.postprocess(
-                logits,
-                deltas,
-                self.anchors,
-                score_threshold=threshold,
-                iou_threshold=self.nms_iou,
-                max_detections=self.max_detections,
+            originals = images[start : start + batch_size]
+            results = self._predict_batch(tta.augment(originals, self.tta), threshold)
+            sizes = [(image.shape[1], image.shape[0]) for image in originals]
+            merged += tta.merge(results, sizes, self.tta, self.nms_iou, self.max_detections)
+        return merged
+
+    def _predict_batch(self, chunk, threshold):
+        """One forward pass over ``chunk``; its detections, one dict per image."""
+        logits, deltas = self.raw_outputs(self.preprocess(chunk))
+        decoded = model_lib.postprocess(
+            logits,
+            deltas,
+            self.anchors,
+            score_threshold=threshold,
+            iou_threshold=self.nms_iou,
+            max_detections=self.max_detections,
+        )
+        results = []
+        for index, image in enumerate(chunk):
+            count = int(decoded["num_detections"][index])
+            height, width = image.shape[:2]
+            boxes = self.geometry.to_image(decoded["boxes"][index, :count], width, height)
+            kept = self.geometry.on_image(boxes)
+            boxes = boxes[kept]
+            classes = decoded["classes"][index, :count][kept].astype(np.int64)
+            results.append(
+                {
+                    "boxes": boxes.astype(np.float32),
+                    "scores": decoded["scores"][index, :count][kept].astype(np.float32),
+                    "classes": classes,
+                    "labels": [self.labels[value - 1] for value in classes],
+                }
             )
-            for index, image in enumerate(chunk):
-                count = int(decoded["num_detections"][index])
-                height, width = image.shape[:2]
-                boxes = self.geometry.to_image(decoded["boxes"][index, :count], width, height)
-                kept = self.geometry.on_image(boxes)
-                boxes = boxes[kept]
-                classes = decoded["classes"][index, :count][kept].astype(np.int64)
-                results.append(
-                    {
-                        "boxes": boxes.astype(np.float32),
-                        "scores": decoded["scores"][index, :count][kept].astype(np.float32),
-                        "classes": classes,
-                        "labels": [self.labels[value - 1] for value in classes],
-                    }
-                )
         return results
 
 

@@ -62,6 +62,7 @@ from platelab import detector, metadata
 from platelab import head as head_lib
 from platelab import model as model_lib
 from platelab import starter as starter_lib
+from platelab import tta as tta_lib
 from platelab.atomic import atomic_write_json, atomic_write_text
 from platelab.exceptions import PlatelabError
 from platelab.tfimport import import_keras, import_tensorflow
@@ -220,6 +221,11 @@ class TrainConfig:
         score_threshold: operating threshold (precision/recall, and the deployed default)
         nms_iou: non-maximum suppression IoU
         max_detections: detections per image
+        tta: test-time augmentation of the run's detector (:mod:`platelab.tta`,
+            stored in ``config.json`` with the thresholds): ``none``, or ``flip`` (each
+            image also detected mirrored, the two fused; a second forward pass). Only
+            inference uses it: validation during training (and so ``keep``) scores one
+            pass, and a run resumes with another ``tta``
         strategy: ``auto`` (MultiWorkerMirrored with TF_CONFIG, Mirrored with several
             GPUs, else one device), ``default``, ``mirrored`` or ``multi_worker``
         freeze_bn: keep every batch-norm layer in inference mode (its statistics and
@@ -281,6 +287,7 @@ class TrainConfig:
     score_threshold: float = 0.5
     nms_iou: float = 0.5
     max_detections: int = 100
+    tta: str = "none"
     strategy: str = "auto"
     max_minutes: float = 0.0
     bn_momentum: float = 0.9
@@ -343,6 +350,10 @@ class TrainConfig:
             raise TrainingError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.strategy not in ("auto", "default", "mirrored", "multi_worker"):
             raise TrainingError(f"unknown strategy {self.strategy!r}")
+        try:
+            self.tta = tta_lib.check_mode(self.tta)
+        except ValueError as error:
+            raise TrainingError(str(error)) from None
         if self.keep not in detector.KEEP_METRICS:
             raise TrainingError(
                 f"keep must be one of {', '.join(detector.KEEP_METRICS)}, got {self.keep!r}"
@@ -1514,6 +1525,7 @@ class _TrainingSetup:
             "score_threshold": config.score_threshold,
             "nms_iou": config.nms_iou,
             "max_detections": config.max_detections,
+            "tta": config.tta,
         }
         run_config = {
             **model_config,
@@ -2119,7 +2131,8 @@ def _check_resume(run_dir, run_config):
         raise TrainingError(f"cannot resume: {error}") from None
     differences = detector.config_mismatch(existing, run_config)
     # Anything that changes what the run computes must match; how often it logs,
-    # evaluates, saves or stops may change between a run and its resumption.
+    # evaluates, saves or stops, and its inference (tta), may change between a run and
+    # its resumption.
     free_keys = {
         "log_every",
         "eval_every",
@@ -2128,6 +2141,7 @@ def _check_resume(run_dir, run_config):
         "max_minutes",
         "strategy",
         "init",
+        "tta",
     }
     training_keys = sorted(
         (set(run_config["training"]) | set(existing.get("training", {})))

@@ -60,7 +60,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from platelab import __version__, paths
+from platelab import __version__, paths, tta
 from platelab import detector as detector_lib
 from platelab import model as model_lib
 from platelab.atomic import atomic_dir
@@ -306,6 +306,9 @@ class Predictor:
         score_threshold: the default (operating) threshold
         nms_iou: NMS IoU threshold
         max_detections: detections kept per image
+        tta: test-time augmentation (:mod:`platelab.tta`): ``none``, or ``flip`` (each
+            image is also run mirrored: :meth:`preprocess` returns two inputs an image,
+            :meth:`postprocess` fuses their detections into one result)
         card: the model card (for a Keras run: its config)
     """
 
@@ -323,6 +326,7 @@ class Predictor:
         self.score_threshold = float(model_config.get("score_threshold", 0.3))
         self.nms_iou = float(model_config.get("nms_iou", 0.5))
         self.max_detections = int(model_config.get("max_detections", 100))
+        self.tta = tta.check_mode(model_config.get("tta"))
 
     def __repr__(self):
         return (
@@ -339,11 +343,16 @@ class Predictor:
     def preprocess(self, images):
         """RGB uint8 images as the model's input (:meth:`platelab.model.InputGeometry.prepare`).
 
-        Each image is written once into one float32 batch (no stacking copy).
+        With ``tta`` ``flip`` the batch holds the images, then their mirror images.
 
         Returns:
-            ``(batch, height, width, 3)`` float32 pixels 0-255
+            ``(batch, height, width, 3)`` float32 pixels 0-255 (see :meth:`_prepare`)
         """
+        return self._prepare(tta.augment(images, self.tta))
+
+    def _prepare(self, images):
+        """The format's input batch; each image is written once into one float32 batch
+        (no stacking copy)."""
         batch = np.empty((len(images), *self.geometry.shape, 3), np.float32)
         for slot, image in zip(batch, images, strict=True):
             self.geometry.prepare(image, out=slot)
@@ -357,13 +366,20 @@ class Predictor:
         """Turns raw outputs into per-image detections in the images' pixels.
 
         Args:
-            raw: :meth:`infer`'s result, ``(class_logits, box_deltas)`` NumPy arrays
-            sizes: ``(width, height)`` of each image
+            raw: :meth:`infer`'s result for :meth:`preprocess`'s batch
+            sizes: ``(width, height)`` of each image (not of each view: with ``tta``
+                ``flip``, the image's and its mirror's detections are fused into one)
             score_threshold: lowest score kept
 
         Returns:
             one dict per image (see :meth:`predict`)
         """
+        results = self._decode(raw, list(sizes) * tta.views(self.tta), score_threshold)
+        return tta.merge(results, list(sizes), self.tta, self.nms_iou, self.max_detections)
+
+    def _decode(self, raw, sizes, score_threshold):
+        """Per input of the batch: its detections in its image's pixels; ``raw`` is
+        ``(class_logits, box_deltas)`` NumPy arrays."""
         class_logits, box_deltas = raw
         results = []
         for index, (width, height) in enumerate(sizes):
@@ -440,7 +456,7 @@ class KerasPredictor(Predictor):
     def infer(self, batch, score_threshold):
         return self.detector.raw_outputs(batch)
 
-    def postprocess(self, raw, sizes, score_threshold):
+    def _decode(self, raw, sizes, score_threshold):
         decoded = model_lib.postprocess(
             raw[0],
             raw[1],
@@ -479,7 +495,7 @@ class SavedModelPredictor(Predictor):
             raise detector_lib.ModelError(f"{path}: cannot load the SavedModel ({error})") from None
         self._tf = tf
 
-    def preprocess(self, images):
+    def _prepare(self, images):
         """Nothing to do but make the arrays contiguous: the graph resizes."""
         return [np.ascontiguousarray(image) for image in images]
 
@@ -502,7 +518,7 @@ class SavedModelPredictor(Predictor):
             start = stop
         return outputs
 
-    def postprocess(self, raw, sizes, score_threshold):
+    def _decode(self, raw, sizes, score_threshold):
         results = []
         for output, (width, height) in zip(raw, sizes, strict=True):
             count = int(output["num_detections"])
@@ -1172,6 +1188,7 @@ def _model_card(keras_detector, config, state, run_folder, model_file, fmt, quan
             "score_threshold": keras_detector.score_threshold,
             "nms_iou": keras_detector.nms_iou,
             "max_detections": keras_detector.max_detections,
+            "tta": keras_detector.tta,
         },
         "preprocessing": (
             f"RGB uint8 image; {keras_detector.geometry.describe()}: "
