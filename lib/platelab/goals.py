@@ -230,10 +230,12 @@ def starter_rows(run_dir, out_dir, *, starter_dir=None, progress=False, **heldou
     from platelab import starter as starter_lib
 
     starter = starter_lib.load(starter_dir)
+    run = detector.load(run_dir, allow_unfinished=True)
+    fused = ", each frame and its mirror fused (tta flip)" if run.tta == "flip" else ""
     rows = []
     for name, model in (
         ("starter, zero-shot (no fine-tuning)", starter.detector()),
-        ("this run (fine-tuned)", run_dir),
+        (f"this run (fine-tuned{fused})", run),
     ):
         evaluation = evaluate_heldout_videos(model, out_dir, progress=progress, **heldout)
         per_class = evaluation.metrics["per_class"]

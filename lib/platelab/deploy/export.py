@@ -1201,6 +1201,13 @@ def _model_card(keras_detector, config, state, run_folder, model_file, fmt, quan
             "anchors; per-class NMS at IoU "
             f"{keras_detector.nms_iou:g}, at most {keras_detector.max_detections} detections; "
             f"NMS {io_spec.nms}"
+            + (
+                "; test-time augmentation (tta flip): each image is also run mirrored, the "
+                "mirror's boxes flipped back and fused with the image's (platelab.tta.merge), "
+                "two forward passes an image"
+                if keras_detector.tta == "flip"
+                else ""
+            )
         ),
         "operating_threshold": keras_detector.score_threshold,
         "training": {
