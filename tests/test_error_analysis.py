@@ -5,10 +5,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 
-from platelab import error_analysis, evaluate, train
+from platelab import detector, error_analysis, evaluate, train, tta
 from train_helpers import TINY_TRAINING, make_dataset
 
 
@@ -75,6 +77,38 @@ def test_evaluate_run_agrees_with_the_engine_and_breaks_down(trained):
     if any(item["status"] == "missed" for item in matched["ground_truth"][index]):
         red = (frames[0][:, :, 2] == 220) & (frames[0][:, :, 1] == 40) & (frames[0][:, :, 0] == 40)
         assert red.any()
+
+
+@pytest.mark.slow
+def test_evaluate_run_applies_the_runs_tta(trained, tmp_path):
+    """With ``tta: flip`` the stored inputs' mirrors are scored too and fused, as
+    ``Detector.predict`` fuses an image's and its mirror image's detections
+    (``test_the_mirror_of_a_prepared_input_is_the_prepared_mirror_image``: the same
+    inputs)."""
+    dataset, run_dir = trained
+    flip = tmp_path / "flip"
+    shutil.copytree(run_dir, flip)
+    config = json.loads((flip / "config.json").read_text())
+    (flip / "config.json").write_text(json.dumps(dict(config, tta="flip")))
+    evaluation = error_analysis.evaluate_run(flip, dataset, split="test", min_score=0.0)
+    plain = error_analysis.evaluate_run(run_dir, dataset, split="test", min_score=0.0)
+    assert evaluation.predictions != plain.predictions
+    model = detector.load(flip)
+    data = evaluation.data
+    assert len(data) <= 8  # one batch, as evaluate_run runs it
+    sizes = [tuple(int(value) for value in size) for size in data.sizes]
+    stored = data.images.astype(np.float32)
+    mirrors = np.stack(
+        [model.geometry.mirror(image, *size) for image, size in zip(stored, sizes, strict=True)]
+    )
+    passes = model.detect_prepared(stored, sizes, 0.0) + model.detect_prepared(mirrors, sizes, 0.0)
+    fused = tta.merge(passes, sizes, "flip", model.nms_iou, model.max_detections)
+    expected = detector.flat_predictions(data.names, fused)
+    assert len(evaluation.predictions) == len(expected) > 0
+    for ours, theirs in zip(evaluation.predictions, expected, strict=True):
+        assert (ours["image"], ours["label"]) == (theirs["image"], theirs["label"])
+        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-6)
+        np.testing.assert_allclose(ours["bbox"], theirs["bbox"], atol=1e-3)
 
 
 @pytest.mark.slow

@@ -153,6 +153,27 @@ def test_letterbox_geometry_round_trip_and_padding():
     np.testing.assert_allclose(square, [[0, 0, 500, 500]], rtol=1e-5)
 
 
+@pytest.mark.parametrize("size", [(1280, 720), (500, 500), (333, 200)])
+def test_the_mirror_of_a_prepared_input_is_the_prepared_mirror_image(size):
+    """What error analysis scores with ``tta: flip`` from the stored inputs equals what
+    the detector sees when it prepares the mirror image itself."""
+    width, height = size
+    geometry = model_lib.InputGeometry.for_frames(1280, 720, 960)
+    image = np.random.default_rng(3).integers(0, 256, (height, width, 3), np.uint8)
+    mirrored = geometry.mirror(geometry.prepare(image), width, height)
+    np.testing.assert_allclose(mirrored, geometry.prepare(image[:, ::-1]), atol=1.0)
+    inner_w, inner_h = geometry.content_size(width, height)
+    assert (mirrored[:, inner_w:] == model_lib.PAD_VALUE).all()
+    assert (mirrored[inner_h:] == model_lib.PAD_VALUE).all()
+    batch = np.stack([geometry.prepare(image)] * 2)  # a batch of one size at once
+    np.testing.assert_array_equal(geometry.mirror(batch, width, height)[1], mirrored)
+    square = model_lib.InputGeometry.from_config({"input_size": 64})
+    small = image[:64, :64]
+    np.testing.assert_array_equal(
+        square.mirror(square.prepare(small), 64, 64), square.prepare(small[:, ::-1])
+    )
+
+
 def test_squash_geometry_is_the_earlier_square_input():
     geometry = model_lib.InputGeometry.from_config({"input_size": 320})
     assert geometry.mode == "squash" and geometry.shape == (320, 320)

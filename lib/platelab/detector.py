@@ -122,27 +122,39 @@ class Detector:
         return merged
 
     def _predict_batch(self, chunk, threshold):
-        """One forward pass over ``chunk``; its detections, one dict per image."""
-        logits, deltas = self.raw_outputs(self.preprocess(chunk))
+        """One forward pass over ``chunk`` (RGB images); its detections, one dict per image."""
+        sizes = [(image.shape[1], image.shape[0]) for image in chunk]
+        return self.detect_prepared(self.preprocess(chunk), sizes, threshold)
+
+    def detect_prepared(self, batch, sizes, score_threshold):
+        """One forward pass over inputs already prepared (:meth:`preprocess`), no ``tta``.
+
+        Args:
+            batch: ``(n, height, width, 3)`` float32 network inputs
+            sizes: ``(width, height)`` of each input's image
+            score_threshold: lowest score kept
+
+        Returns:
+            one dict per image (see :meth:`predict`); nothing from the letterbox padding
+        """
+        logits, deltas = self.raw_outputs(batch)
         decoded = model_lib.postprocess(
             logits,
             deltas,
             self.anchors,
-            score_threshold=threshold,
+            score_threshold=score_threshold,
             iou_threshold=self.nms_iou,
             max_detections=self.max_detections,
         )
         results = []
-        for index, image in enumerate(chunk):
+        for index, (width, height) in enumerate(sizes):
             count = int(decoded["num_detections"][index])
-            height, width = image.shape[:2]
             boxes = self.geometry.to_image(decoded["boxes"][index, :count], width, height)
             kept = self.geometry.on_image(boxes)
-            boxes = boxes[kept]
             classes = decoded["classes"][index, :count][kept].astype(np.int64)
             results.append(
                 {
-                    "boxes": boxes.astype(np.float32),
+                    "boxes": boxes[kept].astype(np.float32),
                     "scores": decoded["scores"][index, :count][kept].astype(np.float32),
                     "classes": classes,
                     "labels": [self.labels[value - 1] for value in classes],

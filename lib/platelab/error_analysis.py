@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from platelab import detector, evaluate, train, visualize
-from platelab import model as model_lib
+from platelab import detector, evaluate, train, tta, visualize
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +55,10 @@ class SplitEvaluation:
 def evaluate_run(run_dir, dataset_dir, split="test", score_threshold=None, min_score=0.05):
     """Scores a run's best model on a split of a merged dataset.
 
+    The run's ``tta`` applies as in :meth:`platelab.detector.Detector.predict` (with
+    ``flip``, each stored input's mirror, :meth:`platelab.model.InputGeometry.mirror`,
+    is scored too and the two fused).
+
     Args:
         run_dir: a training run folder
         dataset_dir: the merged dataset (stage 05)
@@ -77,33 +80,30 @@ def evaluate_run(run_dir, dataset_dir, split="test", score_threshold=None, min_s
     threshold = model.score_threshold if score_threshold is None else float(score_threshold)
     predictions = []
     for start in range(0, len(data), 8):
-        logits, deltas = model.raw_outputs(data.images[start : start + 8].astype(np.float32))
-        decoded = model_lib.postprocess(
-            logits,
-            deltas,
-            model.anchors,
-            score_threshold=min_score,
-            iou_threshold=model.nms_iou,
-            max_detections=model.max_detections,
-        )
-        for offset in range(len(logits)):
-            index = start + offset
-            width, height = (int(value) for value in data.sizes[index])
-            count = int(decoded["num_detections"][offset])
-            boxes = model.geometry.to_image(decoded["boxes"][offset, :count], width, height)
-            for box, score, class_id, on_image in zip(
-                boxes,
-                decoded["scores"][offset, :count],
-                decoded["classes"][offset, :count],
-                model.geometry.on_image(boxes),
-                strict=True,
+        batch = data.images[start : start + 8].astype(np.float32)
+        sizes = [tuple(int(value) for value in size) for size in data.sizes[start : start + 8]]
+        views = [batch]
+        if model.tta == "flip":  # the mirror images' inputs, from the stored ones
+            views.append(
+                np.stack(
+                    [
+                        model.geometry.mirror(image, *size)
+                        for image, size in zip(batch, sizes, strict=True)
+                    ]
+                )
+            )
+        results = [
+            result for view in views for result in model.detect_prepared(view, sizes, min_score)
+        ]
+        merged = tta.merge(results, sizes, model.tta, model.nms_iou, model.max_detections)
+        for offset, result in enumerate(merged):
+            for box, score, label in zip(
+                result["boxes"], result["scores"], result["labels"], strict=True
             ):
-                if not on_image:
-                    continue
                 predictions.append(
                     {
-                        "image": data.names[index],
-                        "label": model.labels[int(class_id) - 1],
+                        "image": data.names[start + offset],
+                        "label": label,
                         "score": float(score),
                         "bbox": [float(value) for value in box],
                     }

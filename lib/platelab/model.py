@@ -520,11 +520,7 @@ class InputGeometry:
         Returns:
             ``(height, width, 3)`` float32, whole values 0-255 (``out`` when given)
         """
-        inner_h, inner_w = self.height, self.width
-        if self.mode == "letterbox":
-            scale_x, _ = self.scale(image.shape[1], image.shape[0])
-            inner_w = min(self.width, max(1, round(image.shape[1] * scale_x)))
-            inner_h = min(self.height, max(1, round(image.shape[0] * scale_x)))
+        inner_w, inner_h = self.content_size(image.shape[1], image.shape[0])
         resized = resize_image(image, (inner_h, inner_w), dtype=None)
         if out is None:
             out = np.empty((self.height, self.width, resized.shape[2]), np.float32)
@@ -532,6 +528,34 @@ class InputGeometry:
         out[inner_h:] = PAD_VALUE
         out[:inner_h, inner_w:] = PAD_VALUE
         return out
+
+    def content_size(self, image_width, image_height):
+        """``(width, height)`` of the image inside the network input (the rest is
+        letterbox padding; the whole input when squashed)."""
+        if self.mode != "letterbox":
+            return self.width, self.height
+        scale, _ = self.scale(image_width, image_height)
+        return (
+            min(self.width, max(1, round(image_width * scale))),
+            min(self.height, max(1, round(image_height * scale))),
+        )
+
+    def mirror(self, prepared, image_width, image_height):
+        """The network input of an image's mirror image, from the image's own input.
+
+        Args:
+            prepared: ``(height, width, 3)`` :meth:`prepare` output (or ``(n, height,
+                width, 3)`` of images of one size)
+            image_width, image_height: the image's size in pixels
+
+        Returns:
+            a new array: the image content flipped left to right, the padding kept
+        """
+        inner_w, _ = self.content_size(image_width, image_height)
+        prepared = np.asarray(prepared)
+        mirrored = prepared.copy()
+        mirrored[..., :inner_w, :] = prepared[..., inner_w - 1 :: -1, :]
+        return mirrored
 
     def to_image(self, boxes, image_width, image_height):
         """Boxes in network fractions to the image's pixels, clipped to the image.
