@@ -45,8 +45,10 @@ def test_merge_fuses_what_both_views_found_and_keeps_what_one_found():
     mirrored = _result([[68, 20, 88, 40], [50, 10, 60, 15]], [0.6, 0.7], [1, 2])
     (merged,) = tta.merge([plain, mirrored], [(width, 80)], "flip", iou_threshold=0.5)
     assert merged["labels"] == ["vehicle", "license_plate", "vehicle"]
-    np.testing.assert_allclose(merged["scores"], [0.9, 0.7, 0.4], atol=1e-6)
-    # Score-weighted mean of x 10 and 12 (0.9 and 0.6): 10.8; the top score stays.
+    # Each box scores the mean over the views of their best score there: (0.9 + 0.6) / 2
+    # where both saw the vehicle, half the score where one view alone saw a box.
+    np.testing.assert_allclose(merged["scores"], [0.75, 0.35, 0.2], atol=1e-6)
+    # Score-weighted mean of x 10 and 12 (0.9 and 0.6): 10.8.
     np.testing.assert_allclose(merged["boxes"][0], [10.8, 20, 30.8, 40], atol=1e-4)
     np.testing.assert_allclose(merged["boxes"][1], [40, 10, 50, 15], atol=1e-4)
     np.testing.assert_allclose(merged["boxes"][2], [50, 50, 60, 55], atol=1e-4)
@@ -56,7 +58,7 @@ def test_merge_fuses_what_both_views_found_and_keeps_what_one_found():
     (two,) = tta.merge([plain, apart], [(width, 80)], "flip")
     assert len(two["boxes"]) == 3
     (capped,) = tta.merge([plain, mirrored], [(width, 80)], "flip", max_detections=2)
-    np.testing.assert_allclose(capped["scores"], [0.9, 0.7], atol=1e-6)
+    np.testing.assert_allclose(capped["scores"], [0.75, 0.35], atol=1e-6)
     (empty,) = tta.merge([_result([], [], []), _result([], [], [])], [(width, 80)], "flip")
     assert empty["boxes"].shape == (0, 4) and empty["labels"] == []
     assert tta.merge([plain], [(width, 80)], "none") == [plain]
