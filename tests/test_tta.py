@@ -113,6 +113,8 @@ def test_every_predictor_applies_the_runs_tta(tmp_path):
     export.export(run, "tflite", exported, progress=False)
     tflite = export.load_predictor(exported)
     assert tflite.tta == "flip" and tflite.card["model"]["tta"] == "flip"
+    card = (exported / export.CARD_MARKDOWN).read_text()
+    assert "test-time augmentation (tta flip)" in card and "in one pass" in card
     for predictor, tolerance in ((keras, 1e-5), (tflite, 1e-3)):
         for ours, theirs in zip(
             predictor.predict(images, score_threshold=0.2), reference, strict=True

@@ -1375,6 +1375,13 @@ def _card_markdown(card):
             + ", ".join(f"{key} {value}" for key, value in training["parameters"].items())
         )
     lines += ["", "## Metrics", ""]
+    if model.get("tta") == "flip":
+        lines += [
+            "With `tta: flip`, stage 07's figures (`test_metrics`, `heldout_metrics`) fuse "
+            "each image with its mirror, as this export does; `val_metrics` were scored "
+            "during training, in one pass.",
+            "",
+        ]
     lines += _metrics_markdown(card.get("metrics"), model["labels"])
     check = card.get("verification") or {}
     if check:
