@@ -137,10 +137,23 @@ class Detector:
         Returns:
             one dict per image (see :meth:`predict`); nothing from the letterbox padding
         """
-        logits, deltas = self.raw_outputs(batch)
+        return self.decode(*self.raw_outputs(batch), sizes, score_threshold)
+
+    def decode(self, class_logits, box_deltas, sizes, score_threshold):
+        """The model's raw outputs as detections in each image's pixels.
+
+        Args:
+            class_logits: ``(n, anchors, classes + 1)`` raw class outputs
+            box_deltas: ``(n, anchors, 4)`` raw box outputs
+            sizes: ``(width, height)`` of each input's image
+            score_threshold: lowest score kept
+
+        Returns:
+            one dict per image (see :meth:`predict`); nothing from the letterbox padding
+        """
         decoded = model_lib.postprocess(
-            logits,
-            deltas,
+            class_logits,
+            box_deltas,
             self.anchors,
             score_threshold=score_threshold,
             iou_threshold=self.nms_iou,

@@ -457,27 +457,7 @@ class KerasPredictor(Predictor):
         return self.detector.raw_outputs(batch)
 
     def _decode(self, raw, sizes, score_threshold):
-        decoded = model_lib.postprocess(
-            raw[0],
-            raw[1],
-            self.anchors,
-            score_threshold=score_threshold,
-            iou_threshold=self.nms_iou,
-            max_detections=self.max_detections,
-        )
-        results = []
-        for index, (width, height) in enumerate(sizes):
-            count = int(decoded["num_detections"][index])
-            results.append(
-                self._result(
-                    decoded["boxes"][index, :count],
-                    decoded["scores"][index, :count],
-                    decoded["classes"][index, :count],
-                    width,
-                    height,
-                )
-            )
-        return results
+        return self.detector.decode(raw[0], raw[1], sizes, score_threshold)
 
 
 class SavedModelPredictor(Predictor):
