@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from platelab import __version__, tta
+from platelab import __version__, detector, tta
 from platelab.argtypes import key_value, positive
 from platelab.exceptions import PlatelabError
 from platelab.paths import from_cwd
@@ -159,7 +159,7 @@ def _doctor(args):
 
 
 def _train(args):
-    from platelab import config, detector, train
+    from platelab import config, train
 
     values = {}
     if args.profile or args.params:
@@ -243,7 +243,7 @@ def _pretrain(args):
 
 
 def _predict(args):
-    from platelab import detector, evaluate
+    from platelab import evaluate
     from platelab.atomic import atomic_write_json
 
     out = Path(args.out)
@@ -506,7 +506,7 @@ def _add_train_parser(commands):
     )
     train.add_argument(
         "--keep",
-        choices=("map", "ap50", "last"),
+        choices=tuple(detector.KEEP_METRICS),
         help="which evaluated weights best.keras keeps: the best validation mAP (the "
         "default), the best validation AP50, or the last",
     )

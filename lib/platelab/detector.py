@@ -116,15 +116,12 @@ class Detector:
         merged = []
         for start in range(0, len(images), batch_size):
             originals = images[start : start + batch_size]
-            results = self._predict_batch(tta.augment(originals, self.tta), threshold)
             sizes = [(image.shape[1], image.shape[0]) for image in originals]
+            views = self.preprocess(tta.augment(originals, self.tta))
+            # A mirror image has its image's size.
+            results = self.detect_prepared(views, sizes * tta.views(self.tta), threshold)
             merged += tta.merge(results, sizes, self.tta, self.nms_iou, self.max_detections)
         return merged
-
-    def _predict_batch(self, chunk, threshold):
-        """One forward pass over ``chunk`` (RGB images); its detections, one dict per image."""
-        sizes = [(image.shape[1], image.shape[0]) for image in chunk]
-        return self.detect_prepared(self.preprocess(chunk), sizes, threshold)
 
     def detect_prepared(self, batch, sizes, score_threshold):
         """One forward pass over inputs already prepared (:meth:`preprocess`), no ``tta``.
