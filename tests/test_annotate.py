@@ -1,6 +1,7 @@
 """Stage 03: CVAT task batches, the VOC writer, the simulated annotator and import (platelab.annotate)."""
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -754,3 +755,27 @@ def test_annotate_re_exports_each_public_name_of_its_modules():
     homes = ["annotate.base", "annotate.tasks", "annotate.voc", "annotate.exports"]
     homes += ["annotate.client", "synth.annotator"]
     assert_re_exports(annotate, homes)
+
+
+def test_zips_imported_without_a_work_dir_stay_until_the_process_exits(tmp_path):
+    """The records' images live in a scratch folder that the process's exit removes."""
+    archive = annotate.write_voc(_voc_images(tmp_path / "images"), tmp_path / "batch.zip")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from platelab import annotate\n"
+        "result = annotate.import_exports([sys.argv[1]], progress=False)\n"
+        "paths = [Path(record.image_path) for _, record in result.records()]\n"
+        "print(len(paths), all(path.is_file() for path in paths))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(archive)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "True"]
+    assert list(scratch.iterdir()) == []

@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -789,3 +790,31 @@ def test_real_cvat_exports_merge(shared_data, tmp_path):
     assert len(result.groups) == 114  # one group per photo
     counts = Counter(sample.split for sample in result.samples)
     assert abs(counts["train"] - 91) <= 2 and counts["val"] >= 10 and counts["test"] >= 10
+
+
+def test_extracted_zips_stay_until_the_process_exits_and_then_go(tmp_path):
+    """Without a work_dir, zips are extracted to a scratch folder the samples point into,
+    which is removed when the process exits (none left behind in the temporary folder)."""
+    import shutil
+
+    batch = _batch(tmp_path / "batch", {"a": (1, [PLATE])})
+    archive = shutil.make_archive(str(tmp_path / "batch"), "zip", batch)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from platelab import merge\n"
+        "result = merge.merge_batches([sys.argv[1]], progress=False)\n"
+        "path = Path(result.samples[0].image_path)\n"
+        "print(path.is_file(), any(p.name.startswith('platelab-merge-') for p in path.parents))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, archive],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]
+    assert list(scratch.iterdir()) == []

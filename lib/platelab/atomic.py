@@ -2,9 +2,12 @@
 
 Files are written to a temporary name beside their destination and renamed
 into place (``os.replace`` is atomic on one filesystem); folders are built in
-a temporary sibling and swapped in at the end.
+a temporary sibling and swapped in at the end. Scratch folders that outlive the
+call making them (extracted zips whose images a result points into) are removed
+when the process exits.
 """
 
+import atexit
 import contextlib
 import json
 import logging
@@ -82,6 +85,25 @@ def atomic_dir(path):
         raise
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
+
+
+def process_temp_dir(prefix, dir=None):
+    """A new temporary folder, removed (with what it holds) when the process exits.
+
+    For files a returned result keeps pointing into, such as the images of an
+    extracted zip, where a ``with tempfile.TemporaryDirectory()`` block would end too
+    early and a bare ``tempfile.mkdtemp`` would never be removed.
+
+    Args:
+        prefix: the folder name's prefix
+        dir: the parent folder (default: the system's temporary folder)
+
+    Returns:
+        the folder's ``Path``
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def json_default(value):

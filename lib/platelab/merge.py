@@ -73,7 +73,7 @@ from tqdm.auto import tqdm
 
 from platelab import LABELS, annotations, archives, metadata, visualize
 from platelab import boxes as boxes_lib
-from platelab.atomic import atomic_dir, json_default
+from platelab.atomic import atomic_dir, json_default, process_temp_dir
 from platelab.paths import from_cwd, safe_file_name
 from platelab.tfimport import import_tensorflow
 from platelab.tfrecords import encode_example
@@ -276,7 +276,7 @@ def merge_batches(
         union_iou: the IoU at which the ``union`` policy takes two boxes as one
         duplicate_iou: the IoU above which two boxes of one label in one image are one
         work_dir: where zips are extracted (default: a temporary folder that
-            lives as long as the process; :func:`merge` cleans up its own)
+            is removed when the process exits; :func:`merge` cleans up its own)
         workers: threads for hashing (default: CPU count, at most 8)
         progress: whether to show progress bars
 
@@ -293,7 +293,7 @@ def merge_batches(
     alias_table = annotations.extend_aliases(alias_table)
     lookup = annotations.build_alias_map(alias_table)
     label_map = list(LABELS) + [label for label in alias_table if label not in LABELS]
-    work_dir = Path(work_dir or tempfile.mkdtemp(prefix="platelab-merge-"))
+    work_dir = Path(work_dir) if work_dir else process_temp_dir("platelab-merge-")
     workers = max(1, min(8, int(workers or os.cpu_count() or 1)))
     result = MergeResult(samples=[], label_map=label_map, batches=[])
     result.parameters = {

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from platelab import LABELS, annotations, archives
 from platelab.annotate.base import _one_line, user_exports_dir
 from platelab.annotate.tasks import task_of
+from platelab.atomic import process_temp_dir
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ def import_exports(sources=(), *, workspace=None, work_dir=None, aliases=None, p
         workspace: when given, ``data/<workspace>/raw/annotations/`` (the
             user's own exports) is imported too, where present
         work_dir: where zips are extracted (a new temporary folder inside it;
-            default: a new temporary folder)
+            default: a new temporary folder, removed when the process exits or by
+            :meth:`ImportResult.cleanup`)
         aliases: canonical label -> spellings (default
             :data:`platelab.annotations.DEFAULT_ALIASES`)
         progress: show a progress bar
@@ -106,7 +108,11 @@ def import_exports(sources=(), *, workspace=None, work_dir=None, aliases=None, p
             sources.append(user_folder)
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
-    extraction_root = Path(tempfile.mkdtemp(prefix="platelab-import-", dir=work_dir))
+    extraction_root = (
+        Path(tempfile.mkdtemp(prefix="platelab-import-", dir=work_dir))
+        if work_dir is not None
+        else process_temp_dir("platelab-import-")
+    )
     lookup = annotations.build_alias_map(aliases)
     problems, candidates = [], []
     for source in sources:
