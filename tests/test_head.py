@@ -153,18 +153,57 @@ def test_letterbox_geometry_round_trip_and_padding():
     np.testing.assert_allclose(square, [[0, 0, 500, 500]], rtol=1e-5)
 
 
+def test_a_margin_pads_the_frame_all_round_and_keeps_its_scale():
+    """``infer_margin`` 32: a 1280x720 frame at 1152 px goes into 1216x768, 32 px from
+    the top left, at scale 0.9 as without a margin; boxes go there and back."""
+    geometry = model_lib.InputGeometry.for_frames(1280, 720, 1152, margin=32)
+    plain = model_lib.InputGeometry.for_frames(1280, 720, 1152)
+    assert (geometry.width, geometry.height, geometry.margin) == (1216, 768, 32)
+    assert (plain.width, plain.height) == (1152, 704)
+    assert geometry.scale(1280, 720) == plain.scale(1280, 720) == (0.9, 0.9)
+    assert geometry.content_size(1280, 720) == (1152, 648)
+    image = np.full((720, 1280, 3), 100, np.uint8)
+    prepared = geometry.prepare(image)
+    assert prepared.shape == (768, 1216, 3)
+    assert prepared[32:680, 32:1184].min() == 100
+    padding = np.ones(prepared.shape[:2], bool)
+    padding[32:680, 32:1184] = False
+    assert (prepared[padding] == model_lib.PAD_VALUE).all()
+    np.testing.assert_array_equal(geometry.content(prepared, 1280, 720), prepared[32:680, 32:1184])
+    boxes = np.array([[0, 0, 1280, 720], [128, 72, 640, 360]], np.float32)
+    network = geometry.to_network(boxes, 1280, 720)
+    np.testing.assert_allclose(network[0], [32 / 1216, 32 / 768, 1184 / 1216, 680 / 768])
+    np.testing.assert_allclose(geometry.to_image(network, 1280, 720), boxes, rtol=1e-5)
+    # A detection in the margin clips to nothing on the image and is dropped.
+    in_margin = geometry.to_image([[0.0, 0.0, 20 / 1216, 1.0]], 1280, 720)
+    assert not geometry.on_image(in_margin).any()
+    assert "32 px from the top left" in geometry.describe()
+    assert geometry == model_lib.InputGeometry.from_config(
+        {"infer_size": [1216, 768], "resize": "letterbox", "infer_margin": 32}
+    )
+    assert plain == model_lib.InputGeometry.from_config({"infer_size": [1152, 704]})
+    # Twice the margin a multiple of the largest stride, so that the frame keeps its size.
+    with pytest.raises(ValueError, match="infer_margin 20: twice it must be a multiple"):
+        model_lib.InputGeometry.for_frames(1280, 720, 1152, margin=20)
+    with pytest.raises(ValueError, match="margin 400 does not fit a 1216x768 input"):
+        model_lib.InputGeometry(1216, 768, margin=400)
+
+
 @pytest.mark.parametrize("size", [(1280, 720), (500, 500), (333, 200)])
-def test_the_mirror_of_a_prepared_input_is_the_prepared_mirror_image(size):
+@pytest.mark.parametrize("margin", [0, 32])
+def test_the_mirror_of_a_prepared_input_is_the_prepared_mirror_image(size, margin):
     """What error analysis scores with ``tta: flip`` from the stored inputs equals what
     the detector sees when it prepares the mirror image itself."""
     width, height = size
-    geometry = model_lib.InputGeometry.for_frames(1280, 720, 960)
+    geometry = model_lib.InputGeometry.for_frames(1280, 720, 960, margin=margin)
     image = np.random.default_rng(3).integers(0, 256, (height, width, 3), np.uint8)
     mirrored = geometry.mirror(geometry.prepare(image), width, height)
     np.testing.assert_allclose(mirrored, geometry.prepare(image[:, ::-1]), atol=1.0)
     inner_w, inner_h = geometry.content_size(width, height)
-    assert (mirrored[:, inner_w:] == model_lib.PAD_VALUE).all()
-    assert (mirrored[inner_h:] == model_lib.PAD_VALUE).all()
+    assert (mirrored[:, margin + inner_w :] == model_lib.PAD_VALUE).all()
+    assert (mirrored[margin + inner_h :] == model_lib.PAD_VALUE).all()
+    assert (mirrored[:margin] == model_lib.PAD_VALUE).all()
+    assert (mirrored[:, :margin] == model_lib.PAD_VALUE).all()
     batch = np.stack([geometry.prepare(image)] * 2)  # a batch of one size at once
     np.testing.assert_array_equal(geometry.mirror(batch, width, height)[1], mirrored)
     square = model_lib.InputGeometry.from_config({"input_size": 64})
@@ -191,10 +230,11 @@ def test_an_input_size_off_the_largest_stride_is_refused_naming_valid_sizes():
         model_lib.InputGeometry.for_frames(1920, 1080, 1000)
 
 
-def test_in_graph_letterbox_equals_the_numpy_one():
+@pytest.mark.parametrize("margin", [0, 32])
+def test_in_graph_letterbox_equals_the_numpy_one(margin):
     tf = import_tensorflow()
     rng = np.random.default_rng(0)
-    geometry = model_lib.InputGeometry(320, 192)
+    geometry = model_lib.InputGeometry(320 + 2 * margin, 192 + 2 * margin, margin=margin)
     for height, width in [(540, 960), (720, 1280), (300, 300), (100, 400)]:
         image = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
         in_graph = model_lib.letterbox_images_tf(tf.constant(image[None]), geometry).numpy()[0]

@@ -262,6 +262,28 @@ def test_the_learning_rate_follows_the_init_unless_given(tmp_path):
     assert train.TrainConfig().learning_rate == 0.0  # resolved by validate()
 
 
+def test_the_inference_margin_is_stored_and_a_run_older_than_it_keeps_none(dataset, tmp_path):
+    """Today's runs letterbox with ``infer_margin`` (32) round the frame; a run from before
+    the key loads and resumes as it was trained, without one."""
+    config = dict(TINY_TRAINING, steps=2, eval_every=2, log_every=1, checkpoint_every=2)
+    run_dir = tmp_path / "run"
+    train.train(dataset, run_dir, config, progress=False, echo=lambda line: None)
+    stored = json.loads((run_dir / "config.json").read_text())
+    # 160x120 frames at 192 px: 192x144, 32 px round them: 256x208, rounded to 256x256.
+    assert stored["infer_margin"] == 32 and stored["training"]["infer_margin"] == 32
+    assert stored["infer_size"] == [256, 256]
+    loaded = detector.load(run_dir)
+    assert loaded.geometry == model_lib.InputGeometry(256, 256, margin=32)
+    del stored["infer_margin"], stored["training"]["infer_margin"]
+    stored["infer_size"] = [192, 192]
+    (run_dir / "config.json").write_text(json.dumps(stored))
+    assert detector.load(run_dir).geometry == model_lib.InputGeometry(192, 192)
+    with pytest.raises(train.RunMismatchError, match=r"infer_margin: 0 != 32"):
+        train.train(dataset, run_dir, config, progress=False)
+    with pytest.raises(train.TrainingError, match="infer_margin must be 0 or a multiple of 32"):
+        train.TrainConfig.from_dict(dict(TINY_TRAINING, infer_margin=16))
+
+
 def test_kept_value_follows_the_keep_metric():
     metrics = {"AP": 0.4, "AP50": 0.7}
     assert train.kept_value("map", metrics, 30) == 0.4

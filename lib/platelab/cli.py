@@ -174,6 +174,7 @@ def _train(args):
         "width": args.width,
         "input_size": args.input_size,
         "infer_size": args.infer_size,
+        "infer_margin": args.infer_margin,
         "crop_training": False if args.whole_frames else None,
         "max_minutes": args.max_minutes,
         "keep": args.keep,
@@ -489,6 +490,12 @@ def _add_train_parser(commands):
         type=int,
         help="long side of the inference input, frames letterboxed whole (multiple of 64; "
         "0: a square input, the frame squashed into it)",
+    )
+    train.add_argument(
+        "--infer-margin",
+        type=int,
+        help="padding in network pixels around the letterboxed frame (0 or a multiple of "
+        "32; default 32): a frame's edges against padding, as training crops see them",
     )
     train.add_argument(
         "--whole-frames",

@@ -510,7 +510,6 @@ def _read_original(evaluation, name):
             return image
     index = evaluation.data.names.index(name)
     width, height = (int(value) for value in evaluation.data.sizes[index])
-    scale_x, scale_y = evaluation.data.geometry.scale(width, height)
     # The image part of the network input (a letterboxed input also holds padding).
-    shown = evaluation.data.images[index][: round(height * scale_y), : round(width * scale_x)]
+    shown = evaluation.data.geometry.content(evaluation.data.images[index], width, height)
     return cv2.resize(shown[:, :, ::-1], (width, height))

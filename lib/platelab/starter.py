@@ -243,6 +243,7 @@ def ship(work, out=None, command=None, progress=True, note=""):
             "input_size",
             "infer_size",
             "resize",
+            "infer_margin",
             "width",
             "levels",
             "anchors",

@@ -108,7 +108,7 @@ class RunMismatchError(TrainingError):
     """The run folder holds a run of another configuration or dataset: it cannot be resumed."""
 
 
-EARLIER_BEHAVIOUR = {"min_visible": 0.0, "keep": "map"}
+EARLIER_BEHAVIOUR = {"min_visible": 0.0, "keep": "map", "infer_margin": 0}
 """Training keys whose default changed when they were added: the value that reproduces
 runs made before them (a key missing from such a run's ``config.json``). Every other
 newer key defaults to the earlier behaviour."""
@@ -164,6 +164,10 @@ class TrainConfig:
             ``infer_size`` 0, the side of the square (squashed) model input
         infer_size: long side of the inference input in pixels (a multiple of 64):
             frames are letterboxed into it whole; 0 for a square input
+        infer_margin: padding in network pixels around the letterboxed frame (twice it
+            a multiple of the largest stride; the input grows by ``2 * infer_margin``
+            each way): training crops see a frame's edge against padding, and so does
+            inference then (:class:`platelab.model.InputGeometry`)
         crop_training: train on ``input_size`` crops of the letterboxed frames (False:
             on the whole letterboxed frame)
         scale_min: smallest scale of a training crop (network pixels per frame pixel at
@@ -251,6 +255,7 @@ class TrainConfig:
 
     input_size: int = 192
     infer_size: int = 960
+    infer_margin: int = 32
     crop_training: bool = True
     scale_min: float = 0.6
     scale_max: float = 1.6
@@ -323,6 +328,13 @@ class TrainConfig:
                 model_lib.check_input_side(self.infer_size, largest)
             except ValueError as error:
                 raise TrainingError(f"infer_size: {error}") from None
+        if self.infer_margin < 0 or (2 * self.infer_margin) % largest:
+            raise TrainingError(
+                f"infer_margin must be 0 or a multiple of {largest // 2} (half the largest "
+                f"stride), got {self.infer_margin}"
+            )
+        if self.infer_margin and not self.infer_size:
+            raise TrainingError("infer_margin needs infer_size (a letterboxed input)")
         if not 0 < self.scale_min <= self.scale_max:
             raise TrainingError(
                 f"scale_min and scale_max must satisfy 0 < min <= max, got "
@@ -379,7 +391,7 @@ class TrainConfig:
         if not self.infer_size:
             return model_lib.InputGeometry(self.input_size, self.input_size, "squash")
         return model_lib.InputGeometry.for_frames(
-            frame_width, frame_height, self.infer_size, max(self.levels)
+            frame_width, frame_height, self.infer_size, max(self.levels), self.infer_margin
         )
 
     def train_shape(self, geometry):
@@ -1517,6 +1529,7 @@ class _TrainingSetup:
             "input_size": config.input_size,
             "infer_size": [geometry.width, geometry.height],
             "resize": geometry.mode,
+            "infer_margin": geometry.margin,
             "width": config.width,
             "levels": list(config.levels),
             "anchors": anchor_spec,
@@ -2579,6 +2592,7 @@ def run_summary(
         "geometry": {
             "infer_size": [geometry.width, geometry.height],
             "resize": geometry.mode,
+            "infer_margin": geometry.margin,
             "train_shape": list(config.train_shape(geometry)),
         },
         "memory": list(memory),

@@ -990,14 +990,17 @@ def _detection_module(tf, keras_detector):
             scores = tf.nn.softmax(outputs["class_logits"], axis=-1)[..., 1:]
             boxes = model_lib.decode_predictions(outputs["box_deltas"], self.anchors)
             # Network fractions to fractions of the image (letterbox: the image fills
-            # only the top-left part of the input).
+            # only part of the input, ``margin`` pixels from its top left).
             shape = tf.cast(tf.shape(images), tf.float32)
             if geometry.mode == "letterbox":
-                scale = tf.minimum(geometry.width / shape[2], geometry.height / shape[1])
-                factor = tf.stack(
-                    [geometry.width / (scale * shape[2]), geometry.height / (scale * shape[1])]
+                margin = float(geometry.margin)
+                scale = tf.minimum(
+                    (geometry.width - 2 * margin) / shape[2],
+                    (geometry.height - 2 * margin) / shape[1],
                 )
-                boxes = boxes * tf.concat([factor, factor], 0)
+                network = tf.constant([geometry.width, geometry.height] * 2, tf.float32)
+                image = tf.stack([shape[2], shape[1], shape[2], shape[1]])
+                boxes = (boxes * network - margin) / (scale * image)
             result = tf.image.combined_non_max_suppression(
                 tf.gather(boxes, [1, 0, 3, 2], axis=-1)[:, :, None, :],
                 scores,
@@ -1160,6 +1163,7 @@ def _model_card(keras_detector, config, state, run_folder, model_file, fmt, quan
             "input_size": keras_detector.input_size,
             "infer_size": [keras_detector.geometry.width, keras_detector.geometry.height],
             "resize": keras_detector.geometry.mode,
+            "infer_margin": keras_detector.geometry.margin,
             "levels": config.get("levels"),
             "anchors": config["anchors"],
             "num_anchors": len(keras_detector.anchors),
