@@ -175,6 +175,7 @@ def make_run_folder(
     dataset=None,
     infer_size=None,
     tta=None,
+    infer_margin=0,
 ):
     """Writes a training-run folder as :mod:`platelab.train` leaves it.
 
@@ -191,6 +192,8 @@ def make_run_folder(
             earlier run's square, squashed input
         tta: the run's test-time augmentation (``config.json``'s ``tta``); None: none
             recorded (an earlier run's)
+        infer_margin: padding round the letterboxed frame (``config.json``'s
+            ``infer_margin``; with ``infer_size``)
 
     Returns:
         the folder (a Path)
@@ -224,6 +227,8 @@ def make_run_folder(
         net = dynamic
         config.update(anchors=spec, input_size=INPUT_SIZE, infer_size=list(infer_size))
         config["resize"] = "letterbox"
+        if infer_margin:
+            config["infer_margin"] = int(infer_margin)
     net.save(folder / "best.keras")
     (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     state = {"status": status, "step": 80, "best_step": 80, "best_map": 0.6, "steps": 80}

@@ -382,13 +382,18 @@ def exports(trained_run, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_letterboxed_exports_agree_with_keras_on_frames_of_other_shapes(tmp_path):
-    """A run of today's geometry (letterbox into 192x128) exports with that geometry:
-    every format and the Keras detector find the same boxes on 4:3 and 1:1 frames."""
+@pytest.mark.parametrize("margin", [0, 32])
+def test_letterboxed_exports_agree_with_keras_on_frames_of_other_shapes(tmp_path, margin):
+    """A run of today's geometry (letterbox into 192x128, or with a 32 px margin into
+    256x192) exports with that geometry: every format and the Keras detector find the
+    same boxes on 4:3 and 1:1 frames."""
     net, spec = model_helpers.train_tiny_model()
-    run = model_helpers.make_run_folder(tmp_path / "run", net, spec, infer_size=[192, 128])
+    size = [192 + 2 * margin, 128 + 2 * margin]
+    run = model_helpers.make_run_folder(
+        tmp_path / "run", net, spec, infer_size=size, infer_margin=margin
+    )
     keras_predictor = export.load_predictor(run)
-    assert keras_predictor.geometry == model_lib.InputGeometry(192, 128, "letterbox")
+    assert keras_predictor.geometry == model_lib.InputGeometry(*size, "letterbox", margin)
     rng = np.random.default_rng(4)
     images = [
         model_helpers.draw_scene(rng, 200, 150)[0],
@@ -404,9 +409,13 @@ def test_letterboxed_exports_agree_with_keras_on_frames_of_other_shapes(tmp_path
     for fmt in ("saved_model", "tflite"):
         folder = Path(export.export(run, fmt, tmp_path / fmt, progress=False)["path"])
         card = json.loads((folder / export.CARD_JSON).read_text())
-        assert card["model"]["infer_size"] == [192, 128] and card["model"]["resize"] == "letterbox"
-        assert "letterboxed into 192x128" in card["preprocessing"]
-        assert "192x128, letterbox" in (folder / export.CARD_MARKDOWN).read_text()
+        assert card["model"]["infer_size"] == size and card["model"]["resize"] == "letterbox"
+        assert card["model"]["infer_margin"] == margin
+        assert f"letterboxed into {size[0]}x{size[1]}" in card["preprocessing"]
+        assert ("placed 32 px from the top left" in card["preprocessing"]) == bool(margin)
+        text = (folder / export.CARD_MARKDOWN).read_text()
+        assert f"{size[0]}x{size[1]}, letterbox" in text
+        assert ("a 32 px margin round the frame" in text) == bool(margin)
         predictor = export.load_predictor(folder)
         ours = predictor.predict(images, score_threshold=0.3)
         for first, second in zip(ours, reference, strict=True):

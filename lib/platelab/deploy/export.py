@@ -1464,7 +1464,9 @@ def _input_text(model):
     """The card's input size in words (letterboxed rectangle, or a squashed square)."""
     if model.get("infer_size"):
         width, height = model["infer_size"]
-        return f"{width}x{height}, {model.get('resize', 'letterbox')}"
+        margin = int(model.get("infer_margin") or 0)
+        padded = f", a {margin} px margin round the frame" if margin else ""
+        return f"{width}x{height}, {model.get('resize', 'letterbox')}{padded}"
     return f"{model['input_size']}x{model['input_size']}, squash"
 
 
