@@ -37,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from bench_openalpr_finetune import run_platelab
+from choices import chosen
 
 from platelab import annotate, annotations, detector, paths, train
 
@@ -69,10 +70,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="split, canvas and training seed")
     parser.add_argument("--work", help="work folder (default: a temporary one)")
     arguments = parser.parse_args(argv)
-    rows = [name.strip() for name in arguments.rows.split(",")]
-    unknown = [name for name in rows if name not in ROWS]
-    if unknown:
-        sys.exit(f"unknown row(s) {', '.join(unknown)}: choose from {', '.join(ROWS)}")
+    rows = chosen(arguments.rows, ROWS)
     exports = sorted(Path(arguments.shared).glob("br_task_*_voc.zip"))
     if len(exports) != 2:
         sys.exit(f"SKIP: {arguments.shared}: the two openalpr-br exports are not there")

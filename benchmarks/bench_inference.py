@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from choices import chosen, seed_list
 
 from platelab import detector, goals, synth
 from platelab import model as model_lib
@@ -57,11 +58,8 @@ def main(argv=None):
     parser.add_argument("--rows", default=",".join(ROWS), help=f"rows: {', '.join(ROWS)}")
     parser.add_argument("--work", help="folder for the rendered videos, reused by a later run")
     args = parser.parse_args(argv)
-    rows = [name.strip() for name in args.rows.split(",") if name.strip()]
-    unknown = sorted(set(rows) - set(ROWS))
-    if unknown:
-        sys.exit(f"unknown row(s) {', '.join(unknown)}: choose from {', '.join(ROWS)}")
-    seeds = [int(value) for value in args.seeds.split(",") if value.strip()]
+    rows = chosen(args.rows, ROWS)
+    seeds = seed_list(args.seeds)
     reserved = [seed for seed in seeds if synth.seeds.is_evaluation_seed(seed)]
     if reserved:
         sys.exit(f"seed(s) {', '.join(map(str, reserved))} are evaluation seeds: choose others")

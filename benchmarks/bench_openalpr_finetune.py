@@ -38,6 +38,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from choices import chosen
 
 from platelab import detector, paths, starter
 
@@ -76,10 +77,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="split and training seed (0)")
     parser.add_argument("--work", help="work folder (default: a temporary one)")
     arguments = parser.parse_args(argv)
-    rows = [name.strip() for name in arguments.rows.split(",") if name.strip()]
-    unknown = sorted(set(rows) - set(ROWS))
-    if unknown:
-        sys.exit(f"FAIL: unknown row(s) {', '.join(unknown)} (known: {', '.join(ROWS)})")
+    rows = chosen(arguments.rows, ROWS)
     extra = {}
     for item in arguments.set:
         key, _, value = item.partition("=")

@@ -84,6 +84,7 @@ import time
 from pathlib import Path
 
 import yaml
+from choices import chosen
 
 from platelab import goals, paths, pretrain, starter, train
 
@@ -174,10 +175,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not (Path(args.data) / "tfrecords" / "train.tfrecord").is_file():
         sys.exit(f"{args.data}: no merged dataset with TFRecords (run `make run` first)")
-    rows = list(ROWS) if args.rows == "all" else [name.strip() for name in args.rows.split(",")]
-    unknown = [name for name in rows if name not in ROWS]
-    if unknown:
-        sys.exit(f"unknown row(s) {', '.join(unknown)}: choose from {', '.join(ROWS)}")
+    rows = chosen(args.rows, ROWS)
     replays_corpus = any(ROWS[name].get("replay") == str(REPLAY_CORPUS) for name in rows)
     if replays_corpus and not REPLAY_CORPUS.is_dir():
         sys.exit(f"{REPLAY_CORPUS}: no pretraining corpus to replay (run `platelab pretrain`)")

@@ -54,6 +54,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from choices import chosen, seed_list
 
 from platelab import detector, groundtruth, starter, synth, tta
 from platelab.atomic import atomic_write_text
@@ -102,11 +103,8 @@ def main(argv=None):
         help="the model's test-time augmentation (platelab.tta; default: the run's own)",
     )
     args = parser.parse_args(argv)
-    names = [name.strip() for name in args.settings.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(SETTINGS))
-    if unknown:
-        sys.exit(f"unknown setting(s) {', '.join(unknown)}: choose from {', '.join(SETTINGS)}")
-    seeds = [int(value) for value in args.seeds.split(",") if value.strip()]
+    names = chosen(args.settings, SETTINGS, "setting")
+    seeds = seed_list(args.seeds)
     work = Path(args.work or tempfile.mkdtemp(prefix="platelab-tracker-"))
     model = detector.load(args.model, allow_unfinished=True)
     if args.tta is not None:
