@@ -80,6 +80,21 @@ def write_notebook(path, cells, parameters=None):
     return Path(path)
 
 
+def run_python_with_tmpdir(script, *arguments, tmpdir):
+    """Runs ``python -c script arguments`` with ``TMPDIR`` at ``tmpdir`` (a process whose
+    temporary folders are seen, and whose exit is what removes them); returns the
+    completed process (text output captured)."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmpdir)},
+    )
+
+
 def read_json(path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

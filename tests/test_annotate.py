@@ -1,7 +1,6 @@
 """Stage 03: CVAT task batches, the VOC writer, the simulated annotator and import (platelab.annotate)."""
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from cvat_server import FakeCvatServer
 
-from conftest import assert_re_exports
+from conftest import assert_re_exports, run_python_with_tmpdir
 from platelab import LABELS, annotate, annotations, curate, metadata, synth
 from platelab.collect import frames
 
@@ -770,12 +769,7 @@ def test_zips_imported_without_a_work_dir_stay_until_the_process_exits(tmp_path)
         "paths = [Path(record.image_path) for _, record in result.records()]\n"
         "print(len(paths), all(path.is_file() for path in paths))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(archive)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TMPDIR": str(scratch)},
-    )
+    done = run_python_with_tmpdir(script, archive, tmpdir=scratch)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["3", "True"]
     assert list(scratch.iterdir()) == []

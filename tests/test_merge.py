@@ -5,7 +5,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import run_python_with_tmpdir
 from platelab import annotations, merge, tfrecords
 from platelab.metadata import sha256_file
 
@@ -809,12 +809,7 @@ def test_extracted_zips_stay_until_the_process_exits_and_then_go(tmp_path):
         "path = Path(result.samples[0].image_path)\n"
         "print(path.is_file(), any(p.name.startswith('platelab-merge-') for p in path.parents))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, archive],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TMPDIR": str(scratch)},
-    )
+    done = run_python_with_tmpdir(script, archive, tmpdir=scratch)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True"]
     assert list(scratch.iterdir()) == []
