@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_inference.py [--model data/full/models/ssd] [--seeds 5151,5152,5153]
+    python benchmarks/bench_analyze_inference.py [--model data/full/models/ssd] [--seeds 5151,5152,5153]
         [--videos 12] [--seconds 5] [--size 1280x720] [--rows plain,margin,plain-flip,margin-flip]
         [--work DIR]
 
