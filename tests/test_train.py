@@ -606,9 +606,9 @@ def test_an_infer_size_off_the_largest_stride_is_refused_naming_valid_sizes():
         train.TrainConfig.from_dict({"infer_size": 1000})
     with pytest.raises(train.TrainingError, match="input_size must be a multiple of 64"):
         train.TrainConfig.from_dict({"input_size": 288})
-    assert train.TrainConfig.from_dict({"infer_size": 0, "input_size": 288}).geometry(
-        960, 540
-    ) == model_lib.InputGeometry(288, 288, "squash")
+    square = train.TrainConfig.from_dict({"infer_size": 0, "input_size": 288})
+    assert square.geometry(960, 540) == model_lib.InputGeometry(288, 288, "squash")
+    assert square.infer_margin == 0  # a squashed square has no letterbox to pad
 
 
 @pytest.mark.slow

@@ -167,7 +167,8 @@ class TrainConfig:
         infer_margin: padding in network pixels around the letterboxed frame (twice it
             a multiple of the largest stride; the input grows by ``2 * infer_margin``
             each way): training crops see a frame's edge against padding, and so does
-            inference then (:class:`platelab.model.InputGeometry`)
+            inference then (:class:`platelab.model.InputGeometry`); 0 with
+            ``infer_size`` 0
         crop_training: train on ``input_size`` crops of the letterboxed frames (False:
             on the whole letterboxed frame)
         scale_min: smallest scale of a training crop (network pixels per frame pixel at
@@ -333,8 +334,8 @@ class TrainConfig:
                 f"infer_margin must be 0 or a multiple of {largest // 2} (half the largest "
                 f"stride), got {self.infer_margin}"
             )
-        if self.infer_margin and not self.infer_size:
-            raise TrainingError("infer_margin needs infer_size (a letterboxed input)")
+        if not self.infer_size:
+            self.infer_margin = 0  # a square, squashed input has no letterbox to pad
         if not 0 < self.scale_min <= self.scale_max:
             raise TrainingError(
                 f"scale_min and scale_max must satisfy 0 < min <= max, got "
