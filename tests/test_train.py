@@ -230,7 +230,8 @@ def test_training_run_folder_and_learning(dataset, tmp_path):
 
     loaded = detector.load(run_dir)
     assert loaded.labels == LABELS and loaded.input_size == 128
-    assert loaded.geometry == model_lib.InputGeometry(192, 192, "letterbox")
+    # 160x120 frames at 192 px with 32 px round them: 256x208, rounded to 256x256.
+    assert loaded.geometry == model_lib.InputGeometry(256, 256, "letterbox", 32)
     from train_helpers import scene
 
     image, _ = scene(np.random.default_rng(9))
@@ -804,6 +805,7 @@ def test_run_summary_and_key_figures():
     assert summary["geometry"] == {
         "infer_size": [geometry.width, geometry.height],
         "resize": geometry.mode,
+        "infer_margin": geometry.margin,
         "train_shape": [192, 192],
     }
     json.dumps(summary)  # JSON-ready
