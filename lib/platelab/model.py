@@ -445,7 +445,7 @@ class InputGeometry:
     letterboxed frame and run past its edges onto padding: a vehicle the frame's edge
     cuts is learnt against padding. Without a margin, inference shows the frame's left,
     top and right edges at the input's border instead, and those vehicles scored lower
-    (the session-15 ``full`` model on seeds 5151-5153, one pass: of the 487 vehicles the
+    (the session-15 ``full`` model on seeds 5151-5153, one pass: of the 497 vehicles the
     frame's left or right edge cut, 118 missed at the operating threshold, 92 with a
     32 px margin; vehicle AP50 0.930 without, 0.940 with).
 
