@@ -1316,7 +1316,7 @@ def _card_markdown(card):
         "",
         f"- Architecture: {model['architecture']}, width {model['width']}, "
         f"{model['parameters']:,} parameters",
-        f"- Input: {_input_text(model)} RGB",
+        f"- Input: RGB, {_input_text(model)}",
         f"- Labels (class id = position + 1): {', '.join(model['labels'])}",
         f"- Anchors: {model['num_anchors']} over strides {model['levels']}",
         f"- Operating threshold: {card['operating_threshold']:g} (score); NMS IoU "
