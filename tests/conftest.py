@@ -80,19 +80,23 @@ def write_notebook(path, cells, parameters=None):
     return Path(path)
 
 
-def run_python_with_tmpdir(script, *arguments, tmpdir):
-    """Runs ``python -c script arguments`` with ``TMPDIR`` at ``tmpdir`` (a process whose
-    temporary folders are seen, and whose exit is what removes them); returns the
-    completed process (text output captured)."""
+def words_of_a_process_leaving_no_temp(script, *arguments, tmpdir):
+    """Runs ``python -c script arguments`` with ``TMPDIR`` at a new folder ``tmpdir``;
+    asserts that it succeeds and leaves that folder empty (its exit removed what it made
+    there), and returns the words it printed."""
     import subprocess
     import sys
 
-    return subprocess.run(
+    Path(tmpdir).mkdir()
+    done = subprocess.run(
         [sys.executable, "-c", script, *map(str, arguments)],
         capture_output=True,
         text=True,
         env={**os.environ, "TMPDIR": str(tmpdir)},
     )
+    assert done.returncode == 0, done.stderr
+    assert list(Path(tmpdir).iterdir()) == []
+    return done.stdout.split()
 
 
 def read_json(path):

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import run_python_with_tmpdir
+from conftest import words_of_a_process_leaving_no_temp
 from platelab import annotations, merge, tfrecords
 from platelab.metadata import sha256_file
 
@@ -799,8 +799,6 @@ def test_extracted_zips_stay_until_the_process_exits_and_then_go(tmp_path):
 
     batch = _batch(tmp_path / "batch", {"a": (1, [PLATE])})
     archive = shutil.make_archive(str(tmp_path / "batch"), "zip", batch)
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
     script = (
         "import sys\n"
         "from pathlib import Path\n"
@@ -809,7 +807,5 @@ def test_extracted_zips_stay_until_the_process_exits_and_then_go(tmp_path):
         "path = Path(result.samples[0].image_path)\n"
         "print(path.is_file(), any(p.name.startswith('platelab-merge-') for p in path.parents))\n"
     )
-    done = run_python_with_tmpdir(script, archive, tmpdir=scratch)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "True"]
-    assert list(scratch.iterdir()) == []
+    printed = words_of_a_process_leaving_no_temp(script, archive, tmpdir=tmp_path / "scratch")
+    assert printed == ["True", "True"]
