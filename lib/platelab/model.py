@@ -904,7 +904,7 @@ def letterbox_images_tf(images, geometry):
     height, width = tf.cast(shape[1], tf.float64), tf.cast(shape[2], tf.float64)
     margin = geometry.margin
     room_h, room_w = geometry.height - 2 * margin, geometry.width - 2 * margin
-    scale = tf.minimum(room_w / width, room_h / height)
+    scale = _letterbox_scale_tf(tf, geometry, height, width)
     inner_h = tf.clip_by_value(tf.cast(tf.round(height * scale), tf.int32), 1, room_h)
     inner_w = tf.clip_by_value(tf.cast(tf.round(width * scale), tf.int32), 1, room_w)
     resized = _resize_images_dynamic(tf, tf.cast(images, tf.float32), inner_h, inner_w)
@@ -918,6 +918,37 @@ def letterbox_images_tf(images, geometry):
         ],
     )
     return tf.ensure_shape(canvas + PAD_VALUE, [None, geometry.height, geometry.width, None])
+
+
+def boxes_to_image_fractions_tf(boxes, geometry, images):
+    """:meth:`InputGeometry.to_image` inside a TensorFlow graph, in fractions of the image.
+
+    Args:
+        boxes: ``(batch, N, 4)`` float32 ``[xmin, ymin, xmax, ymax]`` fractions of the
+            network input
+        geometry: the :class:`InputGeometry` that prepared ``images``
+        images: the ``(batch, H, W, 3)`` images (only their shape is read)
+
+    Returns:
+        ``(batch, N, 4)`` float32 fractions of the images (not clipped); a squashed
+        input's fractions are the image's already
+    """
+    tf = import_tensorflow()
+    if geometry.mode != "letterbox":
+        return boxes
+    shape = tf.cast(tf.shape(images), tf.float32)
+    height, width = shape[1], shape[2]
+    scale = _letterbox_scale_tf(tf, geometry, height, width)
+    network = tf.constant([geometry.width, geometry.height] * 2, tf.float32)
+    image = tf.stack([width, height, width, height])
+    return (boxes * network - float(geometry.margin)) / (scale * image)
+
+
+def _letterbox_scale_tf(tf, geometry, height, width):
+    """:meth:`InputGeometry.scale` of a letterbox for images ``height`` x ``width``
+    (tensors; the result has their dtype)."""
+    inner = 2 * geometry.margin
+    return tf.minimum((geometry.width - inner) / width, (geometry.height - inner) / height)
 
 
 def _resize_images_dynamic(tf, images, out_h, out_w):

@@ -989,18 +989,7 @@ def _detection_module(tf, keras_detector):
             outputs = self.network(pixels, training=False)
             scores = tf.nn.softmax(outputs["class_logits"], axis=-1)[..., 1:]
             boxes = model_lib.decode_predictions(outputs["box_deltas"], self.anchors)
-            # Network fractions to fractions of the image (letterbox: the image fills
-            # only part of the input, ``margin`` pixels from its top left).
-            shape = tf.cast(tf.shape(images), tf.float32)
-            if geometry.mode == "letterbox":
-                margin = float(geometry.margin)
-                scale = tf.minimum(
-                    (geometry.width - 2 * margin) / shape[2],
-                    (geometry.height - 2 * margin) / shape[1],
-                )
-                network = tf.constant([geometry.width, geometry.height] * 2, tf.float32)
-                image = tf.stack([shape[2], shape[1], shape[2], shape[1]])
-                boxes = (boxes * network - margin) / (scale * image)
+            boxes = model_lib.boxes_to_image_fractions_tf(boxes, geometry, images)
             result = tf.image.combined_non_max_suppression(
                 tf.gather(boxes, [1, 0, 3, 2], axis=-1)[:, :, None, :],
                 scores,
