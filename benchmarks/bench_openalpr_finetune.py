@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/bench_openalpr_finetune.py [--pretrained models/starter] [--minutes 5]
         [--shared ../shared/data/openalpr-br] [--split 0.7,0.15,0.15] [--seed 0]
-        [--rows finetune,scratch,zeroshot] [--set KEY=VALUE] [--shrink 0.25] [--work DIR]
+        [--rows finetune,scratch,zeroshot] [--set KEY=VALUE] [--shrink 0.25]
+        [--camera-seeds 6262,6263] [--work DIR]
 
 The real-photo goal: a detector fine-tuned from the starter (``models/starter``, or
 any run or starter folder given as ``--pretrained``) on the two real CVAT exports of
@@ -25,10 +26,18 @@ with no fine-tuning at all. Steps:
    annotated), so only ``license_plate`` is scored;
 4. the same on the test photos shrunk by ``--shrink`` per side onto a canvas of their
    own size (``bench_across_scale.write_shrunk_split``): plates at 3-9 % of the width,
-   as traffic cameras see them, the stand-in here for the real traffic-camera set.
+   as traffic cameras see them, the stand-in here for the real traffic-camera set;
+5. each model's plates on synthetic traffic-camera frames (``--camera-seeds``, 12 videos
+   of 5 s a seed at 1280x720, 10 frames scored per video, the ``traffic_camera`` vantage:
+   a narrow lens over the lanes, plates 40-90 px wide), US and EU plates apart: the
+   stand-in for the real set's two parts (elevated static cameras at 1280x720, US
+   plates about 60x30 px). The seeds must be ones no training, pretraining or evaluation
+   data uses (evaluation seeds are refused); the starter's corpus never rendered this
+   vantage.
 
-Prints the three rows side by side (steps reached, test AP50, recall, precision at the
-operating threshold). The trainings run one after the other, never at once.
+Prints the rows side by side (steps reached, test AP50, recall, precision at the
+operating threshold, then the stand-ins). The trainings run one after the other, never
+at once.
 """
 
 import argparse
@@ -38,9 +47,9 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from choices import chosen
+from choices import chosen, seed_list
 
-from platelab import detector, paths, starter
+from platelab import detector, evaluate, goals, paths, starter, synth
 
 PLATELAB = [sys.executable, "-m", "platelab"]
 ROWS = {
@@ -75,9 +84,18 @@ def main(argv=None):
     )
     parser.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test by photo")
     parser.add_argument("--seed", type=int, default=0, help="split and training seed (0)")
+    parser.add_argument(
+        "--camera-seeds",
+        default="6262,6263",
+        help="seeds of the synthetic traffic-camera frames (6262,6263); 'none': not scored",
+    )
     parser.add_argument("--work", help="work folder (default: a temporary one)")
     arguments = parser.parse_args(argv)
     rows = chosen(arguments.rows, ROWS)
+    camera_seeds = [] if arguments.camera_seeds == "none" else seed_list(arguments.camera_seeds)
+    reserved = [seed for seed in camera_seeds if synth.is_evaluation_seed(seed)]
+    if reserved:
+        sys.exit(f"seed(s) {', '.join(map(str, reserved))} are evaluation seeds: choose others")
     extra = {}
     for item in arguments.set:
         key, _, value = item.partition("=")
@@ -127,26 +145,81 @@ def main(argv=None):
                 )  # fmt: skip
             model = run_dir if init is not None else pretrained
             stem = work / f"{run_dir.name if init else 'zero-shot'}-test"
-            plates = score_plates(model, dataset, shrunk, stem).values()
+            plates = score_plates(model, dataset, shrunk, stem)
+            if camera_seeds:
+                plates.update(score_traffic_camera(model, work, camera_seeds))
             state = detector.read_state(run_dir) if init is not None else {"step": 0}
-            results.append((name, state, *plates))
+            results.append((name, state, plates))
     print()
     print(
         f"license plates on the held-out photos ({counts['test']}), IoU 0.5; as they are, "
         f"and shrunk to {arguments.shrink:g} per side on a canvas of their size (traffic-camera "
         "plate sizes):"
     )
+    if camera_seeds:
+        print(
+            f"synthetic traffic cameras: seeds {', '.join(map(str, camera_seeds))}, 1280x720, "
+            "AP50 / recall of US and of EU plates"
+        )
     print(
         f"  {'init':<28} {'steps':>6} {'AP50':>7} {'recall':>7} {'precision':>9}"
-        f" {'shrunk AP50':>12} {'recall':>7}"
+        f" {'shrunk AP50':>12} {'recall':>7}" + ("   camera US      camera EU" * bool(camera_seeds))
     )
-    for name, state, plate, small in results:
+    for name, state, plates in results:
+        plate, small = plates["1x"], plates["shrunk"]
+        camera = "".join(
+            f"   {plates[style]['AP50']:.3f} / {plates[style]['recall']:.3f}"
+            for style in ("us", "eu")
+            if style in plates
+        )
         print(
             f"  {name:<28} {state.get('step', '?'):>6} {plate['AP50']:7.3f} "
             f"{plate['recall']:7.3f} {plate['precision']:9.3f} {small['AP50']:12.3f} "
-            f"{small['recall']:7.3f}"
+            f"{small['recall']:7.3f}{camera}"
         )
     return 0
+
+
+def score_traffic_camera(model, work, seeds):
+    """A model's plates on synthetic traffic-camera frames, US and EU plates apart.
+
+    Args:
+        model: a run or starter folder (at its own inference geometry and threshold)
+        work: the folder the frames are rendered into (reused by a later run)
+        seeds: generator seeds, none of them an evaluation seed
+
+    Returns:
+        ``{"us": metrics, "eu": metrics}``: ``license_plate``'s per-class metrics on the
+        videos whose plates are of that style
+    """
+    loaded = detector.load(model, allow_unfinished=True)
+    ground_truth, predictions, styles = [], [], {}
+    for seed in seeds:
+        heldout = goals.evaluate_heldout_videos(
+            loaded,
+            Path(work) / f"traffic-camera-{seed}",
+            seed=seed,
+            videos=12,
+            seconds=5.0,
+            size=(1280, 720),
+            vantages=["traffic_camera"],
+            progress=False,
+        )
+        ground_truth += heldout.ground_truth
+        predictions += heldout.predictions
+        styles.update({video["source_id"]: video["plate_style"] for video in heldout.videos})
+    scores = {}
+    for style in ("us", "eu"):
+        truth = [item for item in ground_truth if styles[item["image"].split("/")[0]] == style]
+        images = {item["image"] for item in truth}
+        metrics = evaluate.evaluate_detections(
+            truth,
+            [item for item in predictions if item["image"] in images],
+            classes=["license_plate"],
+            score_threshold=loaded.score_threshold,
+        )
+        scores[style] = metrics["per_class"]["license_plate"]
+    return scores
 
 
 def _train_parameters(config, arguments):

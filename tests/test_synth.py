@@ -1,6 +1,7 @@
 """Tests of the synthetic traffic-video generator (platelab.synth)."""
 
 import json
+import math
 import re
 
 import numpy as np
@@ -10,6 +11,7 @@ from platelab import LABELS
 from platelab.ffmpeg import run_ffmpeg
 from platelab.metadata import sha256_file
 from platelab.synth import (
+    EXTRA_VANTAGES,
     VANTAGES,
     ReservedSeedError,
     build_scene,
@@ -37,11 +39,14 @@ def default_batch():
     return truths
 
 
-@pytest.mark.parametrize("vantage", VANTAGES)
+@pytest.mark.parametrize("vantage", VANTAGES + EXTRA_VANTAGES)
 def test_boxes_match_rendered_pixels(vantage):
     """Leaving one object out changes only its own pixels, inside its box, and
     the box is tight around the pixels that change."""
-    specs = video_specs(6, 6.0, 5.0, SMALL, 0)
+    if vantage in VANTAGES:
+        specs = video_specs(6, 6.0, 5.0, SMALL, 0)
+    else:
+        specs = video_specs(1, 6.0, 5.0, SMALL, 0, vantages=[vantage])
     spec = next(spec for spec in specs if spec.vantage == vantage)
     scene = build_scene(spec)
     plate_ids = {vehicle.id: vehicle.plate_id for vehicle in scene.vehicles if vehicle.plate_id}
@@ -84,6 +89,25 @@ def test_boxes_match_rendered_pixels(vantage):
             checked += 1
     assert checked > 0
     assert len(loose) <= max(1, 0.05 * checked), loose
+
+
+def test_the_traffic_camera_sees_plates_at_plate_reader_sizes():
+    """``traffic_camera``: a narrow lens over the lanes, plates 40-90 px wide at 1280x720
+    (the real traffic-camera set's US plates are about 60x30 px); never in a default batch."""
+    widths, lenses = {"us": [], "eu": []}, []
+    for spec in video_specs(6, 6.0, 1.0, (1280, 720), 11, vantages=["traffic_camera"]):
+        scene = build_scene(spec)
+        lenses.append(math.degrees(2 * math.atan(spec.width / 2 / scene.camera.focal)))
+        for index in range(spec.frames):
+            for item in render_frame(scene, index, effects=False)[1]:
+                if item["label"] == "license_plate" and not item["truncated"]:
+                    widths[item["style"]].append(item["box"][2] - item["box"][0])
+    assert all(16 <= lens <= 30 for lens in lenses), lenses
+    assert len(widths["us"]) >= 5 and len(widths["eu"]) >= 5, widths
+    assert 35 <= np.median(widths["us"]) <= 75, widths["us"]
+    assert 55 <= np.median(widths["eu"]) <= 130, widths["eu"]  # EU plates are 1.7 times as wide
+    default = {spec.vantage for spec in video_specs(14, 1.0, 1.0, SMALL, 11)}
+    assert default == set(VANTAGES) and "traffic_camera" not in default
 
 
 def test_render_frame_is_order_independent():
@@ -192,6 +216,20 @@ def test_the_cli_refuses_a_reserved_seed_for_training_in_one_line(tmp_path, caps
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "seed 987654 is reserved for evaluation" in lines[0]
     assert not out.exists()
+
+
+def test_the_cli_renders_the_vantages_named_and_refuses_an_unknown_one(tmp_path, capsys):
+    from platelab import cli
+
+    out = tmp_path / "synthetic"
+    arguments = ["synth", "--out", str(out), "--videos", "2", "--seconds", "0.4", "--quiet"]
+    assert cli.main([*arguments, "--vantages", "traffic_camera, dashcam"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [video["vantage"] for video in manifest["videos"]] == ["traffic_camera", "dashcam"]
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([*arguments, "--vantages", "traffic_camera,helicopter"])
+    assert stopped.value.code == 2
+    assert "unknown vantage(s) helicopter" in capsys.readouterr().err
 
 
 def test_evaluation_sets_may_use_reserved_seeds_and_say_so(tmp_path):

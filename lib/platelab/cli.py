@@ -100,6 +100,7 @@ def _synthesize(args):
         fps=args.fps,
         size=(width, height),
         seed=args.seed,
+        vantages=args.vantages,
         progress=not args.quiet,
         purpose=args.purpose,
     )
@@ -292,6 +293,20 @@ def _parse_size(text):
     return width, height
 
 
+def _vantage_list(text):
+    """``--vantages``: comma-separated vantage names, each a known one."""
+    from platelab.synth import EXTRA_VANTAGES, VANTAGES
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in VANTAGES + EXTRA_VANTAGES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown vantage(s) {', '.join(unknown) or repr(text)}: expected some of "
+            f"{', '.join(VANTAGES + EXTRA_VANTAGES)}"
+        )
+    return names
+
+
 def _input_path(text):
     """A sample input: a path relative to the current directory, or a live URL as given."""
     return text if "://" in text else from_cwd(text)
@@ -386,6 +401,13 @@ def _add_synthesize_parser(commands):
     synth.add_argument("--fps", type=positive(float), default=10.0, help="frame rate (10)")
     synth.add_argument("--size", default="960x540", help="frame size WxH (960x540)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    synth.add_argument(
+        "--vantages",
+        type=_vantage_list,
+        metavar="NAMES",
+        help="vantage points cycled over the videos, comma-separated (default: the six of "
+        "synth.VANTAGES; traffic_camera only when named)",
+    )
     synth.add_argument(
         "--purpose",
         choices=("training", "evaluation"),

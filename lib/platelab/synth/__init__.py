@@ -2,7 +2,9 @@
 
 Stand-ins for the videos a user would film: six vantage points (highway
 overpass, high and low street views, parking lot, shop fronts, dashboard
-camera), sedans, trucks and buses seen from the front, rear and side, US and
+camera), and a seventh rendered only when named (``traffic_camera``: a narrow lens on a
+pole over the lanes, plates 40-90 px wide at 1280x720, as elevated static traffic and
+plate-reading cameras see them), sedans, trucks and buses seen from the front, rear and side, US and
 EU license plates from readable to a few pixels high, day, dusk and night,
 motion blur, noise, compression artefacts, plate-like distractors (speed
 signs, shop signs, billboards, house numbers) and stretches to cut (black and
@@ -12,6 +14,7 @@ visible vehicles and plates, computed from the rendered pixels.
 Public API::
 
     VANTAGES                      # overpass, street_high, street_low, parking, storefront, dashcam
+    EXTRA_VANTAGES                # traffic_camera: only when named in ``vantages``
     synthesize(out_dir, videos=6, seconds=10.0, fps=10.0, size=(960, 540), seed=0,
                vantages=None, workers=None, progress=True,
                purpose="training")   # -> manifest dict
@@ -43,6 +46,7 @@ builds on :mod:`platelab.annotate`, which re-exports its names on first use).
 from platelab.synth.pipeline import load_current_manifest, synthesize, synthesize_or_reuse
 from platelab.synth.render import draw_boxes, render_frame, render_video, scene_frames
 from platelab.synth.scene import (
+    EXTRA_VANTAGES,
     LIGHTINGS,
     STATES,
     VANTAGES,
@@ -60,6 +64,7 @@ from platelab.synth.seeds import (
 )
 
 __all__ = [
+    "EXTRA_VANTAGES",
     "LIGHTINGS",
     "STATES",
     "VANTAGES",

@@ -37,6 +37,7 @@ def build_layout(spec, lighting, rng):
         "parking": town.parking,
         "storefront": town.storefront,
         "dashcam": _dashcam,
+        "traffic_camera": town.traffic_camera,
     }
     return builders[spec.vantage](spec, lighting, rng)
 

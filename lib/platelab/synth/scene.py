@@ -18,6 +18,10 @@ from platelab.synth import geometry, plates, sprites, vehicles
 logger = logging.getLogger(__name__)
 
 VANTAGES = ("overpass", "street_high", "street_low", "parking", "storefront", "dashcam")
+"""The vantage points a batch cycles through by default."""
+EXTRA_VANTAGES = ("traffic_camera",)
+"""Vantage points rendered only when asked for by name (``vantages=``): a default batch,
+and so every seed's scenes from before them, stay as they were."""
 LIGHTINGS = ("day", "dusk", "night")
 STATES = ("ok", "black", "frozen", "empty")
 
@@ -35,7 +39,7 @@ class VideoSpec:
     Attributes:
         index: position of the video in its batch
         source_id: e.g. ``syn_s0_v03_parking``
-        vantage: one of VANTAGES
+        vantage: one of VANTAGES or EXTRA_VANTAGES
         lighting: one of LIGHTINGS
         seed: the batch seed (the video's randomness is seeded by (seed, index))
         fps: frames per second
@@ -331,9 +335,11 @@ def video_specs(videos, seconds, fps, size, seed, vantages=None):
             f"size must be even and at least 32x32 (H.264 4:2:0), got {width}x{height}"
         )
     vantages = list(vantages) if vantages else list(VANTAGES)
-    unknown = sorted(set(vantages) - set(VANTAGES))
+    unknown = sorted(set(vantages) - set(VANTAGES + EXTRA_VANTAGES))
     if unknown:
-        raise ValueError(f"unknown vantage(s) {unknown} (expected some of {VANTAGES})")
+        raise ValueError(
+            f"unknown vantage(s) {unknown} (expected some of {VANTAGES + EXTRA_VANTAGES})"
+        )
     frames = max(int(round(float(seconds) * float(fps))), 1)
     specs = []
     for index in range(int(videos)):
