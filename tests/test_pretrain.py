@@ -121,6 +121,35 @@ def test_another_corpus_in_the_same_folder_is_refused(tmp_path):
     assert pretrain.start(folder, tiny_plan(hours=0.5)).hours == 0.5
 
 
+def test_a_corpus_may_add_the_traffic_camera_and_keeps_the_six_scenes_it_had(tmp_path):
+    plain = tiny_plan(seconds=0.5)
+    wider = tiny_plan(seconds=0.5, vantages=(*synth.VANTAGES, "traffic_camera"))
+    assert "vantages" not in plain.corpus_parameters()  # the markers of earlier corpora hold
+    assert wider.corpus_parameters()["vantages"][-1] == "traffic_camera"
+    assert (plain.shards, wider.shards) == (1, 1) and wider.corpus_parameters()["videos"] == 7
+    folder = tmp_path / "pretrain"
+    pretrain.start(folder, wider)
+    assert pretrain.load_plan(folder).vantages == wider.vantages
+    shards = {}
+    for name, plan in (("plain", plain), ("wider", wider)):
+        (tmp_path / name).mkdir()
+        shards[name] = pretrain._render_shard((0, plan, str(tmp_path / name)))
+    assert {info["vantage"] for _, _, info in shards["wider"]} == {
+        *synth.VANTAGES,
+        "traffic_camera",
+    }
+    assert [
+        (image.name, sha)
+        for image, sha, info in shards["wider"]
+        if info["vantage"] != "traffic_camera"
+    ] == [(image.name, sha) for image, sha, _ in shards["plain"]]
+    with pytest.raises(pretrain.PretrainError, match="vantages must be distinct names"):
+        tiny_plan(vantages=("overpass", "helicopter")).check()
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["pretrain", "--work", str(tmp_path / "w"), "--vantages", "overpass,nope"])
+    assert stopped.value.code == 2 and not (tmp_path / "w").exists()
+
+
 def test_a_plan_can_continue_a_starter_and_ship_its_lineage(pretrained, tmp_path, monkeypatch):
     from platelab import starter
 

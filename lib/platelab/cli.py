@@ -207,13 +207,16 @@ def _pretrain(args):
     if args.continue_:
         config = pretrain.extend(folder, args.hours if args.hours is not None else 1.0)
         print(f"{folder}: plan extended to {config.hours:g} hours of training")
-    elif existing is not None and (args.hours, args.videos, args.seed, args.train) == (
-        None, None, None, None,
-    ):  # fmt: skip
+    elif existing is not None and (
+        args.hours, args.videos, args.seed, args.train, args.vantages
+    ) == (None, None, None, None, None):  # fmt: skip
         config = existing
         print(f"{folder}: resuming its plan of {config.hours:g} hours")
     else:
-        values = {"hours": args.hours, "videos": args.videos, "seed": args.seed}
+        values = {
+            "hours": args.hours, "videos": args.videos, "seed": args.seed,
+            "vantages": args.vantages,
+        }  # fmt: skip
         values = {key: value for key, value in values.items() if value is not None}
         training = dict(args.train or [])
         if "init" in training:
@@ -581,6 +584,13 @@ def _add_pretrain_parser(commands):
         "--chunks", type=positive(int), help="chunks to train in this call (default: until done)"
     )
     pretrain.add_argument("--videos", type=positive(int), help="corpus videos (default 600)")
+    pretrain.add_argument(
+        "--vantages",
+        type=_vantage_list,
+        metavar="NAMES",
+        help="the corpus' vantage points, comma-separated, one video each a shard (default: "
+        "the six of synth.VANTAGES; add traffic_camera for elevated narrow-lens views)",
+    )
     pretrain.add_argument(
         "--seed", type=int, help="first corpus batch seed (default 20000; never an evaluation seed)"
     )

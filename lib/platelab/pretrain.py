@@ -52,6 +52,8 @@ from platelab import paths
 from platelab.atomic import atomic_dir, atomic_write_json
 from platelab.exceptions import PlatelabError
 from platelab.synth import seeds as seeds_lib
+from platelab.synth.scene import EXTRA_VANTAGES
+from platelab.synth.scene import VANTAGES as DEFAULT_VANTAGES
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ class PretrainConfig:
     """The plan of a pretraining.
 
     Attributes:
-        videos: corpus videos (rounded up to whole shards of six, one per vantage)
+        videos: corpus videos (rounded up to whole shards, one video per vantage)
         seconds: length of each corpus video
         fps: frames rendered (and all kept) per second of video
         seed: the first corpus batch seed; shard ``i`` uses ``seed + i``
@@ -106,6 +108,11 @@ class PretrainConfig:
         heldout_videos: its videos (the vantage points cycled; 5 s, 10 frames scored each)
         training: :class:`platelab.train.TrainConfig` values over
             :data:`PRETRAIN_TRAINING`
+        vantages: the vantage points of each shard, in order (default the six of
+            :data:`platelab.synth.VANTAGES`; add ``traffic_camera`` for elevated
+            narrow-lens views). Shard ``i`` is the batch ``seed + i`` with these
+            vantages, so its first six videos are the same scenes with or without an
+            extra one
     """
 
     videos: int = 600
@@ -118,10 +125,11 @@ class PretrainConfig:
     heldout_seed: int = 4242
     heldout_videos: int = 12
     training: dict = dataclasses.field(default_factory=dict)
+    vantages: tuple = DEFAULT_VANTAGES
 
     @property
     def shards(self):
-        return math.ceil(self.videos / 6)
+        return math.ceil(self.videos / len(self.vantages))
 
     def corpus_seeds(self):
         """The corpus' batch seeds, in order."""
@@ -133,6 +141,13 @@ class PretrainConfig:
             raise PretrainError(
                 "videos (at least 6), seconds, fps and hours must be positive, got "
                 f"{self.videos}, {self.seconds}, {self.fps}, {self.hours}"
+            )
+        known = DEFAULT_VANTAGES + EXTRA_VANTAGES
+        unknown = [name for name in self.vantages if name not in known]
+        if not self.vantages or unknown or len(set(self.vantages)) < len(self.vantages):
+            raise PretrainError(
+                f"vantages must be distinct names of {', '.join(known)}, got "
+                f"{', '.join(self.vantages) or 'none'}"
             )
         if not 0 < self.val_fraction < 0.5:
             raise PretrainError(
@@ -170,9 +185,9 @@ class PretrainConfig:
 
     def corpus_parameters(self):
         """What fixes the corpus' content (its files are a function of these)."""
-        return {
+        parameters = {
             "format": CORPUS_FORMAT,
-            "videos": self.shards * 6,
+            "videos": self.shards * len(self.vantages),
             "seconds": float(self.seconds),
             "fps": float(self.fps),
             "seeds": [self.seed, self.seed + self.shards - 1],
@@ -180,12 +195,16 @@ class PretrainConfig:
             "jpeg_quality": list(self.jpeg_quality),
             "val_fraction": float(self.val_fraction),
         }
+        if tuple(self.vantages) != DEFAULT_VANTAGES:  # corpora from before keep their marker
+            parameters["vantages"] = list(self.vantages)
+        return parameters
 
     @classmethod
     def from_dict(cls, values):
         config_lib.check_fields(cls, values, PretrainError, "pretraining")
         config = cls(**values)
         config.jpeg_quality = tuple(config.jpeg_quality)
+        config.vantages = tuple(config.vantages)
         return config
 
 
@@ -510,7 +529,8 @@ def plan_done(folder):
 
 
 def _render_shard(job):
-    """Renders one shard (six videos) into JPEGs; returns (VocImage, review info) pairs."""
+    """Renders one shard (a video per vantage) into JPEGs; returns (VocImage, review info)
+    pairs."""
     import cv2
     import numpy as np
 
@@ -523,7 +543,8 @@ def _render_shard(job):
     rng = np.random.default_rng([seed, 17])
     low, high = config.jpeg_quality
     found = []
-    for spec in synth.video_specs(6, config.seconds, config.fps, size, seed):
+    vantages = list(config.vantages)
+    for spec in synth.video_specs(len(vantages), config.seconds, config.fps, size, seed, vantages):
         for image_bgr, truth in synth.render_video(spec):
             if truth["state"] in DEAD_FEED:
                 continue
