@@ -396,9 +396,7 @@ video; on real footage fine-tune it first.
 
 ## Training data
 Synthetic only: {corpus["videos"]} videos of {corpus["seconds"]:g} s rendered by
-`platelab.synth` with batch seeds {corpus["seeds"][0]} to {corpus["seeds"][1]} (six videos a
-seed, one per vantage point: overpass, high and low street, parking, storefront,
-dashcam), at 960x540, 1280x720 and 1920x1080, day, dusk and night, US and EU plates;
+`platelab.synth` with batch seeds {corpus["seeds"][0]} to {corpus["seeds"][1]} ({_corpus_vantages(corpus)}), at 960x540, 1280x720 and 1920x1080, day, dusk and night, US and EU plates;
 {corpus["frames"]} frames ({", ".join(f"{count} {label}" for label, count in corpus["objects"].items())}).
 No seed that evaluation uses ({corpus["evaluation_seeds_excluded"]}).
 
@@ -431,6 +429,22 @@ compression it has not seen. Fine-tune before trusting it on real video.
 
 # --------------------------------------------------------------------------------------
 # Private helpers
+
+
+def _corpus_vantages(corpus):
+    """The model card's words for a corpus' vantage points (six unless it names them)."""
+    names = {
+        "overpass": "overpass",
+        "street_high": "high street",
+        "street_low": "low street",
+        "parking": "parking",
+        "storefront": "storefront",
+        "dashcam": "dashcam",
+        "traffic_camera": "a narrow-lens traffic camera",
+    }
+    vantages = corpus.get("vantages") or list(names)[:6]
+    words = ", ".join(names.get(name, name) for name in vantages)
+    return f"{len(vantages)} videos a seed, one per vantage point: {words}"
 
 
 def _check_sample(model, folder, progress):
