@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_openalpr_finetune.py [--pretrained models/starter] [--minutes 5]
         [--shared ../shared/data/openalpr-br] [--split 0.7,0.15,0.15] [--seed 0]
-        [--rows finetune,scratch,zeroshot] [--set KEY=VALUE] [--shrink 0.25]
+        [--rows finetune,finetune-plain,scratch,zeroshot] [--set KEY=VALUE] [--shrink 0.25]
         [--camera-seeds 6262,6263] [--work DIR]
 
 The real-photo goal: a detector fine-tuned from the starter (``models/starter``, or
@@ -16,11 +16,14 @@ with no fine-tuning at all. Steps:
 1. ``platelab merge`` of both exports (labels ``license plate`` and
    ``license_plate`` normalised) with a group-safe split by photo (``--split``,
    ``--seed``);
-2. ``platelab train`` twice with the same parameters and the same time budget
-   (``--minutes`` each): ``--init PRETRAINED`` (row ``finetune``) and ``--init none``
-   (``scratch``), on 320 px crops from scale 0.4 (the plates are large: see
-   :func:`_train_parameters`), peak learning rate 0.001; ``--set`` changes a training
-   parameter of both;
+2. ``platelab train`` with the same parameters and the same time budget (``--minutes``
+   each): ``--init PRETRAINED`` with rehearsal (row ``finetune``: ``replay: starter``,
+   a corpus like the starter's own mixed in, a quarter as many frames as the train
+   photos, :data:`REHEARSAL_SHARE`), the same without (``finetune-plain``) and
+   ``--init none`` (``scratch``), on 320 px crops from scale 0.4 (the plates are large:
+   see :func:`_train_parameters`), peak learning rate 0.001; ``--set`` changes a
+   training parameter of every row. Fine-tuned on these photos alone, the starter
+   forgets what traffic cameras show (step 5): rehearsal keeps it;
 3. ``platelab evaluate --split test`` of each, and of PRETRAINED itself (``zeroshot``); the set
    annotates plates only (one per photo; vehicles and other plates are not
    annotated), so only ``license_plate`` is scored;
@@ -54,9 +57,15 @@ from platelab import detector, evaluate, goals, paths, starter, synth
 PLATELAB = [sys.executable, "-m", "platelab"]
 ROWS = {
     "finetune": "fine-tuned from the starter",
+    "finetune-plain": "the same, no rehearsal",
     "scratch": "from random weights",
     "zeroshot": "the starter, no fine-tuning",
 }
+INITS = {"finetune": "pretrained", "finetune-plain": "pretrained", "scratch": "none"}
+"""The rows that train, and their init (``pretrained``: ``--pretrained``)."""
+REHEARSAL_SHARE = 0.25
+"""Row ``finetune`` mixes in a corpus like the starter's own (``replay: starter``), as
+many frames as this share of the dataset's train photos."""
 
 
 def main(argv=None):
@@ -128,17 +137,20 @@ def main(argv=None):
 
         shrunk = work / f"test-shrunk-{arguments.shrink:g}"
         write_shrunk_split(dataset, "test", shrunk, arguments.shrink, arguments.seed)
-        params = work / "params.yaml"
-        params.write_text(
-            yaml.safe_dump(
-                {"06_train": {**_train_parameters(pretrained_config, arguments), **extra}}
-            )
-        )
+        base = _train_parameters(pretrained_config, arguments)
+        rehearsal = {
+            "replay": "starter",
+            "replay_frames": max(1, round(REHEARSAL_SHARE * counts["train"])),
+        }
         results = []
         for row in rows:
-            name, init = ROWS[row], {"finetune": str(pretrained), "scratch": "none"}.get(row)
-            run_dir = work / f"run-{'scratch' if init == 'none' else 'finetune'}"
+            name, init = ROWS[row], INITS.get(row)
+            init = str(pretrained) if init == "pretrained" else init
+            run_dir = work / f"run-{row}"
             if init is not None:
+                params = work / f"params-{row}.yaml"
+                values = {**base, **(rehearsal if row == "finetune" else {}), **extra}
+                params.write_text(yaml.safe_dump({"06_train": values}))
                 run_platelab(
                     "train", "--data", str(dataset), "--out", str(run_dir), "--params",
                     str(params), "--init", init, "--seed", str(arguments.seed), "--quiet",
