@@ -2,13 +2,13 @@
 
 Stand-ins for the videos a user would film: six vantage points (highway
 overpass, high and low street views, parking lot, shop fronts, dashboard
-camera), and a seventh rendered only when named (``traffic_camera``: a narrow lens on a
-pole over the lanes, plates 40-90 px wide at 1280x720, as elevated static traffic and
-plate-reading cameras see them), sedans, trucks and buses seen from the front, rear and side, US and
-EU license plates from readable to a few pixels high, day, dusk and night,
-motion blur, noise, compression artefacts, plate-like distractors (speed
-signs, shop signs, billboards, house numbers) and stretches to cut (black and
-frozen feed, empty road). Every frame comes with the tight boxes of the
+camera) and a seventh rendered only when named (``traffic_camera``: a narrow
+lens on a pole over the lanes, plates 40-90 px wide at 1280x720, as elevated
+static traffic and plate-reading cameras see them), sedans, trucks and buses
+seen from the front, rear and side, US and EU license plates from readable
+to a few pixels high, day, dusk and night, motion blur, noise, compression
+artefacts, plate-like distractors (speed signs, shop signs, billboards, house
+numbers) and stretches to cut (black and frozen feed, empty road). Every frame comes with the tight boxes of the
 visible vehicles and plates, computed from the rendered pixels.
 
 Public API::
