@@ -298,15 +298,14 @@ def _parse_size(text):
 
 def _vantage_list(text):
     """``--vantages``: comma-separated vantage names, each a known one."""
-    from platelab.synth import EXTRA_VANTAGES, VANTAGES
+    from platelab.synth import parse_vantages
 
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in VANTAGES + EXTRA_VANTAGES]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown vantage(s) {', '.join(unknown) or repr(text)}: expected some of "
-            f"{', '.join(VANTAGES + EXTRA_VANTAGES)}"
-        )
+    try:
+        names = parse_vantages(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not names:
+        raise argparse.ArgumentTypeError("no vantage named")
     return names
 
 

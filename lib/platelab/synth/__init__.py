@@ -20,6 +20,7 @@ Public API::
                purpose="training")   # -> manifest dict
     check_seed(seed, purpose)     # ReservedSeedError: an evaluation seed for training data
     video_specs(videos, seconds, fps, size, seed, vantages=None)  # -> [VideoSpec]
+    parse_vantages("overpass,traffic_camera")  # -> names (None for ""); ValueError if unknown
     render_video(spec)            # -> iterator of (frame BGR, frame truth), in memory
     build_scene(spec)             # -> Scene
     render_frame(scene, index, exclude_ids=(), effects=True)  # -> (image, objects, id_map)
@@ -53,6 +54,7 @@ from platelab.synth.scene import (
     Scene,
     VideoSpec,
     build_scene,
+    parse_vantages,
     video_specs,
 )
 from platelab.synth.seeds import (
@@ -71,6 +73,7 @@ __all__ = [
     "Scene",
     "VideoSpec",
     "build_scene",
+    "parse_vantages",
     "draw_boxes",
     "render_frame",
     "render_video",

@@ -306,6 +306,28 @@ class Scene:
     baked_props: list = dataclasses.field(default_factory=list)
 
 
+def parse_vantages(text):
+    """Vantage names from a comma-separated list (a CLI option, a notebook parameter).
+
+    Args:
+        text: e.g. ``"overpass, traffic_camera"``; empty: the default cycle
+
+    Returns:
+        the names in order, or None for an empty text (:data:`VANTAGES`)
+
+    Raises:
+        ValueError: naming the unknown names and the known ones
+    """
+    names = [name.strip() for name in str(text).split(",") if name.strip()]
+    unknown = [name for name in names if name not in VANTAGES + EXTRA_VANTAGES]
+    if unknown:
+        raise ValueError(
+            f"unknown vantage(s) {', '.join(unknown)}: expected some of "
+            f"{', '.join(VANTAGES + EXTRA_VANTAGES)}"
+        )
+    return names or None
+
+
 def video_specs(videos, seconds, fps, size, seed, vantages=None):
     """Plans a batch of synthetic videos.
 
