@@ -18,6 +18,7 @@ from platelab.synth import (
     check_seed,
     draw_boxes,
     is_evaluation_seed,
+    parse_vantages,
     pipeline,
     render_frame,
     render_video,
@@ -230,6 +231,13 @@ def test_the_cli_renders_the_vantages_named_and_refuses_an_unknown_one(tmp_path,
         cli.main([*arguments, "--vantages", "traffic_camera,helicopter"])
     assert stopped.value.code == 2
     assert "unknown vantage(s) helicopter" in capsys.readouterr().err
+
+
+def test_a_vantage_list_parses_and_names_what_it_does_not_know():
+    assert parse_vantages("") is None and parse_vantages(" , ") is None
+    assert parse_vantages("overpass, traffic_camera") == ["overpass", "traffic_camera"]
+    with pytest.raises(ValueError, match="unknown vantage\\(s\\) blimp, kite: expected some of"):
+        parse_vantages("blimp,dashcam,kite")
 
 
 def test_evaluation_sets_may_use_reserved_seeds_and_say_so(tmp_path):
