@@ -26,8 +26,9 @@ def street_high(spec, lighting, rng):
 
 def traffic_camera(spec, lighting, rng):
     """A traffic or plate-reading camera 5 to 8 m up on a pole over a town street, with
-    a narrow lens (16 to 30 degrees across) on the lanes 15 to 35 m ahead: plates 40 to
-    90 px wide at 1280x720, the views of elevated static traffic cameras."""
+    a narrow lens (16 to 30 degrees across) aimed 10 to 31 m ahead, where a US plate is
+    45 to 70 px wide at 1280 px across (EU plates 1.7 times as wide): the views of
+    elevated static traffic cameras."""
     fov = float(rng.uniform(16, 30))
     elevation = float(rng.uniform(5, 8))
     focal = spec.width / 2.0 / math.tan(math.radians(fov) / 2.0)
@@ -138,7 +139,12 @@ _WALLS = ((200, 215, 225), (150, 180, 205), (210, 200, 170), (120, 140, 170), (2
 
 
 def _street(spec, lighting, rng, camera, centre, parked):
-    """A town street along z with a cross street, parked cars, trees and shops."""
+    """A town street along z with a cross street, parked cars, trees and shops.
+
+    ``centre``: ``"over_lanes"`` puts the camera over the lanes, anywhere across the
+    road; None on the right (over the parking lane or curb when high, on the sidewalk
+    when low).
+    """
     image, canvas = props.start_canvas(spec, camera, lighting, rng)
     lane_width = 3.3
     lanes_per_side = 1 if rng.random() < 0.6 else 2
