@@ -32,11 +32,11 @@ with no fine-tuning at all. Steps:
    as traffic cameras see them, the stand-in here for the real traffic-camera set;
 5. each model's plates on synthetic traffic-camera frames (``--camera-seeds``, 12 videos
    of 5 s a seed at 1280x720, 10 frames scored per video, the ``traffic_camera`` vantage:
-   a narrow lens over the lanes, plates 40-90 px wide), US and EU plates apart: the
-   stand-in for the real set's two parts (elevated static cameras at 1280x720, US
-   plates about 60x30 px). The seeds must be ones no training, pretraining or evaluation
-   data uses (evaluation seeds are refused); the starter's corpus never rendered this
-   vantage.
+   a narrow lens over the lanes, US plates 35-65 px wide, EU 66-88), US and EU plates
+   apart: the stand-in for the real set's two parts (elevated static cameras at
+   1280x720, US plates about 60x30 px). The seeds must be ones no training, pretraining
+   or evaluation data uses (evaluation seeds are refused); the shipped starter's corpus
+   (seeds 20000-20099) never rendered this vantage.
 
 Prints the rows side by side (steps reached, test AP50, recall, precision at the
 operating threshold, then the stand-ins). The trainings run one after the other, never
