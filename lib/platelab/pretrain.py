@@ -52,7 +52,7 @@ from platelab import paths
 from platelab.atomic import atomic_dir, atomic_write_json
 from platelab.exceptions import PlatelabError
 from platelab.synth import seeds as seeds_lib
-from platelab.synth.scene import EXTRA_VANTAGES
+from platelab.synth.scene import EXTRA_VANTAGES, check_vantages
 from platelab.synth.scene import VANTAGES as DEFAULT_VANTAGES
 
 logger = logging.getLogger(__name__)
@@ -142,12 +142,15 @@ class PretrainConfig:
                 "videos (at least 6), seconds, fps and hours must be positive, got "
                 f"{self.videos}, {self.seconds}, {self.fps}, {self.hours}"
             )
-        known = DEFAULT_VANTAGES + EXTRA_VANTAGES
-        unknown = [name for name in self.vantages if name not in known]
-        if not self.vantages or unknown or len(set(self.vantages)) < len(self.vantages):
+        try:
+            check_vantages(self.vantages)
+            known = True
+        except ValueError:
+            known = False
+        if not known or not self.vantages or len(set(self.vantages)) < len(self.vantages):
             raise PretrainError(
-                f"vantages must be distinct names of {', '.join(known)}, got "
-                f"{', '.join(self.vantages) or 'none'}"
+                f"vantages must be distinct names of {', '.join(DEFAULT_VANTAGES + EXTRA_VANTAGES)}"
+                f", got {', '.join(self.vantages) or 'none'}"
             )
         if not 0 < self.val_fraction < 0.5:
             raise PretrainError(

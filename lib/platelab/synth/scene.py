@@ -319,13 +319,19 @@ def parse_vantages(text):
         ValueError: naming the unknown names and the known ones
     """
     names = [name.strip() for name in str(text).split(",") if name.strip()]
+    check_vantages(names)
+    return names or None
+
+
+def check_vantages(names):
+    """Raises ValueError naming the vantages of ``names`` that are not known ones (of
+    :data:`VANTAGES` and :data:`EXTRA_VANTAGES`), and the known ones."""
     unknown = [name for name in names if name not in VANTAGES + EXTRA_VANTAGES]
     if unknown:
         raise ValueError(
             f"unknown vantage(s) {', '.join(unknown)}: expected some of "
             f"{', '.join(VANTAGES + EXTRA_VANTAGES)}"
         )
-    return names or None
 
 
 def video_specs(videos, seconds, fps, size, seed, vantages=None):
@@ -357,11 +363,7 @@ def video_specs(videos, seconds, fps, size, seed, vantages=None):
             f"size must be even and at least 32x32 (H.264 4:2:0), got {width}x{height}"
         )
     vantages = list(vantages) if vantages else list(VANTAGES)
-    unknown = sorted(set(vantages) - set(VANTAGES + EXTRA_VANTAGES))
-    if unknown:
-        raise ValueError(
-            f"unknown vantage(s) {unknown} (expected some of {VANTAGES + EXTRA_VANTAGES})"
-        )
+    check_vantages(vantages)
     frames = max(int(round(float(seconds) * float(fps))), 1)
     specs = []
     for index in range(int(videos)):
