@@ -33,9 +33,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from choices import chosen, seed_list
+from choices import chosen, tuning_seeds
 
-from platelab import detector, goals, synth
+from platelab import detector, goals
 from platelab import model as model_lib
 from platelab.boxes import nms_iou
 
@@ -59,10 +59,7 @@ def main(argv=None):
     parser.add_argument("--work", help="folder for the rendered videos, reused by a later run")
     args = parser.parse_args(argv)
     rows = chosen(args.rows, ROWS)
-    seeds = seed_list(args.seeds)
-    reserved = [seed for seed in seeds if synth.seeds.is_evaluation_seed(seed)]
-    if reserved:
-        sys.exit(f"seed(s) {', '.join(map(str, reserved))} are evaluation seeds: choose others")
+    seeds = tuning_seeds(args.seeds)
     width, height = goals.heldout_frame_size(args.size)
     work = Path(args.work or tempfile.mkdtemp(prefix="platelab-inference-"))
     base = detector.load(args.model, allow_unfinished=True)

@@ -50,9 +50,9 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from choices import chosen, seed_list
+from choices import chosen, tuning_seeds
 
-from platelab import detector, evaluate, goals, paths, starter, synth
+from platelab import detector, evaluate, goals, paths, starter
 
 PLATELAB = [sys.executable, "-m", "platelab"]
 ROWS = {
@@ -101,10 +101,7 @@ def main(argv=None):
     parser.add_argument("--work", help="work folder (default: a temporary one)")
     arguments = parser.parse_args(argv)
     rows = chosen(arguments.rows, ROWS)
-    camera_seeds = [] if arguments.camera_seeds == "none" else seed_list(arguments.camera_seeds)
-    reserved = [seed for seed in camera_seeds if synth.is_evaluation_seed(seed)]
-    if reserved:
-        sys.exit(f"seed(s) {', '.join(map(str, reserved))} are evaluation seeds: choose others")
+    camera_seeds = [] if arguments.camera_seeds == "none" else tuning_seeds(arguments.camera_seeds)
     extra = {}
     for item in arguments.set:
         key, _, value = item.partition("=")

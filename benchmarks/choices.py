@@ -29,3 +29,18 @@ def chosen(text, known, what="row"):
 def seed_list(text):
     """The integers of a comma-separated list of seeds (``"5151,5152"``)."""
     return [int(value) for value in text.split(",") if value.strip()]
+
+
+def tuning_seeds(text):
+    """The seeds of a comma-separated list, none of them one evaluation uses.
+
+    Raises:
+        SystemExit: naming the evaluation seeds given (4242, 987654, from 1,000,000)
+    """
+    from platelab.synth import is_evaluation_seed
+
+    seeds = seed_list(text)
+    reserved = [seed for seed in seeds if is_evaluation_seed(seed)]
+    if reserved:
+        sys.exit(f"seed(s) {', '.join(map(str, reserved))} are evaluation seeds: choose others")
+    return seeds
