@@ -444,7 +444,18 @@ def test_replay_mixes_another_datasets_train_images_in(dataset, tmp_path):
     assert "\n" not in str(raised.value)
 
 
-def test_replay_starter_renders_a_corpus_drawn_like_the_starters_once(dataset, tmp_path):
+def _starter_provenance(folder, corpus):
+    folder.mkdir(parents=True)
+    (folder / "provenance.json").write_text(json.dumps({"corpus": corpus}))
+    return folder
+
+
+def test_replay_starter_renders_a_corpus_drawn_like_the_starters_once(
+    dataset, tmp_path, monkeypatch
+):
+    # init none: the shipped starter's corpus, here one of before traffic_camera.
+    shipped = _starter_provenance(tmp_path / "shipped", {"videos": 600})
+    monkeypatch.setattr(train.starter_lib, "STARTER_DIR", shipped)
     config = dict(TINY_TRAINING, steps=2, eval_every=2, log_every=2, checkpoint_every=2)
     config.update(replay="starter", replay_frames=5)
     lines = []
@@ -458,7 +469,9 @@ def test_replay_starter_renders_a_corpus_drawn_like_the_starters_once(dataset, t
     # and one shard more than five frames need, for the val videos and dead feed.
     assert corpus["parameters"]["seeds"] == [20_000, 20_001]
     assert corpus["parameters"]["videos"] == 12 and corpus["parameters"]["seconds"] == 0.5
+    assert "vantages" not in corpus["parameters"]
     assert 11 <= corpus["frames"] <= 12
+    assert any("replay: a corpus like the starter's (shipped: overpass, " in x for x in lines)
     names = sorted(path.name for path in (folder / "frames").iterdir())
     assert len({name.rsplit("_t", 1)[0] for name in names}) == len(names)
     assert json.loads((tmp_path / "models" / "a" / "config.json").read_text())["replay_images"] == 5
@@ -472,6 +485,27 @@ def test_replay_starter_renders_a_corpus_drawn_like_the_starters_once(dataset, t
     train.train(dataset, tmp_path / "models" / "c", dict(config, replay_frames=0), progress=False)
     written = json.loads((tmp_path / "models" / "c" / "config.json").read_text())
     assert written["replay_images"] == own
+
+
+def test_replay_starter_draws_the_vantages_its_starter_learnt_from(dataset, tmp_path, monkeypatch):
+    vantages = ["overpass", "street_high", "street_low", "parking", "storefront", "dashcam"]
+    shipped = _starter_provenance(tmp_path / "shipped", {"vantages": [*vantages, "traffic_camera"]})
+    monkeypatch.setattr(train.starter_lib, "STARTER_DIR", shipped)
+    config = dict(TINY_TRAINING, steps=2, eval_every=2, log_every=2, checkpoint_every=2)
+    config.update(replay="starter", replay_frames=5)
+    train.train(dataset, tmp_path / "models" / "a", config, progress=False)
+    folder = tmp_path / "models" / train.REPLAY_DIR / "corpus"
+    corpus = json.loads((folder / "corpus.json").read_text())
+    # Seven videos a shard, two shards: the six scenes of before and a traffic camera.
+    assert corpus["parameters"]["vantages"] == [*vantages, "traffic_camera"]
+    assert corpus["parameters"]["videos"] == 14
+    assert corpus["parameters"]["seeds"] == [20_000, 20_001]
+    names = {path.name.rsplit("_t", 1)[0] for path in (folder / "frames").iterdir()}
+    assert sum("traffic_camera" in name for name in names) == 2, sorted(names)
+    # A starter without a readable provenance is named, not a traceback.
+    (shipped / "provenance.json").write_text("{")
+    with pytest.raises(train.TrainingError, match=r"replay: starter: .*provenance.json"):
+        train.train(dataset, tmp_path / "models" / "b", config, progress=False)
 
 
 def test_freeze_bn_keeps_every_batch_norm_layer_as_initialised(dataset, tmp_path):

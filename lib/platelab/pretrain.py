@@ -235,7 +235,7 @@ class ChunkResult:
     finished_at: str = ""
 
 
-def replay_corpus(folder, frames, progress=True):
+def replay_corpus(folder, frames, vantages=DEFAULT_VANTAGES, progress=True):
     """A small corpus drawn like the starter's pretraining corpus, for rehearsal.
 
     ``replay: starter`` (:class:`platelab.train.TrainConfig`) mixes it into a
@@ -243,22 +243,28 @@ def replay_corpus(folder, frames, progress=True):
     learnt from. It uses the pretraining corpus' own seeds (:attr:`PretrainConfig.seed`
     on, never an evaluation seed), vantages, sizes and JPEG qualities, but renders one
     frame of each video (its first), so that a few frames still span many scenes: 108
-    frames come from 19 seeds and 114 scenes, where whole videos would give 3 seeds.
+    frames come from 19 seeds and 114 scenes (six vantages), where whole videos would
+    give 3 seeds.
     Rendering costs 0.4-0.65 s a frame on one core (the scene, not the frame, is the
     cost). Built once and reused while its parameters match (:func:`build_corpus`).
 
     Args:
         folder: where to build it (its ``corpus/`` subfolder)
         frames: at least this many frames in its train split (one shard more than
-            ``frames / 6`` covers the videos held for val and any dead feed)
+            ``frames / len(vantages)`` covers the videos held for val and any dead feed)
+        vantages: the starter corpus' vantage points, one video each a shard
+            (:func:`platelab.starter.corpus_vantages`); the default six keep the
+            corpus that replay rendered before ``traffic_camera``
         progress: show progress bars
 
     Returns:
         the merged dataset folder
     """
-    config = PretrainConfig()
-    shards = math.ceil(max(int(frames), 1) / 6) + 1
-    one_frame = dataclasses.replace(config, videos=6 * shards, seconds=1.0 / config.fps)
+    config = PretrainConfig(vantages=tuple(vantages))
+    config.check()
+    per_shard = len(config.vantages)
+    shards = math.ceil(max(int(frames), 1) / per_shard) + 1
+    one_frame = dataclasses.replace(config, videos=per_shard * shards, seconds=1.0 / config.fps)
     return build_corpus(folder, one_frame, progress=progress)
 
 

@@ -431,6 +431,30 @@ compression it has not seen. Fine-tune before trusting it on real video.
 # Private helpers
 
 
+def corpus_vantages(folder=None):
+    """The vantage points of a starter's pretraining corpus, read from its provenance.
+
+    Args:
+        folder: the starter folder (default :data:`STARTER_DIR`)
+
+    Returns:
+        a tuple of vantage names: the corpus' own, or the six of
+        :data:`platelab.synth.VANTAGES` where it names none (corpora before
+        ``traffic_camera``)
+
+    Raises:
+        StarterError: no readable ``provenance.json``
+    """
+    from platelab.synth.scene import VANTAGES
+
+    path = (Path(folder) if folder else STARTER_DIR) / PROVENANCE_FILE
+    try:
+        corpus = json.loads(path.read_text(encoding="utf-8")).get("corpus") or {}
+    except (OSError, ValueError, AttributeError) as error:
+        raise StarterError(f"{path}: cannot read its corpus ({error})") from None
+    return tuple(corpus.get("vantages") or VANTAGES)
+
+
 def _corpus_vantages(corpus):
     """The model card's words for a corpus' vantage points (six unless it names them)."""
     names = {

@@ -244,8 +244,9 @@ class TrainConfig:
         replay: a merged dataset folder (stage 05's layout, e.g. a pretraining corpus)
             whose train images are mixed into the training images, as rehearsal: a
             fine-tune on a few scenes then keeps seeing the varied data its init learnt
-            from; ``starter``: a corpus drawn like the starter's own
-            (:func:`platelab.pretrain.replay_corpus`), rendered once into
+            from; ``starter``: a corpus drawn like the starter's own, with the
+            vantage points its provenance records (the starter ``init`` names, else
+            the shipped one; :func:`platelab.pretrain.replay_corpus`), rendered once into
             :data:`REPLAY_DIR` beside the run folder; '' for none. Validation stays on
             the dataset's own val split.
         replay_frames: how many of the replay set's train images are mixed in, drawn
@@ -1502,9 +1503,17 @@ class _TrainingSetup:
             from platelab import pretrain
 
             pick = pick or min(len(self.train_data), REPLAY_STARTER_FRAMES)
-            self.echo(f"replay: a corpus like the starter's, {pick} frames")
+            source = starter_lib.resolve(config.init) or starter_lib.STARTER_DIR
+            try:
+                vantages = starter_lib.corpus_vantages(source)
+            except starter_lib.StarterError as error:
+                raise TrainingError(f"replay: starter: {error}") from None
+            self.echo(
+                f"replay: a corpus like the starter's ({source.name}: "
+                f"{', '.join(vantages)}), {pick} frames"
+            )
             folder = pretrain.replay_corpus(
-                self.run_dir.parent / REPLAY_DIR, pick, progress=progress
+                self.run_dir.parent / REPLAY_DIR, pick, vantages, progress=progress
             )
         else:
             folder = Path(config.replay)
