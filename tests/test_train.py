@@ -506,6 +506,9 @@ def test_replay_starter_draws_the_vantages_its_starter_learnt_from(dataset, tmp_
     (shipped / "provenance.json").write_text("{")
     with pytest.raises(train.TrainingError, match=r"replay: starter: .*provenance.json"):
         train.train(dataset, tmp_path / "models" / "b", config, progress=False)
+    (shipped / "provenance.json").write_text(json.dumps({"corpus": {"vantages": "dashcam"}}))
+    with pytest.raises(train.TrainingError, match=r"provenance.json: .*not a list of names"):
+        train.train(dataset, tmp_path / "models" / "b", config, progress=False)
 
 
 def test_freeze_bn_keeps_every_batch_norm_layer_as_initialised(dataset, tmp_path):

@@ -427,10 +427,6 @@ compression it has not seen. Fine-tune before trusting it on real video.
 """
 
 
-# --------------------------------------------------------------------------------------
-# Private helpers
-
-
 def corpus_vantages(folder=None):
     """The vantage points of a starter's pretraining corpus, read from its provenance.
 
@@ -443,16 +439,24 @@ def corpus_vantages(folder=None):
         ``traffic_camera``)
 
     Raises:
-        StarterError: no readable ``provenance.json``
+        StarterError: no readable ``provenance.json``, or vantages that are not a list
+            of names (unknown names are refused where they are rendered)
     """
     from platelab.synth.scene import VANTAGES
 
     path = (Path(folder) if folder else STARTER_DIR) / PROVENANCE_FILE
     try:
         corpus = json.loads(path.read_text(encoding="utf-8")).get("corpus") or {}
+        vantages = corpus.get("vantages") or VANTAGES
     except (OSError, ValueError, AttributeError) as error:
         raise StarterError(f"{path}: cannot read its corpus ({error})") from None
-    return tuple(corpus.get("vantages") or VANTAGES)
+    if not isinstance(vantages, list | tuple) or not all(isinstance(v, str) for v in vantages):
+        raise StarterError(f"{path}: its corpus' vantages are not a list of names: {vantages!r}")
+    return tuple(vantages)
+
+
+# --------------------------------------------------------------------------------------
+# Private helpers
 
 
 def _corpus_vantages(corpus):
