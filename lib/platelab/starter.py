@@ -461,6 +461,8 @@ def corpus_vantages(folder=None):
 
 def _corpus_vantages(corpus):
     """The model card's words for a corpus' vantage points (six unless it names them)."""
+    from platelab.synth.scene import VANTAGES
+
     names = {
         "overpass": "overpass",
         "street_high": "high street",
@@ -470,7 +472,7 @@ def _corpus_vantages(corpus):
         "dashcam": "dashcam",
         "traffic_camera": "a narrow-lens traffic camera",
     }
-    vantages = corpus.get("vantages") or list(names)[:6]
+    vantages = corpus.get("vantages") or VANTAGES
     words = ", ".join(names.get(name, name) for name in vantages)
     return f"{len(vantages)} videos a seed, one per vantage point: {words}"
 
