@@ -36,7 +36,7 @@ with no fine-tuning at all. Steps:
    apart: the stand-in for the real set's two parts (elevated static cameras at
    1280x720, US plates about 60x30 px). The seeds must be ones no training, pretraining
    or evaluation data uses (evaluation seeds are refused); the shipped starter's corpus
-   (seeds 20000-20099) never rendered this vantage.
+   renders this vantage too (since its fourth stage), from its own seeds (20000-20085).
 
 Prints the rows side by side (steps reached, test AP50, recall, precision at the
 operating threshold, then the stand-ins). The 17 test photos of one split make each
