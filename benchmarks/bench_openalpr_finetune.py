@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_openalpr_finetune.py [--pretrained models/starter] [--minutes 5]
         [--shared ../shared/data/openalpr-br] [--split 0.7,0.15,0.15] [--seed 0[,1,2]]
         [--rows finetune,finetune-plain,scratch,zeroshot] [--set KEY=VALUE] [--shrink 0.25]
-        [--camera-seeds 6262,6263] [--work DIR]
+        [--camera-seeds 6262,6263] [--real DIR] [--work DIR]
 
 The real-photo goal: a detector fine-tuned from the starter (``models/starter``, or
 any run or starter folder given as ``--pretrained``) on the two real CVAT exports of
@@ -36,7 +36,14 @@ with no fine-tuning at all. Steps:
    apart: the stand-in for the real set's two parts (elevated static cameras at
    1280x720, US plates about 60x30 px). The seeds must be ones no training, pretraining
    or evaluation data uses (evaluation seeds are refused); the shipped starter's corpus
-   renders this vantage too (since its fourth stage), from its own seeds (20000-20085).
+   renders this vantage too (since its fourth stage), from its own seeds (20000-20085);
+6. with ``--real DIR`` (the ``endtoend`` folder of a local copy of the public
+   openalpr/benchmarks repository), each model's plates on its real US and EU photos
+   (:mod:`platelab.annotate.openalpr`): the US part is mostly fixed cameras at
+   1280x720 with US plates 58-159 px wide (5th to 95th percentile), the closest real
+   stand-in here for the real traffic-camera set; the EU part is 108 close-ups. Only
+   one plate a photo is annotated, so plates of other cars in view count as false
+   positives: the AP50 is a lower bound. Nothing ever trains on these photos.
 
 Prints the rows side by side (steps reached, test AP50, recall, precision at the
 operating threshold, then the stand-ins). The 17 test photos of one split make each
@@ -49,6 +56,7 @@ other, never at once.
 
 import argparse
 import dataclasses
+import json
 import subprocess
 import sys
 import tempfile
@@ -70,6 +78,8 @@ INITS = {"finetune": "pretrained", "finetune-plain": "pretrained", "scratch": "n
 """The rows that train, and their init (``pretrained``: ``--pretrained``)."""
 PHOTO_GOAL = 0.97
 """Issue 14's goal for the held-out photos' plate AP50, fine-tuned from the starter."""
+REAL_PARTS = ("us", "eu")
+"""The parts of openalpr/benchmarks' ``endtoend`` folder scored with ``--real``."""
 REHEARSAL_SHARE = 0.25
 """Row ``finetune`` mixes in a corpus like the starter's own (``replay: starter``), as
 many frames as this share of the dataset's train photos."""
@@ -110,6 +120,11 @@ def main(argv=None):
         default="6262,6263",
         help="seeds of the synthetic traffic-camera frames (6262,6263); 'none': not scored",
     )
+    parser.add_argument(
+        "--real",
+        help="openalpr/benchmarks' endtoend folder (its us/ and eu/ photos are scored); "
+        "default: not scored",
+    )
     parser.add_argument("--work", help="work folder (default: a temporary one)")
     arguments = parser.parse_args(argv)
     rows = chosen(arguments.rows, ROWS)
@@ -134,7 +149,8 @@ def main(argv=None):
         sys.exit("--seed: give at least one split seed")
     with tempfile.TemporaryDirectory(prefix="bench-openalpr-") as scratch:
         work = Path(arguments.work or scratch)
-        plan = Plan(exports, rows, pretrained, pretrained_config, camera_seeds, extra, work)
+        real = write_real_sets(arguments.real, work) if arguments.real else {}
+        plan = Plan(exports, rows, pretrained, pretrained_config, camera_seeds, extra, work, real)
         splits = []
         for seed in seeds:
             folder = work if len(seeds) == 1 else work / f"split-{seed}"
@@ -157,6 +173,8 @@ class Plan:
         camera_seeds: the synthetic traffic-camera seeds (empty: not scored)
         extra: ``--set`` training parameters
         work: the bench's folder (the traffic-camera frames, shared by the splits)
+        real: the real photo sets as VOC folders, ``{"real-us": folder, ...}``
+            (:func:`write_real_sets`; empty: not scored)
     """
 
     exports: list
@@ -166,6 +184,7 @@ class Plan:
     camera_seeds: list
     extra: dict
     work: Path
+    real: dict = dataclasses.field(default_factory=dict)
 
 
 def run_split(arguments, plan, seed, work):
@@ -212,9 +231,19 @@ def run_split(arguments, plan, seed, work):
         plates = score_plates(model, dataset, shrunk, stem)
         if plan.camera_seeds:
             plates.update(score_traffic_camera(model, plan.work, plan.camera_seeds))
+        plates.update(score_real(model, plan.real, stem))
         state = detector.read_state(run_dir) if init is not None else {"step": 0}
         results.append((name, state, plates))
     return counts, results
+
+
+CAMERA_COLUMNS = (
+    ("camera US", "us"),
+    ("camera EU", "eu"),
+    ("real US", "real-us"),
+    ("real EU", "real-eu"),
+)
+"""The stand-in columns: title, key of a row's scores."""
 
 
 def print_split(arguments, seed, counts, results, camera_seeds):
@@ -230,16 +259,17 @@ def print_split(arguments, seed, counts, results, camera_seeds):
             f"synthetic traffic cameras: seeds {', '.join(map(str, camera_seeds))}, 1280x720, "
             "AP50 / recall of US and of EU plates"
         )
+    if any(key.startswith("real-") for key in results[0][2]):
+        print("real photos (openalpr/benchmarks, one plate a photo annotated): AP50 / recall")
+    columns = [(title, key) for title, key in CAMERA_COLUMNS if key in results[0][2]]
     print(
         f"  {'init':<28} {'steps':>6} {'AP50':>7} {'recall':>7} {'precision':>9}"
-        f" {'shrunk AP50':>12} {'recall':>7}" + ("   camera US      camera EU" * bool(camera_seeds))
+        f" {'shrunk AP50':>12} {'recall':>7}" + "".join(f"   {title:<12}" for title, _ in columns)
     )
     for name, state, plates in results:
         plate, small = plates["1x"], plates["shrunk"]
         camera = "".join(
-            f"   {plates[style]['AP50']:.3f} / {plates[style]['recall']:.3f}"
-            for style in ("us", "eu")
-            if style in plates
+            f"   {plates[key]['AP50']:.3f} / {plates[key]['recall']:.3f}" for _, key in columns
         )
         print(
             f"  {name:<28} {state.get('step', '?'):>6} {plate['AP50']:7.3f} "
@@ -258,7 +288,7 @@ def print_summary(seeds, splits):
         f"AP50; photos at least {PHOTO_GOAL:g} on how many splits"
     )
     names = [name for name, _, _ in splits[0][1]]
-    columns = [("photos", "1x"), ("shrunk", "shrunk"), ("camera US", "us"), ("camera EU", "eu")]
+    columns = [("photos", "1x"), ("shrunk", "shrunk"), *CAMERA_COLUMNS]
     columns = [(title, key) for title, key in columns if key in splits[0][1][0][2]]
     print(f"  {'init':<28}" + "".join(f" {title:>16}" for title, _ in columns) + "  photos goal")
     for index, name in enumerate(names):
@@ -272,6 +302,53 @@ def print_summary(seeds, splits):
             + "".join(f" {cell:>16}" for cell in cells)
             + f"  {met} of {len(splits)}"
         )
+
+
+def write_real_sets(endtoend, work):
+    """Writes openalpr/benchmarks' real US and EU photos as VOC folders in ``work``.
+
+    Args:
+        endtoend: the ``endtoend`` folder of openalpr/benchmarks (``us/``, ``eu/``)
+        work: the bench's folder (``real-us/``, ``real-eu/``; reused when there)
+
+    Returns:
+        ``{"real-us": folder, "real-eu": folder}`` for the parts found
+    """
+    from platelab.annotate import openalpr
+
+    sets = {}
+    for part in REAL_PARTS:
+        source, folder = Path(endtoend) / part, Path(work) / f"real-{part}"
+        if not source.is_dir():
+            print(f"{source}: not there, the real {part.upper()} photos are not scored")
+            continue
+        if not (folder / "Annotations").is_dir():
+            images, problems = openalpr.write_openalpr_voc(source, folder)
+            for problem in problems:
+                print(problem)
+        sets[f"real-{part}"] = folder
+        count = len(list((folder / "Annotations").glob("*.xml")))
+        print(f"real {part.upper()} photos (openalpr/benchmarks): {count}, from {source}")
+    if not sets:
+        sys.exit(f"FAIL: --real {endtoend}: neither us/ nor eu/ is there")
+    return sets
+
+
+def score_real(model, real, stem):
+    """``platelab evaluate`` of a model's plates on each real photo set.
+
+    Returns:
+        ``{"real-us": metrics, ...}``: ``license_plate``'s per-class metrics
+    """
+    scores = {}
+    for key, folder in real.items():
+        out = Path(f"{stem}-{key}.json")
+        run_platelab(
+            "evaluate", "--model", str(model), "--data", str(folder),
+            "--classes", "license_plate", "--out", str(out),
+        )  # fmt: skip
+        scores[key] = json.loads(out.read_text())["per_class"]["license_plate"]
+    return scores
 
 
 def score_traffic_camera(model, work, seeds):

@@ -26,6 +26,9 @@ simulated annotator) in one namespace, so that ``annotate.X`` finds them all;
   every form (and the user's own, from ``data/<workspace>/raw/annotations/``)
   with :func:`platelab.annotations.load_batch` (the VOC reader shared with
   stages 04, 05 and 07), collecting one-line problems.
+* :func:`write_openalpr_voc` (:mod:`platelab.annotate.openalpr`) reads real photos
+  annotated in the OpenALPR benchmark format (``<name>.txt`` beside each photo) into
+  this VOC layout, for ``platelab evaluate``.
 * :func:`upload_tasks` / :func:`download_annotations`
   (:mod:`platelab.annotate.client`) talk to a real CVAT server through
   FiftyOne's CVAT annotation backend, when a URL is given.
@@ -77,6 +80,7 @@ from platelab.annotate.exports import (
     gallery,
     import_exports,
 )
+from platelab.annotate.openalpr import read_openalpr_folder, write_openalpr_voc
 from platelab.annotate.tasks import (
     DEFAULT_BATCH_SIZE,
     INDEX_FORMAT,
@@ -154,6 +158,9 @@ __all__ = [
     "write_voc",
     "read_voc_annotations",
     "write_zip",
+    # openalpr: real photos in the OpenALPR benchmark format
+    "read_openalpr_folder",
+    "write_openalpr_voc",
     # synth.annotator: the simulated annotator
     "EXPORTS_FORMAT",
     "MISTAKES_FORMAT",
