@@ -33,7 +33,11 @@ def test_reads_boxes_and_text_and_reports_bad_files(benchmark_folder):
     first = images[0]
     assert (first.width, first.height) == (320, 180)
     assert first.objects == [
-        {"label": "license_plate", "bbox": [100.0, 60.0, 140.0, 80.0], "attributes": {"text": "ABC1234"}}
+        {
+            "label": "license_plate",
+            "bbox": [100.0, 60.0, 140.0, 80.0],
+            "attributes": {"text": "ABC1234"},
+        }
     ]
     assert images[1].objects[0]["bbox"] == [300.0, 170.0, 320.0, 180.0]  # clipped
     assert len(problems) == 2

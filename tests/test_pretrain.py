@@ -150,6 +150,58 @@ def test_a_corpus_may_add_the_traffic_camera_and_keeps_the_six_scenes_it_had(tmp
     assert stopped.value.code == 2 and not (tmp_path / "w").exists()
 
 
+def test_a_corpus_may_ask_for_scene_details_and_plans_from_before_load_without(tmp_path):
+    plain = tiny_plan(seconds=0.5)
+    detailed = tiny_plan(seconds=0.5, details=("badges", "osd"))
+    assert plain.details == () and "details" not in plain.corpus_parameters()
+    assert detailed.corpus_parameters()["details"] == ["osd", "badges"]  # in DETAILS' order
+    folder = tmp_path / "pretrain"
+    pretrain.start(folder, detailed)
+    assert pretrain.load_plan(folder).details == ("badges", "osd")
+    with pytest.raises(pretrain.PretrainError, match="another corpus or recipe"):
+        pretrain.start(folder, plain)
+    # A plan saved before details existed has no such key: none.
+    document = json.loads((folder / "pretrain.json").read_text())
+    del document["plan"]["details"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "pretrain.json").write_text(json.dumps(document))
+    old = pretrain.load_plan(tmp_path / "old")
+    assert old.details == () and old.corpus_parameters() == plain.corpus_parameters()
+    with pytest.raises(pretrain.PretrainError, match="details must be distinct names of osd"):
+        tiny_plan(details=("osd", "fog")).check()
+    # Lettering changes pixels, never the boxes.
+    shards = {}
+    for name, plan in (("plain", plain), ("badges", tiny_plan(seconds=0.5, details=["badges"]))):
+        (tmp_path / name).mkdir()
+        shards[name] = pretrain._render_shard((0, plan, str(tmp_path / name)))
+    assert [(image.name, image.objects) for image, _, _ in shards["badges"]] == [
+        (image.name, image.objects) for image, _, _ in shards["plain"]
+    ]
+    assert [sha for _, sha, _ in shards["badges"]] != [sha for _, sha, _ in shards["plain"]]
+
+
+def test_the_command_takes_scene_details_as_it_takes_vantages(tmp_path, capsys, monkeypatch):
+    parser = cli._build_parser()
+    assert parser.parse_args(["pretrain", "--details", "osd, badges"]).details == (
+        "osd",
+        "badges",
+    )
+    assert parser.parse_args(["pretrain"]).details is None
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["pretrain", "--work", str(tmp_path / "w"), "--details", "osd,fog"])
+    assert stopped.value.code == 2 and not (tmp_path / "w").exists()
+    assert "unknown scene detail(s) fog: expected some of osd, badges" in capsys.readouterr().err
+    monkeypatch.setattr(pretrain, "run_chunk_in_process", lambda *args, **kwargs: None)
+    folder = str(tmp_path / "w")
+    assert cli.main(["pretrain", "--work", folder, "--details", "badges", "--quiet"]) == 0
+    assert pretrain.load_plan(folder).details == ("badges",)
+    assert cli.main(["pretrain", "--work", folder, "--quiet"]) == 0  # resumed as planned
+    capsys.readouterr()
+    assert cli.main(["pretrain", "--work", folder, "--details", "osd", "--quiet"]) == 2
+    assert "another corpus or recipe" in capsys.readouterr().err
+    assert pretrain.load_plan(folder).details == ("badges",)
+
+
 def test_a_plan_can_continue_a_starter_and_ship_its_lineage(pretrained, tmp_path, monkeypatch):
     from platelab import starter
 

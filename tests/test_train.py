@@ -511,6 +511,25 @@ def test_replay_starter_draws_the_vantages_its_starter_learnt_from(dataset, tmp_
         train.train(dataset, tmp_path / "models" / "b", config, progress=False)
 
 
+def test_replay_starter_draws_the_scene_details_its_starter_learnt_from(
+    dataset, tmp_path, monkeypatch
+):
+    shipped = _starter_provenance(tmp_path / "shipped", {"details": ["osd", "badges"]})
+    monkeypatch.setattr(train.starter_lib, "STARTER_DIR", shipped)
+    config = dict(TINY_TRAINING, steps=2, eval_every=2, log_every=2, checkpoint_every=2)
+    config.update(replay="starter", replay_frames=5)
+    lines = []
+    train.train(dataset, tmp_path / "models" / "a", config, progress=False, echo=lines.append)
+    corpus = json.loads(
+        (tmp_path / "models" / train.REPLAY_DIR / "corpus" / "corpus.json").read_text()
+    )
+    assert corpus["parameters"]["details"] == ["osd", "badges"]
+    assert any("; with osd, badges), 5 frames" in line for line in lines), lines
+    (shipped / "provenance.json").write_text(json.dumps({"corpus": {"details": "osd"}}))
+    with pytest.raises(train.TrainingError, match=r"provenance.json: .*details are not a list"):
+        train.train(dataset, tmp_path / "models" / "b", config, progress=False)
+
+
 def test_freeze_bn_keeps_every_batch_norm_layer_as_initialised(dataset, tmp_path):
     config = dict(TINY_TRAINING, steps=3, eval_every=3, log_every=3, checkpoint_every=3)
     train.train(dataset, tmp_path / "frozen", dict(config, freeze_bn=True), progress=False)

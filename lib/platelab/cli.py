@@ -208,14 +208,14 @@ def _pretrain(args):
         config = pretrain.extend(folder, args.hours if args.hours is not None else 1.0)
         print(f"{folder}: plan extended to {config.hours:g} hours of training")
     elif existing is not None and (
-        args.hours, args.videos, args.seed, args.train, args.vantages
-    ) == (None, None, None, None, None):  # fmt: skip
+        args.hours, args.videos, args.seed, args.train, args.vantages, args.details
+    ) == (None, None, None, None, None, None):  # fmt: skip
         config = existing
         print(f"{folder}: resuming its plan of {config.hours:g} hours")
     else:
         values = {
             "hours": args.hours, "videos": args.videos, "seed": args.seed,
-            "vantages": args.vantages,
+            "vantages": args.vantages, "details": args.details,
         }  # fmt: skip
         values = {key: value for key, value in values.items() if value is not None}
         training = dict(args.train or [])
@@ -307,6 +307,16 @@ def _vantage_list(text):
     if not names:
         raise argparse.ArgumentTypeError("no vantage named")
     return names
+
+
+def _detail_list(text):
+    """``--details``: comma-separated scene-detail names, each a known one (none: ``""``)."""
+    from platelab.synth import parse_details
+
+    try:
+        return parse_details(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _input_path(text):
@@ -589,6 +599,14 @@ def _add_pretrain_parser(commands):
         metavar="NAMES",
         help="the corpus' vantage points, comma-separated, one video each a shard (default: "
         "the six of synth.VANTAGES; add traffic_camera for elevated narrow-lens views)",
+    )
+    pretrain.add_argument(
+        "--details",
+        type=_detail_list,
+        metavar="NAMES",
+        help="scene details over the default, comma-separated: osd (a fixed camera's "
+        "on-screen time stamp), badges (make and model lettering on vehicles), plates (plates "
+        "with real plates' looks: graphic backgrounds, dealer frames, dirt); default none",
     )
     pretrain.add_argument(
         "--seed", type=int, help="first corpus batch seed (default 20000; never an evaluation seed)"

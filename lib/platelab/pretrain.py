@@ -52,7 +52,7 @@ from platelab import paths
 from platelab.atomic import atomic_dir, atomic_write_json
 from platelab.exceptions import PlatelabError
 from platelab.synth import seeds as seeds_lib
-from platelab.synth.scene import EXTRA_VANTAGES, check_vantages
+from platelab.synth.scene import DETAILS, EXTRA_VANTAGES, check_details, check_vantages
 from platelab.synth.scene import VANTAGES as DEFAULT_VANTAGES
 
 logger = logging.getLogger(__name__)
@@ -113,6 +113,11 @@ class PretrainConfig:
             narrow-lens views). Shard ``i`` is the batch ``seed + i`` with these
             vantages, so its first six videos are the same scenes with or without an
             extra one
+        details: optional scene details of :data:`platelab.synth.scene.DETAILS` drawn
+            in every corpus video (default none): ``osd`` (a fixed camera's on-screen
+            time stamp), ``badges`` (make and model lettering on vehicles), hard
+            negatives never annotated, and ``plates`` (real plates' looks); the scenes are otherwise those rendered without
+            them (the details draw from random generators of their own)
     """
 
     videos: int = 600
@@ -126,6 +131,7 @@ class PretrainConfig:
     heldout_videos: int = 12
     training: dict = dataclasses.field(default_factory=dict)
     vantages: tuple = DEFAULT_VANTAGES
+    details: tuple = ()
 
     @property
     def shards(self):
@@ -151,6 +157,16 @@ class PretrainConfig:
             raise PretrainError(
                 f"vantages must be distinct names of {', '.join(DEFAULT_VANTAGES + EXTRA_VANTAGES)}"
                 f", got {', '.join(self.vantages) or 'none'}"
+            )
+        try:
+            check_details(self.details)
+            known = True
+        except ValueError:
+            known = False
+        if not known or len(set(self.details)) < len(self.details):
+            raise PretrainError(
+                f"details must be distinct names of {', '.join(DETAILS)}, got "
+                f"{', '.join(map(str, self.details))}"
             )
         if not 0 < self.val_fraction < 0.5:
             raise PretrainError(
@@ -200,6 +216,8 @@ class PretrainConfig:
         }
         if tuple(self.vantages) != DEFAULT_VANTAGES:  # corpora from before keep their marker
             parameters["vantages"] = list(self.vantages)
+        if self.details:  # so do those without details
+            parameters["details"] = [name for name in DETAILS if name in self.details]
         return parameters
 
     @classmethod
@@ -208,6 +226,7 @@ class PretrainConfig:
         config = cls(**values)
         config.jpeg_quality = tuple(config.jpeg_quality)
         config.vantages = tuple(config.vantages)
+        config.details = tuple(config.details or ())
         return config
 
 
@@ -235,7 +254,7 @@ class ChunkResult:
     finished_at: str = ""
 
 
-def replay_corpus(folder, frames, vantages=DEFAULT_VANTAGES, progress=True):
+def replay_corpus(folder, frames, vantages=DEFAULT_VANTAGES, progress=True, details=()):
     """A small corpus drawn like the starter's pretraining corpus, for rehearsal.
 
     ``replay: starter`` (:class:`platelab.train.TrainConfig`) mixes it into a
@@ -256,11 +275,12 @@ def replay_corpus(folder, frames, vantages=DEFAULT_VANTAGES, progress=True):
             (:func:`platelab.starter.corpus_vantages`); the default six keep the
             corpus that replay rendered before ``traffic_camera``
         progress: show progress bars
+        details: the starter corpus' scene details (:func:`platelab.starter.corpus_details`)
 
     Returns:
         the merged dataset folder
     """
-    config = PretrainConfig(vantages=tuple(vantages))
+    config = PretrainConfig(vantages=tuple(vantages), details=tuple(details))
     config.check()
     per_shard = len(config.vantages)
     shards = math.ceil(max(int(frames), 1) / per_shard) + 1
@@ -553,7 +573,10 @@ def _render_shard(job):
     low, high = config.jpeg_quality
     found = []
     vantages = list(config.vantages)
-    for spec in synth.video_specs(len(vantages), config.seconds, config.fps, size, seed, vantages):
+    specs = synth.video_specs(
+        len(vantages), config.seconds, config.fps, size, seed, vantages, details=config.details
+    )
+    for spec in specs:
         for image_bgr, truth in synth.render_video(spec):
             if truth["state"] in DEAD_FEED:
                 continue

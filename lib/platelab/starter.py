@@ -459,8 +459,34 @@ def corpus_vantages(folder=None):
 # Private helpers
 
 
+def corpus_details(folder=None):
+    """The scene details of a starter's pretraining corpus, read from its provenance.
+
+    Args:
+        folder: the starter folder (default :data:`STARTER_DIR`)
+
+    Returns:
+        a tuple of names of :data:`platelab.synth.scene.DETAILS` (empty where the
+        corpus names none: corpora before them)
+
+    Raises:
+        StarterError: no readable ``provenance.json``, or details that are not a list
+            of names
+    """
+    path = (Path(folder) if folder else STARTER_DIR) / PROVENANCE_FILE
+    try:
+        corpus = json.loads(path.read_text(encoding="utf-8")).get("corpus") or {}
+        details = corpus.get("details") or ()
+    except (OSError, ValueError, AttributeError) as error:
+        raise StarterError(f"{path}: cannot read its corpus ({error})") from None
+    if not isinstance(details, list | tuple) or not all(isinstance(d, str) for d in details):
+        raise StarterError(f"{path}: its corpus' details are not a list of names: {details!r}")
+    return tuple(details)
+
+
 def _corpus_vantages(corpus):
-    """The model card's words for a corpus' vantage points (six unless it names them)."""
+    """The model card's words for a corpus' vantage points (six unless it names them)
+    and its scene details (none unless it names them)."""
     from platelab.synth.scene import VANTAGES
 
     names = {
@@ -474,7 +500,14 @@ def _corpus_vantages(corpus):
     }
     vantages = corpus.get("vantages") or VANTAGES
     words = ", ".join(names.get(name, name) for name in vantages)
-    return f"{len(vantages)} videos a seed, one per vantage point: {words}"
+    details = {
+        "osd": "on-screen time stamps of fixed cameras",
+        "badges": "make and model lettering on vehicles",
+        "plates": "plates with real plates' looks",
+    }
+    extra = ", ".join(details.get(name, name) for name in corpus.get("details") or ())
+    extra = f"; with {extra} (unannotated)" if extra else ""
+    return f"{len(vantages)} videos a seed, one per vantage point: {words}{extra}"
 
 
 def _check_sample(model, folder, progress):

@@ -1506,15 +1506,18 @@ class _TrainingSetup:
             source = starter_lib.resolve(config.init) or starter_lib.STARTER_DIR
             try:
                 vantages = starter_lib.corpus_vantages(source)
+                details = starter_lib.corpus_details(source)
             except starter_lib.StarterError as error:
                 raise TrainingError(f"replay: starter: {error}") from None
+            with_details = f"; with {', '.join(details)}" if details else ""
             self.echo(
                 f"replay: a corpus like the starter's ({source.name}: "
-                f"{', '.join(vantages)}), {pick} frames"
+                f"{', '.join(vantages)}{with_details}), {pick} frames"
             )
             folder = pretrain.replay_corpus(
-                self.run_dir.parent / REPLAY_DIR, pick, vantages, progress=progress
-            )
+                self.run_dir.parent / REPLAY_DIR, pick, vantages, progress=progress,
+                details=details,
+            )  # fmt: skip
         else:
             folder = Path(config.replay)
         if not folder.is_dir():

@@ -15,12 +15,14 @@ Public API::
 
     VANTAGES                      # overpass, street_high, street_low, parking, storefront, dashcam
     EXTRA_VANTAGES                # traffic_camera: only when named in ``vantages``
+    DETAILS                       # osd, badges, plates: optional scene details, none by default
     synthesize(out_dir, videos=6, seconds=10.0, fps=10.0, size=(960, 540), seed=0,
                vantages=None, workers=None, progress=True,
                purpose="training")   # -> manifest dict
     check_seed(seed, purpose)     # ReservedSeedError: an evaluation seed for training data
-    video_specs(videos, seconds, fps, size, seed, vantages=None)  # -> [VideoSpec]
+    video_specs(videos, seconds, fps, size, seed, vantages=None, details=())  # -> [VideoSpec]
     parse_vantages("overpass,traffic_camera")  # -> names (None for ""); ValueError if unknown
+    parse_details("osd,badges")   # -> names (() for ""); ValueError if unknown
     render_video(spec)            # -> iterator of (frame BGR, frame truth), in memory
     build_scene(spec)             # -> Scene
     render_frame(scene, index, exclude_ids=(), effects=True)  # -> (image, objects, id_map)
@@ -35,10 +37,18 @@ other things and cut by the frame edge), ``difficult``; vehicles also
 ``parked``; plates ``style`` (us, eu), ``text``, ``region``, ``vehicle_id``.
 Frames carry ``state``: ``ok``, ``black``, ``frozen`` or ``empty``.
 
+Optional scene details (``details=``, none by default, never annotated: hard negatives
+for a plate detector): ``osd``, a fixed camera's on-screen time stamp (and name) in a
+corner, on every vantage but the dashcam (which has its own overlay); ``badges``, make
+and model lettering on vehicles' rears and fronts; ``plates``, plates with the looks of
+real ones (graphic backgrounds, script state names, dealer frames, dirt; the same plates
+and boxes). They draw from generators of their
+own: without them every frame and its truth are as they were before they existed.
+
 Modules: scene.py (plans, scenes, traffic), layouts.py and town.py (the
 vantage points), props.py (scenery and distractors), vehicles.py (vehicle
-models), sprites.py (drawing them), plates.py, geometry.py (camera and
-rasteriser), render.py (frames, effects, ground truth), pipeline.py (files), seeds.py (the
+models), sprites.py (drawing them), plates.py, osd.py and badges.py (the optional
+details), geometry.py (camera and rasteriser), render.py (frames, effects, ground truth), pipeline.py (files), seeds.py (the
 seeds reserved for evaluation), annotator.py (stage 03's simulated CVAT annotator: exports
 of the ground truth, with label drift and injected mistakes; not imported here, as it
 builds on :mod:`platelab.annotate`, which re-exports its names on first use).
@@ -47,6 +57,7 @@ builds on :mod:`platelab.annotate`, which re-exports its names on first use).
 from platelab.synth.pipeline import load_current_manifest, synthesize, synthesize_or_reuse
 from platelab.synth.render import draw_boxes, render_frame, render_video, scene_frames
 from platelab.synth.scene import (
+    DETAILS,
     EXTRA_VANTAGES,
     LIGHTINGS,
     STATES,
@@ -54,6 +65,7 @@ from platelab.synth.scene import (
     Scene,
     VideoSpec,
     build_scene,
+    parse_details,
     parse_vantages,
     video_specs,
 )
@@ -66,6 +78,7 @@ from platelab.synth.seeds import (
 )
 
 __all__ = [
+    "DETAILS",
     "EXTRA_VANTAGES",
     "LIGHTINGS",
     "STATES",
@@ -73,6 +86,7 @@ __all__ = [
     "Scene",
     "VideoSpec",
     "build_scene",
+    "parse_details",
     "parse_vantages",
     "draw_boxes",
     "render_frame",

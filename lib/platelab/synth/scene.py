@@ -4,7 +4,9 @@
 length); ``build_scene`` turns one plan into a Scene: a camera, a static
 background image, the vehicles with their tracks, the props that can hide
 them, and the stretches a user would cut (black and frozen feed, empty road).
-All randomness comes from ``numpy.random.default_rng((seed, video index))``.
+All randomness comes from ``numpy.random.default_rng((seed, video index))``, but for
+the optional details (:data:`DETAILS`): each has generators of its own, so that asking
+for them changes nothing else.
 """
 
 import dataclasses
@@ -13,7 +15,7 @@ import math
 
 import numpy as np
 
-from platelab.synth import geometry, plates, sprites, vehicles
+from platelab.synth import badges, geometry, osd, plates, sprites, vehicles
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +24,14 @@ VANTAGES = ("overpass", "street_high", "street_low", "parking", "storefront", "d
 EXTRA_VANTAGES = ("traffic_camera",)
 """Vantage points rendered only when asked for by name (``vantages=``): a default batch,
 and so every seed's scenes from before them, stay as they were."""
+DETAILS = ("osd", "badges", "plates")
+"""Optional scene details a batch may ask for (``details=``), none by default: ``osd``
+(a fixed camera's on-screen time stamp, see osd.py), ``badges`` (make and model
+lettering on vehicles, see badges.py) and ``plates`` (plates with the looks of real
+ones: graphic backgrounds, script state names, dealer frames, fading and dirt, see
+:func:`platelab.synth.plates.vary_look`; the plates and their boxes stay the same).
+The first two are never annotated (hard negatives). They all draw their randomness from generators of their own, so that a video without them
+is byte-identical to one rendered before they existed."""
 LIGHTINGS = ("day", "dusk", "night")
 STATES = ("ok", "black", "frozen", "empty")
 
@@ -30,6 +40,9 @@ _DEFAULT_MIX = (0.75, 0.17, 0.08)
 _SPRITE_BUCKET = math.radians(7.0)
 _MAX_AZIMUTH = math.radians(40.0)
 _NEAREST = 2.5
+_OSD_STREAM = 7001
+_BADGE_STREAM = 7002
+_LOOK_STREAM = 7003
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +60,8 @@ class VideoSpec:
         width: frame width in pixels
         height: frame height in pixels
         plate_style: the local plate style (``us`` or ``eu``; a few plates are foreign)
+        details: the optional scene details drawn, a subset of :data:`DETAILS` (none by
+            default)
     """
 
     index: int
@@ -59,6 +74,7 @@ class VideoSpec:
     width: int
     height: int
     plate_style: str
+    details: frozenset = frozenset()
 
     @property
     def seconds(self):
@@ -272,6 +288,7 @@ class Scene:
         foreground: optional ``foreground(image, id_map, index, time)`` drawing
             what lies in front of everything (the dashcam's bonnet and overlay)
         effects: {"jpeg_probability", "jpeg_quality", "exposure_jitter", "noise"}
+        osd: the on-screen display drawn over the frames (an ``osd.Osd``), or None
         sprite_cache: {(vehicle id, bucket): Sprite} filled while rendering
         plate_images: {plate id: plate image shaded for the lighting (then a
             list of ever smaller copies)}
@@ -304,6 +321,7 @@ class Scene:
     occluders: dict | None = None
     raw_background: np.ndarray | None = None
     baked_props: list = dataclasses.field(default_factory=list)
+    osd: object = None
 
 
 def parse_vantages(text):
@@ -334,7 +352,36 @@ def check_vantages(names):
         )
 
 
-def video_specs(videos, seconds, fps, size, seed, vantages=None):
+def parse_details(text):
+    """Scene-detail names from a comma-separated list (a CLI option, a notebook parameter).
+
+    Args:
+        text: e.g. ``"osd, badges"``; empty: none
+
+    Returns:
+        the names in order (a tuple, empty for an empty text)
+
+    Raises:
+        ValueError: naming the unknown names and the known ones
+    """
+    names = tuple(name.strip() for name in str(text).split(",") if name.strip())
+    check_details(names)
+    return names
+
+
+def check_details(names):
+    """Raises ValueError naming the details of ``names`` that are not of :data:`DETAILS`,
+    and the known ones."""
+    if isinstance(names, str):
+        raise ValueError(f"details must be a list of names, got the text {names!r}")
+    unknown = [str(name) for name in names if name not in DETAILS]
+    if unknown:
+        raise ValueError(
+            f"unknown scene detail(s) {', '.join(unknown)}: expected some of {', '.join(DETAILS)}"
+        )
+
+
+def video_specs(videos, seconds, fps, size, seed, vantages=None, details=()):
     """Plans a batch of synthetic videos.
 
     Args:
@@ -344,6 +391,8 @@ def video_specs(videos, seconds, fps, size, seed, vantages=None):
         size: (width, height) in pixels
         seed: batch seed (a non-negative integer)
         vantages: list of vantage names, cycled over the videos (default: VANTAGES)
+        details: optional scene details of :data:`DETAILS` drawn in every video (default
+            none: the videos are those rendered before details existed)
 
     Returns:
         a list of VideoSpec
@@ -364,6 +413,8 @@ def video_specs(videos, seconds, fps, size, seed, vantages=None):
         )
     vantages = list(vantages) if vantages else list(VANTAGES)
     check_vantages(vantages)
+    details = details or ()
+    check_details(details)
     frames = max(int(round(float(seconds) * float(fps))), 1)
     specs = []
     for index in range(int(videos)):
@@ -380,6 +431,7 @@ def video_specs(videos, seconds, fps, size, seed, vantages=None):
                 width=width,
                 height=height,
                 plate_style=plates.PLATE_STYLES[(index + int(seed)) % 2],
+                details=frozenset(details),
             )
         )
     return specs
@@ -440,6 +492,12 @@ def build_scene(spec):
         "noise": lighting.noise * float(rng.uniform(0.8, 1.2)),
         "blur": True,
     }
+    foreground, scene_osd = layout.foreground, None
+    if "osd" in spec.details and spec.vantage != "dashcam":  # the dashcam has its own
+        scene_osd = osd.random_osd(
+            np.random.default_rng((spec.seed, spec.index, _OSD_STREAM)), spec.width, spec.height
+        )
+        foreground = osd.over(foreground, scene_osd)
     scene = Scene(
         spec=spec,
         camera=layout.camera,
@@ -451,8 +509,9 @@ def build_scene(spec):
         states=states,
         frozen_source=frozen_source,
         dynamic=layout.dynamic,
-        foreground=layout.foreground,
+        foreground=foreground,
         effects=effects,
+        osd=scene_osd,
     )
     for vehicle in scene_vehicles:
         if vehicle.plate is not None:
@@ -599,10 +658,21 @@ def _make_vehicle(
         if not (view == "front" and style == "us" and rng.random() < 0.3):
             plate = plates.random_plate(rng, style)
             plate_id = counter.next()
+            if "plates" in spec.details:  # a generator of its own, as for badges
+                plate = plates.vary_look(
+                    plate, np.random.default_rng((spec.seed, spec.index, _LOOK_STREAM, plate_id))
+                )
             corners = vehicles.plate_corners(model, view, plate.size)
     lights_on = lighting.lights_on and not parked
     if not parked and lighting.name == "day" and rng.random() < 0.15:
         lights_on = True
+    if "badges" in spec.details:
+        # A generator of its own: the scene's draws stay those of a video without badges.
+        badges.add_badges(
+            np.random.default_rng((spec.seed, spec.index, _BADGE_STREAM, vehicle_id)),
+            model,
+            {view: corners} if corners is not None else None,
+        )
     return Vehicle(
         id=vehicle_id,
         plate_id=plate_id,

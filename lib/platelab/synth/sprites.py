@@ -156,11 +156,16 @@ def render_sprite(
                 for start, end in zip(pixels[:-1], pixels[1:], strict=True):
                     geometry.draw_line(image, start, end, colours[entry], thickness)
             else:
-                texture = lighting.shade_image(
-                    payloads[entry].texture, float(intensities[entry_face[entry]])
-                )
+                decal = payloads[entry]
                 pixels = pixels_all[starts[entry] : ends[entry]]
-                geometry.warp_texture(image, texture, pixels, mask=mask, mask_value=1)
+                intensity = float(intensities[entry_face[entry]])
+                if decal.texture.shape[2] == 4:
+                    _blend_texture(image, decal, pixels, lighting, intensity, mask)
+                else:
+                    texture = lighting.shade_image(decal.texture, intensity)
+                    geometry.warp_texture(
+                        image, texture, pixels, mask=mask if decal.solid else None, mask_value=1
+                    )
     # fillPoly with several polygons fills their even-odd union: draw them one by one.
     for fixed in outline:
         cv2.fillPoly(mask, [fixed], 1, cv2.LINE_8, shift)
@@ -173,6 +178,23 @@ def render_sprite(
         colour = (200, 230, 255) if kind == 1 else (30, 30, 255)
         glows.append((float(centre[0]), float(centre[1]), radius, colour))
     return Sprite(image, mask.astype(bool), anchor, float(scale), plate_quad, glows)
+
+
+def _blend_texture(image, decal, pixels, lighting, intensity, mask):
+    """Warps a BGRA texture decal onto its pixel quad, blended by its alpha over what
+    lies beneath (lettering without a background of its own)."""
+    texture = decal.texture
+    shaded = np.dstack([lighting.shade_image(texture[..., :3], intensity), texture[..., 3]])
+    warped = geometry.warp_quad(shaded, pixels, image.shape[:2])
+    if warped is None:
+        return
+    (x0, y0, x1, y1), colour, covered = warped
+    alpha = colour[..., 3:].astype(np.float32) / 255.0 * covered[..., None]
+    region = image[y0:y1, x0:x1]
+    blended = region.astype(np.float32) * (1.0 - alpha) + colour[..., :3] * alpha
+    region[:] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    if decal.solid:
+        mask[y0:y1, x0:x1][covered & (alpha[..., 0] > 0)] = 1
 
 
 class _ViewTransform:

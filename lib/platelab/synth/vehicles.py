@@ -92,8 +92,12 @@ class Decal:
         kind: ``polygon``, ``line`` or ``texture``
         light: ``None``, ``"head"`` or ``"tail"`` (lights glow when switched on)
         texture: the image for ``texture`` decals (corners: top-left, top-right,
-            bottom-right, bottom-left as seen from outside)
+            bottom-right, bottom-left as seen from outside): BGR, or BGRA to blend it
+            by its alpha over what lies beneath (lettering without a background)
         width: line width in metres for ``line`` decals
+        solid: for ``texture`` decals, whether the texture's pixels also count as the
+            vehicle's (its sprite mask); False for lettering that lies inside its face
+            (badges), which so leaves the vehicle's outline as it was to the pixel
     """
 
     points: np.ndarray
@@ -102,6 +106,7 @@ class Decal:
     light: str | None = None
     texture: np.ndarray | None = None
     width: float = 0.03
+    solid: bool = True
 
 
 @dataclasses.dataclass
