@@ -148,7 +148,8 @@ def test_osd_looks_vary_and_some_cameras_show_none():
         text = frame.max(axis=2) > 128
         assert text.any() and not ids[text].any() and ids[~inside].all()
         heights.append(cv2.getTextSize("0", item.font, item.scale, item.thickness)[0][1])
-    assert min(heights) >= 12 and max(heights) <= 27, heights
+    assert min(heights) >= 7 and max(heights) <= 25, heights
+    assert sum(height <= 12 for height in heights) >= 10  # small, as real cameras write
 
 
 def test_lettering_never_touches_the_plate_and_stays_on_its_face():

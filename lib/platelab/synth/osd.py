@@ -1,7 +1,7 @@
 """On-screen displays (OSD): the time stamp a fixed camera burns into its frames.
 
 Security and traffic cameras write the date and time (and often the camera's name)
-into a corner of every frame: light text, 12-25 px high at 720p, with a thin black
+into a corner of every frame: light text, 8-23 px high at 720p (often 8-11), with a thin black
 outline, on a dark box or plain. To a plate detector these rows of characters look
 like plates, so scenes may show one (``details=("osd",)``, see
 :func:`platelab.synth.video_specs`); it is never annotated (a hard negative). The
@@ -220,7 +220,8 @@ def random_osd(rng, width, height):
         int(rng.integers(0, 60)),
     )
     font = FONTS[int(rng.choice(len(FONTS), p=(0.4, 0.25, 0.2, 0.15)))]
-    text_height = height * float(rng.uniform(0.018, 0.035))
+    # Real cameras write small: 1.2-1.6 % of the frame height is common (8-11 px at 720p).
+    text_height = max(7.0, height * float(rng.uniform(0.011, 0.032)))
     reference = cv2.getTextSize("0123456789", font, 1.0, 1)[0][1]
     scale = text_height / reference
     stroke = 0.09 if font == cv2.FONT_HERSHEY_PLAIN else 0.075
@@ -247,8 +248,8 @@ def random_osd(rng, width, height):
         corner=corner,
         name_corner=others[int(rng.integers(len(others)))],
         margin=(
-            int(round(width * float(rng.uniform(0.01, 0.03)))),
-            int(round(height * float(rng.uniform(0.01, 0.03)))),
+            int(round(width * float(rng.uniform(0.002, 0.025)))),
+            int(round(height * float(rng.uniform(0.002, 0.025)))),
         ),
         font=font,
         scale=float(scale),
