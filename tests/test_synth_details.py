@@ -1,5 +1,6 @@
 """The generator's optional scene details (platelab.synth, ``details=``): on-screen time
-stamps (osd.py) and make and model lettering (badges.py), hard negatives never annotated."""
+stamps (osd.py), make and model lettering (badges.py) and steel fences and gates
+(fences.py), hard negatives never annotated, and plates with real plates' looks."""
 
 import hashlib
 import json
@@ -13,6 +14,8 @@ from platelab.synth import (
     DETAILS,
     badges,
     build_scene,
+    fences,
+    layouts,
     osd,
     parse_details,
     plates,
@@ -254,7 +257,7 @@ def test_plates_with_real_looks_change_the_plates_pixels_but_not_the_truth():
     vantages = ["parking", "traffic_camera"]
     plain = video_specs(*arguments, vantages=vantages)
     looked = video_specs(*arguments, vantages=vantages, details=("plates",))
-    assert set(DETAILS) == {"osd", "badges", "plates"}
+    assert set(DETAILS) == {"osd", "badges", "plates", "fences"}
     changed = plates_seen = 0
     for plain_spec, looked_spec in zip(plain, looked, strict=True):
         scene = build_scene(looked_spec)
@@ -268,3 +271,92 @@ def test_plates_with_real_looks_change_the_plates_pixels_but_not_the_truth():
             assert looked_truth == truth
             changed += not np.array_equal(looked_image, image)
     assert plates_seen >= 2 and changed >= 2
+
+
+FIXED = ("parking", "storefront", "street_high", "street_low", "traffic_camera", "overpass")
+
+
+def _fences_of(spec):
+    """The layout of a spec with its fences (as build_scene draws them) and the fences."""
+    lighting = Lighting.named(spec.lighting)
+    layout = layouts.build_layout(spec, lighting, np.random.default_rng((spec.seed, spec.index)))
+    rng = np.random.default_rng((spec.seed, spec.index, 7004))
+    return layout, fences.add_fences(layout, spec, lighting, rng)
+
+
+def test_fences_hide_only_what_stands_behind_them():
+    seen = hidden = 0
+    # A driveway gate before a parked car (storefront, seed 8), a lot's fences (parking).
+    for vantage, seed in (("storefront", 8), ("storefront", 6), ("parking", 7), ("parking", 2)):
+        spec = video_specs(1, 1.0, 2, SIZE, seed, vantages=[vantage], details=("fences",))[0]
+        plain = video_specs(1, 1.0, 2, SIZE, seed, vantages=[vantage])[0]
+        _, drawn = _fences_of(spec)
+        scene, plain_scene = build_scene(spec), build_scene(plain)
+        assert len(scene.props) == len(plain_scene.props) + len(drawn)
+        assert drawn, (vantage, seed)
+        nearest = min(fence.depth for fence in drawn)
+        for index in range(spec.frames):
+            image, objects, ids = render_frame(scene, index, effects=False)
+            bare, plain_objects, plain_ids = render_frame(plain_scene, index, effects=False)
+            seen += not np.array_equal(image, bare)
+            # A fence only takes pixels from what stands behind it, where it shows.
+            taken = ids != plain_ids
+            assert not ids[taken].any()
+            assert np.any(image != bare, axis=2)[taken].all()
+            before = {item["id"]: item for item in plain_objects}
+            assert {item["id"] for item in objects} <= set(before)
+            for vehicle in scene.vehicles:
+                if vehicle.id not in before or vehicle.track["z"][index] >= nearest:
+                    continue
+                # In front of every fence: its truth (and its plate's) is as it was.
+                mine = [
+                    item for item in objects if vehicle.id in (item["id"], item.get("vehicle_id"))
+                ]
+                theirs = [
+                    item
+                    for item in plain_objects
+                    if vehicle.id in (item["id"], item.get("vehicle_id"))
+                ]
+                assert mine == theirs
+            for item in objects:
+                if item != before[item["id"]]:
+                    hidden += 1
+                    assert item["occluded"] > before[item["id"]]["occluded"]
+    assert seen >= 4 and hidden >= 1
+
+
+def test_fences_stand_off_every_lane_and_parking_spot():
+    with_fences = 0
+    for seed in range(3):
+        specs = video_specs(
+            len(FIXED), 2.0, 2, (320, 192), seed, vantages=FIXED, details=("fences",)
+        )
+        for spec in specs:
+            layout, drawn = _fences_of(spec)
+            with_fences += bool(drawn)
+            scene = build_scene(spec)
+            assert len(scene.props) == len(layout.props)
+            times = np.arange(spec.frames) / spec.fps
+            for fence in drawn:
+                assert fence.kind in fences.KINDS and 1.0 <= fence.height <= 2.3
+                assert fences.seen(fence, scene.camera)
+                (x0, z0), (x1, z1) = fence.start, fence.end
+                low_x, high_x = min(x0, x1) - 0.05, max(x0, x1) + 0.05
+                low_z, high_z = min(z0, z1) - 0.05, max(z0, z1) + 0.05
+                for vehicle in scene.vehicles:
+                    for index in np.flatnonzero(vehicle.track["active"]):
+                        vx0, vx1, vz0, vz1 = vehicle.bounds(times[index])
+                        overlaps = vx0 < high_x and low_x < vx1 and vz0 < high_z and low_z < vz1
+                        assert not overlaps, (spec.source_id, fence, vehicle.id, index)
+    assert with_fences >= 8
+
+
+def test_fences_are_deterministic_and_the_dashcam_has_none():
+    spec = video_specs(2, 1.0, 2, SIZE, 6, vantages=["storefront"], details=("fences",))[0]
+    assert _fences_of(spec)[1]
+    assert _hashes([spec]) == _hashes([spec])
+    for index in range(3):
+        dashcam = video_specs(3, 0.5, 2, SIZE, 24, vantages=["dashcam"], details=("fences",))
+        bare = video_specs(3, 0.5, 2, SIZE, 24, vantages=["dashcam"])
+        assert not _fences_of(dashcam[index])[1]
+        assert _hashes([dashcam[index]]) == _hashes([bare[index]])

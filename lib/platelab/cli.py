@@ -606,7 +606,8 @@ def _add_pretrain_parser(commands):
         metavar="NAMES",
         help="scene details over the default, comma-separated: osd (a fixed camera's "
         "on-screen time stamp), badges (make and model lettering on vehicles), plates (plates "
-        "with real plates' looks: graphic backgrounds, dealer frames, dirt); default none",
+        "with real plates' looks: graphic backgrounds, dealer frames, dirt), fences (fences "
+        "and sliding gates of steel bars, chain-link fences); default none",
     )
     pretrain.add_argument(
         "--seed", type=int, help="first corpus batch seed (default 20000; never an evaluation seed)"

@@ -504,6 +504,7 @@ def _corpus_vantages(corpus):
         "osd": "on-screen time stamps of fixed cameras",
         "badges": "make and model lettering on vehicles",
         "plates": "plates with real plates' looks",
+        "fences": "fences and sliding gates of steel bars",
     }
     extra = ", ".join(details.get(name, name) for name in corpus.get("details") or ())
     extra = f"; with {extra} (unannotated)" if extra else ""

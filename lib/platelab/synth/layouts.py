@@ -169,7 +169,16 @@ def _overpass(spec, lighting, rng):
     # No empty stretches: from an overpass the road is visible for hundreds of
     # metres, so an empty frame would need an implausibly long gap in traffic.
     variant = f"{lanes_per_side}+{lanes_per_side}_lanes"
-    return Layout(camera, image, lanes, [], layout_props, allows_empty=False, variant=variant)
+    return Layout(
+        camera,
+        image,
+        lanes,
+        [],
+        layout_props,
+        allows_empty=False,
+        variant=variant,
+        sites={"road": (left_edge, right_edge), "walls": (left_edge - 9.0, right_edge + 9.0)},
+    )
 
 
 def _gantry(rng, lighting, z, x0, x1, median, style):

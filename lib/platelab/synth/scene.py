@@ -24,14 +24,17 @@ VANTAGES = ("overpass", "street_high", "street_low", "parking", "storefront", "d
 EXTRA_VANTAGES = ("traffic_camera",)
 """Vantage points rendered only when asked for by name (``vantages=``): a default batch,
 and so every seed's scenes from before them, stay as they were."""
-DETAILS = ("osd", "badges", "plates")
+DETAILS = ("osd", "badges", "plates", "fences")
 """Optional scene details a batch may ask for (``details=``), none by default: ``osd``
 (a fixed camera's on-screen time stamp, see osd.py), ``badges`` (make and model
-lettering on vehicles, see badges.py) and ``plates`` (plates with the looks of real
+lettering on vehicles, see badges.py), ``plates`` (plates with the looks of real
 ones: graphic backgrounds, script state names, dealer frames, fading and dirt, see
-:func:`platelab.synth.plates.vary_look`; the plates and their boxes stay the same).
-The first two are never annotated (hard negatives). They all draw their randomness from generators of their own, so that a video without them
-is byte-identical to one rendered before they existed."""
+:func:`platelab.synth.plates.vary_look`; the plates and their boxes stay the same) and
+``fences`` (steel bar fences, sliding gates and chain-link fences at the edges of the
+fixed cameras' scenes, see fences.py; they hide what stands behind them).
+``osd``, ``badges`` and ``fences`` are never annotated (hard negatives). They all draw
+their randomness from generators of their own, so that a video without them is
+byte-identical to one rendered before they existed."""
 LIGHTINGS = ("day", "dusk", "night")
 STATES = ("ok", "black", "frozen", "empty")
 
@@ -43,6 +46,7 @@ _NEAREST = 2.5
 _OSD_STREAM = 7001
 _BADGE_STREAM = 7002
 _LOOK_STREAM = 7003
+_FENCE_STREAM = 7004
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,7 +258,11 @@ class Prop:
 
 @dataclasses.dataclass
 class Layout:
-    """What a vantage contributes to a scene (see layouts.py)."""
+    """What a vantage contributes to a scene (see layouts.py).
+
+    ``sites`` names places of the layout's ground plan (road edges, building lines, the
+    back of a parking lot; metres) where optional details may stand (see fences.py).
+    """
 
     camera: geometry.Camera
     background: np.ndarray
@@ -266,6 +274,7 @@ class Layout:
     dynamic: object = None
     foreground: object = None
     plate_positions: tuple = ("front", "rear")
+    sites: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -446,11 +455,16 @@ def build_scene(spec):
     Returns:
         a Scene
     """
-    from platelab.synth import layouts
+    from platelab.synth import fences, layouts
 
     rng = np.random.default_rng((spec.seed, spec.index))
     lighting = Lighting.named(spec.lighting)
     layout = layouts.build_layout(spec, lighting, rng)
+    if "fences" in spec.details:
+        # A generator of its own: the scene's draws stay those of a video without fences.
+        fences.add_fences(
+            layout, spec, lighting, np.random.default_rng((spec.seed, spec.index, _FENCE_STREAM))
+        )
     times = np.arange(spec.frames) / spec.fps
     counter = _Counter()
     scene_vehicles = []

@@ -124,8 +124,20 @@ def storefront(spec, lighting, rng):
         for x in np.arange(-30.0, 30.0, 12.0):
             props.lamp_pool(image, camera, x, road_near + 3.5, 6.0, 45)
     parked_anywhere = bool(spots) or any(lane.parked for lane in lanes)
+    sites = {"road": (road_near, road_far), "facade": facade}
+    if variant == "shops":
+        sites["parking_end"] = facade - 3.5
+    else:
+        sites["lawn"] = road_far + 2.5
     return Layout(
-        camera, image, lanes, spots, layout_props, allows_empty=not parked_anywhere, variant=variant
+        camera,
+        image,
+        lanes,
+        spots,
+        layout_props,
+        allows_empty=not parked_anywhere,
+        variant=variant,
+        sites=sites,
     )
 
 
@@ -344,7 +356,23 @@ def _street(spec, lighting, rng, camera, centre, parked):
                 )
             )
     variant = "parked_cars" if parked else "t_junction"
-    return Layout(camera, image, lanes, [], layout_props, allows_empty=not parked, variant=variant)
+    sites = {
+        "curbs": (left_curb, right_curb),
+        "buildings": (building_left, building_right),
+        "cross": (cross, cross_half),
+        "far": far,
+        "dead_end": not parked,
+    }
+    return Layout(
+        camera,
+        image,
+        lanes,
+        [],
+        layout_props,
+        allows_empty=not parked,
+        variant=variant,
+        sites=sites,
+    )
 
 
 def _lot(spec, lighting, rng):
@@ -405,7 +433,15 @@ def _lot(spec, lighting, rng):
         )
     )
     lanes = _aisle_lanes(rng, aisles, offset_x, extent, main_aisle, (bottom - 6, store_z - 3))
-    return Layout(camera, image, lanes, spots, layout_props, allows_empty=False, variant="lot")
+    sites = {
+        "lot": (offset_x - extent - 4, offset_x + extent + 4),
+        "back": end + _AISLE,
+        "store": store_z,
+        "main_aisle": main_aisle,
+    }
+    return Layout(
+        camera, image, lanes, spots, layout_props, allows_empty=False, variant="lot", sites=sites
+    )
 
 
 def _garage(spec, lighting, rng):
@@ -464,7 +500,10 @@ def _garage(spec, lighting, rng):
             if abs(x - main_aisle) > _AISLE / 2 + 0.5:
                 layout_props.append(props.pillar(x, island - 0.3, 0.6, ceiling, lighting))
     lanes = _aisle_lanes(rng, aisles, offset_x, extent, main_aisle, (bottom - 6, back - 2))
-    return Layout(camera, image, lanes, spots, layout_props, allows_empty=False, variant="garage")
+    sites = {"walls": (left, right), "back": back, "main_aisle": main_aisle, "ceiling": ceiling}
+    return Layout(
+        camera, image, lanes, spots, layout_props, allows_empty=False, variant="garage", sites=sites
+    )
 
 
 def _stall_rows(canvas, rng, lighting, first_z, pairs, offset_x, extent, main_aisle):
