@@ -285,17 +285,14 @@ def over(foreground, osd):
 
 
 def _format_date(stamp, layout):
-    year, month, day = f"{stamp.year:04d}", f"{stamp.month:02d}", f"{stamp.day:02d}"
-    if layout == "Y-m-d":
-        return f"{year}-{month}-{day}"
-    if layout == "m/d/Y":
-        return f"{month}/{day}/{year}"
-    if layout == "d.m.Y":
-        return f"{day}.{month}.{year}"
-    if layout == "d-MON-Y":
-        return f"{day}-{_MONTHS[stamp.month - 1]}-{year}"
-    if layout == "Y/m/d":
-        return f"{year}/{month}/{day}"
-    if layout == "m-d-Y":
-        return f"{month}-{day}-{year}"
-    raise ValueError(f"unknown date format {layout!r} (expected one of {DATE_FORMATS})")
+    """The date of ``stamp`` in one of :data:`DATE_FORMATS` (``d-MON-Y``: 13-MAY-2014)."""
+    if layout not in DATE_FORMATS:
+        raise ValueError(f"unknown date format {layout!r} (expected one of {DATE_FORMATS})")
+    fields = {
+        "Y": f"{stamp.year:04d}",
+        "m": f"{stamp.month:02d}",
+        "d": f"{stamp.day:02d}",
+        "MON": _MONTHS[stamp.month - 1],
+    }
+    separator = next(character for character in layout if character in "-/.")
+    return separator.join(fields[part] for part in layout.split(separator))
