@@ -169,3 +169,20 @@ def test_the_shipped_starter_loads_and_reproduces_its_recorded_metrics(tmp_path)
     assert measured["frames"] == recorded["frames"]
     for label, value in recorded["ap50"].items():
         assert measured["ap50"][label] == pytest.approx(value, abs=0.02), label
+
+
+def test_the_card_shows_the_command_without_its_note():
+    command = "platelab pretrain --work w --hours 0.5 --ship models/starter --note 'A stage: why.'"
+    assert (
+        starter._without_note(command)
+        == "platelab pretrain --work w --hours 0.5 --ship models/starter"
+    )
+    assert (
+        starter._without_note("platelab pretrain --note=x --quiet") == "platelab pretrain --quiet"
+    )
+    assert starter._without_note("platelab pretrain --quiet") == "platelab pretrain --quiet"
+    assert starter._without_note("an 'unclosed quote") == "an 'unclosed quote"
+    # The shipped card quotes its note once.
+    provenance = json.loads((starter.STARTER_DIR / "provenance.json").read_text())
+    card = (starter.STARTER_DIR / "MODEL_CARD.md").read_text()
+    assert card.count(provenance["note"][:60]) == 1

@@ -404,7 +404,7 @@ No seed that evaluation uses ({corpus["evaluation_seeds_excluded"]}).
 {training["steps"]} steps of {training["recipe"]["batch_size"]} crops
 ({training["images_seen"]} images seen) in {training["training_minutes"]:.1f} minutes of
 training, {training["cpu_hours"]} CPU-hours, on {training["machine"]}, from
-{training.get("from", "random weights")}. Command: `{provenance["command"]}`, commit
+{training.get("from", "random weights")}. Command: `{_without_note(provenance["command"])}`, commit
 `{provenance["commit"]}`.{lineage}
 
 | chunk | steps | images seen | minutes | CPU-hours | {labels} |
@@ -425,6 +425,24 @@ AP50 {check.get("ap50")} against float32's {check.get("ap50_float32")}.
 Trained on rendered scenes only: real cameras bring plate looks, fonts, lighting and
 compression it has not seen. Fine-tune before trusting it on real video.
 """
+
+
+def _without_note(command):
+    """A recorded command line without its ``--note`` text (the card quotes the note once,
+    after the chunks); the provenance keeps the command whole."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    kept, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--note":
+            skip = True
+        elif not word.startswith("--note="):
+            kept.append(word)
+    return shlex.join(kept) if len(kept) < len(words) else command
 
 
 def corpus_vantages(folder=None):
