@@ -340,6 +340,18 @@ def test_detecting_every_third_frame_carries_the_tracked_boxes(tmp_path, monkeyp
         # confirmed at the fifth detection (frame 12; min_hits 5), the ids stay on the
         # carried boxes
         assert vehicle["track_id"] == (1 if index >= 12 else None), index
+    assert result.track_log is None  # kept only when asked for
+
+    # log_tracks keeps each tracked box drawn, on detected and carried frames alike.
+    logged = video.annotate_video(
+        MovingBoxes(step=6), source, tmp_path / "log.mp4", track=True, progress=False,
+        detect_every=3, log_tracks=True,
+    )  # fmt: skip
+    assert [entry[0] for entry in logged.track_log] == [f for f in range(12, 30) for _ in (0, 1)]
+    assert {(track, label) for _, track, label, _ in logged.track_log} == {
+        (1, "vehicle"), (2, "license_plate")
+    }  # fmt: skip
+    assert logged.track_log[-2][3] == pytest.approx([68, 20, 108, 50])  # frame 29, carried
 
     # Without --track the boxes are carried the same, with no ids.
     drawn.clear()

@@ -141,6 +141,12 @@ def test_smoke_chain(tmp_path):
     assert "input pipeline throughput" in goal_names
     assert "held-out AP50 license_plate (full profile)" in goal_names
     assert "Goals" in (run_dir / "07_analyze" / "report.html").read_text()
+    # 08's tracks, each assigned to the novel video's truth object it followed.
+    video = read_json(run_dir / "08_deploy" / "metrics.json")["details"]["video"]
+    assert set(video["breakdown"]) == set(video["true_counts"])
+    for label, parts in video["breakdown"].items():
+        assert parts["tracks"] == video["tracks"].get(label, 0)
+        assert parts["objects"] == video["true_counts"][label]
 
     # A batch rerun of the review once a model exists: its predictions give mistakenness.
     params.write_text(params.read_text().replace("04_review:\n", "04_review:\n  model: latest\n"))

@@ -7,11 +7,13 @@ the functions here.
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from platelab import visualize
+from platelab.boxes import iou_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,137 @@ def distinct_objects(truth, labels=("vehicle", "license_plate")):
             if item["label"] in ids and not item.get("difficult"):
                 ids[item["label"]].add(item["id"])
     return {label: len(found) for label, found in ids.items()}
+
+
+def object_under(box, objects, label):
+    """The truth object a tracked box lies on.
+
+    Args:
+        box: ``[x1, y1, x2, y2]`` in pixels
+        objects: one frame's truth objects (``frame["objects"]`` of
+            :func:`load_ground_truth`), each with ``id``, ``label`` and ``box``
+        label: the box's label
+
+    Returns:
+        the ``id`` of the object of ``label`` whose box holds ``box``'s centre and
+        overlaps it most (IoU), or None when no box of ``label`` holds the centre
+    """
+    x, y = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    holding = [
+        item
+        for item in objects
+        if item["label"] == label
+        and item["box"][0] <= x < item["box"][2]
+        and item["box"][1] <= y < item["box"][3]
+    ]
+    if not holding:
+        return None
+    overlaps = iou_matrix(
+        np.asarray(box, np.float64)[None], np.array([i["box"] for i in holding], np.float64)
+    )
+    return holding[int(np.argmax(overlaps[0]))]["id"]
+
+
+def follow_tracks(track_log, truth, labels=("vehicle", "license_plate")):
+    """What each confirmed track followed, frame by frame.
+
+    Args:
+        track_log: ``(frame index, track id, label, [x1, y1, x2, y2])`` for each
+            confirmed track's box in each frame (:attr:`VideoResult.track_log
+            <platelab.deploy.video.VideoResult>`); frame indices count from 0, as the
+            truth's ``frames`` do
+        truth: the video's ground-truth dict (:func:`load_ground_truth`)
+        labels: the labels followed
+
+    Returns:
+        ``{label: {track id: Counter of truth object ids (None: no object)}}``
+    """
+    followed = {label: {} for label in labels}
+    frames = truth["frames"]
+    for frame, track, label, box in track_log:
+        if label in followed and 0 <= frame < len(frames):
+            owner = object_under(box, frames[frame]["objects"], label)
+            followed[label].setdefault(track, Counter())[owner] += 1
+    return followed
+
+
+def count_breakdown(followed, truth, label):
+    """Where a tracker's count of one label comes from.
+
+    Each confirmed track follows the truth object its box lay on most often
+    (:func:`object_under`). Then ``tracks = objects - missed + fragments + false +
+    ignored``. A count near the truth can hide misses offset by fragments.
+
+    ``counted`` is ``tracks - ignored``: the tracks on objects the truth does not count
+    (*difficult*, too small or too hidden to score, in every frame) are left out of the
+    count compared with :func:`distinct_objects`, as the detector's AP leaves out its
+    detections of difficult objects, and as MOTChallenge's evaluation removes a
+    tracker's boxes on objects it ignores (distractors) before scoring.
+
+    Args:
+        followed: one label's ``{track id: Counter of object ids}`` (:func:`follow_tracks`)
+        truth: the video's ground-truth dict
+        label: the label
+
+    Returns:
+        a dict of counts: ``tracks``; ``objects`` (:func:`distinct_objects`);
+        ``missed`` (counted objects no track follows); ``fragments`` (tracks beyond the
+        first on a counted object); ``false`` (tracks on no object); ``ignored`` (tracks
+        on objects difficult in every frame); ``counted``
+    """
+    countable = {
+        item["id"]
+        for frame in truth["frames"]
+        for item in frame["objects"]
+        if item["label"] == label and not item.get("difficult")
+    }
+    owners = Counter(votes.most_common(1)[0][0] for votes in followed.values())
+    ignored = sum(n for owner, n in owners.items() if owner is not None and owner not in countable)
+    return {
+        "tracks": len(followed),
+        "objects": len(countable),
+        "missed": len(countable - set(owners)),
+        "fragments": sum(n - 1 for owner, n in owners.items() if owner in countable),
+        "false": owners.get(None, 0),
+        "ignored": ignored,
+        "counted": len(followed) - ignored,
+    }
+
+
+def track_breakdown(track_log, truth, labels=("vehicle", "license_plate")):
+    """:func:`count_breakdown` for each label of a tracked video.
+
+    Returns:
+        ``{label: count_breakdown dict}``
+    """
+    followed = follow_tracks(track_log, truth, labels)
+    return {label: count_breakdown(followed[label], truth, label) for label in labels}
+
+
+def track_breakdown_table(breakdown):
+    """A pandas DataFrame of :func:`track_breakdown`: one row per label.
+
+    The columns read left to right as a sum: the true objects, less those missed, plus
+    fragments, tracks on nothing and tracks on objects too small to count, give the
+    tracks; ``counted`` (the tracks less the last kind) is what is compared with the
+    true objects.
+    """
+    import pandas as pd
+
+    columns = {
+        "objects": "true objects",
+        "missed": "missed",
+        "fragments": "extra tracks on one object",
+        "false": "tracks on nothing",
+        "ignored": "tracks on objects too small to count",
+        "tracks": "tracks",
+        "counted": "counted",
+    }
+    rows = {
+        label: {name: parts[key] for key, name in columns.items()}
+        for label, parts in breakdown.items()
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def manifest_table(manifest):

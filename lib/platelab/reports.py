@@ -310,19 +310,33 @@ def run_verdict(run_dir, run):
 
 
 def _track_rows(video):
-    """Goal rows for the tracker's distinct counts against the novel video's true counts."""
+    """Goal rows for the tracker's distinct counts against the novel video's true counts.
+
+    Where stage 08 broke the counts down (``details.video.breakdown``, see
+    :func:`platelab.groundtruth.count_breakdown`), the tracks on objects too small to
+    count are left out of the count judged, and the row says how many there were.
+    """
     rows = []
     if video.get("tracks") is None:
         return rows
+    breakdown = video.get("breakdown") or {}
     for label, true in (video.get("true_counts") or {}).items():
         tracked = video["tracks"].get(label, 0)
         if not true:
             continue
-        off = (tracked - true) / true
+        parts = breakdown.get(label)
+        counted = parts["counted"] if parts else tracked
+        off = (counted - true) / true
+        measured = f"{counted} against {true} true ({off:+.0%})"
+        if parts and parts["ignored"]:
+            measured += (
+                f"; {tracked} tracks, {parts['ignored']} of them on "
+                f"{label.replace('_', ' ')}s too small to count"
+            )
         rows.append(
             {
                 "goal": f"distinct {label.replace('_', ' ')}s tracked on the novel video",
-                "measured": f"{tracked} against {true} true ({off:+.0%})",
+                "measured": measured,
                 "target": f"within {TRACK_TOLERANCE:.0%}",
                 "met": abs(off) <= TRACK_TOLERANCE + 1e-9,
             }

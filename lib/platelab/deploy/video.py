@@ -138,6 +138,9 @@ class VideoResult:
         warning: why the output has fewer frames than expected (None when complete)
         stopped_at_frame: the frame index at which the input stopped early (or None)
         stopped_at_time: the same in seconds
+        track_log: with ``log_tracks``, ``(frame index, track id, label, [x1, y1, x2,
+            y2])`` for every box drawn with a track id, frames counted from 0 (for
+            :func:`platelab.groundtruth.track_breakdown`); None otherwise
     """
 
     input: str
@@ -159,6 +162,7 @@ class VideoResult:
     warning: str | None = None
     stopped_at_frame: int | None = None
     stopped_at_time: float | None = None
+    track_log: list | None = None
 
     @property
     def processing_fps(self):
@@ -511,6 +515,7 @@ def annotate_video(
     crf=DEFAULT_CRF,
     preset=DEFAULT_PRESET,
     detect_every=1,
+    log_tracks=False,
 ):
     """Draws a detector's boxes on every frame of a video.
 
@@ -533,6 +538,8 @@ def annotate_video(
             smallest N that keeps up with the video, from the model's time on the first
             frame (:func:`choose_detect_every`), then N kept ahead of real time as the
             video goes (:class:`AutoInterval`); 1: every frame
+        log_tracks: with ``track``, keep every tracked box drawn in the result's
+            ``track_log`` (a few tuples a frame: for videos with a ground truth)
 
     Returns:
         a :class:`VideoResult` (its ``detect_every`` and ``intervals`` say which N ran)
@@ -559,6 +566,7 @@ def annotate_video(
     if track and tracker.score_threshold is None:
         tracker.score_threshold = threshold
     loop = _FrameLoop(predictor, info, threshold, tracker, detect_every)
+    loop.track_log = [] if track and log_tracks else None
     temporary = _temporary_beside(output_path)
     pipeline = _Pipeline(input_path, info, temporary, muxer, loop.fps, crf, preset)
     bar = tqdm(total=loop.expected, desc=input_path.name, unit="frame", disable=not progress)
@@ -632,6 +640,7 @@ class _FrameLoop:
         self.frames = self.detected = 0
         self.last_objects, self.last_detected = [], 0
         self.carried = []  # which of the tracker's last detections are drawn
+        self.track_log = None  # a list: each tracked box drawn is logged in it
 
     def run(self, pipeline, bar):
         """Annotates every decoded frame and queues it for the encoder."""
@@ -642,6 +651,7 @@ class _FrameLoop:
             clock = time.perf_counter()
             objects = self.detect(frame) if detecting else self.carry(frame)
             detector_seconds = time.perf_counter() - clock if detecting else None
+            self.log(objects)
             pipeline.write(self.draw(frame, objects))
             self.frames += 1
             bar.update(1)
@@ -697,6 +707,15 @@ class _FrameLoop:
         self.detected += 1
         return objects
 
+    def log(self, objects):
+        """Adds this frame's tracked boxes to ``track_log`` (when logging)."""
+        if self.track_log is not None:
+            self.track_log += [
+                (self.frames, item["track_id"], item["label"], list(item["bbox"]))
+                for item in objects
+                if item.get("track_id") is not None
+            ]
+
     def carry(self, frame):
         """The last detections, carried by the tracker to this frame (no detector run)."""
         with self.timed("track"):
@@ -740,6 +759,7 @@ class _FrameLoop:
             detect_every_auto=self.auto,
             model_seconds=self.model_seconds,
             intervals=dict(sorted(self.control.frames_at.items())) if self.control else None,
+            track_log=self.track_log,
         )
 
 
