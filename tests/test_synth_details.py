@@ -1,6 +1,6 @@
 """The generator's optional scene details (platelab.synth, ``details=``): on-screen time
 stamps (osd.py), make and model lettering (badges.py) and steel fences and gates
-(fences.py), hard negatives never annotated, and plates with real plates' looks."""
+(fences.py) and rear lamps lit when braking (lamps.py), hard negatives never annotated, and plates with real plates' looks."""
 
 import hashlib
 import json
@@ -15,6 +15,7 @@ from platelab.synth import (
     badges,
     build_scene,
     fences,
+    lamps,
     layouts,
     osd,
     parse_details,
@@ -164,7 +165,7 @@ def test_lettering_never_touches_the_plate_and_stays_on_its_face():
         view = ("rear", "front")[seed % 2]
         design = plates.random_plate(rng, plates.PLATE_STYLES[seed // 2 % 2])
         corners = vehicles.plate_corners(model, view, design.size)
-        faces = {position: badges._end_face(model, position) for position in ("front", "rear")}
+        faces = {position: badges.end_face(model, position) for position in ("front", "rear")}
         added = badges.add_badges(np.random.default_rng((seed, 7002)), model, {view: corners})
         for badge in added:
             count += 1
@@ -257,7 +258,7 @@ def test_plates_with_real_looks_change_the_plates_pixels_but_not_the_truth():
     vantages = ["parking", "traffic_camera"]
     plain = video_specs(*arguments, vantages=vantages)
     looked = video_specs(*arguments, vantages=vantages, details=("plates",))
-    assert set(DETAILS) == {"osd", "badges", "plates", "fences"}
+    assert set(DETAILS) == {"osd", "badges", "plates", "fences", "lamps"}
     changed = plates_seen = 0
     for plain_spec, looked_spec in zip(plain, looked, strict=True):
         scene = build_scene(looked_spec)
@@ -360,3 +361,96 @@ def test_fences_are_deterministic_and_the_dashcam_has_none():
         bare = video_specs(3, 0.5, 2, SIZE, 24, vantages=["dashcam"])
         assert not _fences_of(dashcam[index])[1]
         assert _hashes([dashcam[index]]) == _hashes([bare[index]])
+
+
+def _lamped(seed, kind, lights_on=False):
+    """A vehicle model, its US plate's rear corners, and the lamps added to a copy."""
+    models = []
+    for _ in range(2):
+        rng = np.random.default_rng(seed)
+        model = vehicles.random_model(rng, kind)
+        design = plates.random_plate(rng, "us")
+        models.append((model, vehicles.plate_corners(model, "rear", design.size)))
+    (plain, corners), (lamped, _) = models
+    added = lamps.add_lamps(
+        np.random.default_rng((seed, 7005)), lamped, lights_on=lights_on, plates={"rear": corners}
+    )
+    return plain, lamped, corners, added
+
+
+def test_lamps_stay_inside_the_outline_and_off_the_plate():
+    kinds, lit, bars = set(), 0, 0
+    day = Lighting.named("day")
+    for seed in range(60):
+        kind = ("sedan", "truck", "bus")[seed % 3]
+        plain, lamped, corners, added = _lamped(seed, kind)
+        for lamp in added:
+            kinds.add((lamped.variant, lamp.kind))
+            lit += lamp.lit
+            if lamp.kind == "bar":
+                bars += 1
+                for size in plates.PLATE_SIZES.values():
+                    quad = vehicles.plate_corners(lamped, "rear", size)
+                    assert not _intersect(lamp.corners, quad), seed
+        if not added:
+            continue
+        drawn = [
+            sprites.render_sprite(
+                model, "rear", 0.2, 0.1, 12.0, 160.0, day, plate=("rear", corners)
+            )
+            for model in (plain, lamped)
+        ]
+        assert np.array_equal(drawn[0].mask, drawn[1].mask), seed
+        assert np.allclose(drawn[0].plate_quad, drawn[1].plate_quad)
+        changed = np.any(drawn[0].image != drawn[1].image, axis=2)
+        plate_pixels = np.zeros(changed.shape, np.uint8)
+        cv2.fillPoly(plate_pixels, [np.round(drawn[0].plate_quad).astype(np.int32)], 1)
+        assert changed.any() and not (changed & plate_pixels.astype(bool)).any(), seed
+    assert {("sedan", "tail"), ("city_bus", "tail"), ("pickup", "chmsl")} <= kinds
+    assert {kind for _, kind in kinds} == {"tail", "bar", "chmsl"}
+    assert 10 <= lit <= 50 and bars >= 1  # about 40 % of the vehicles brake
+
+
+def test_lit_lamps_glow_at_their_own_brightness_and_unlit_ones_take_the_light():
+    found = 0
+    for seed in range(40):
+        _, lamped, corners, added = _lamped(seed, "sedan")
+        tails = [lamp for lamp in added if lamp.kind == "tail"]
+        if not tails:
+            continue
+        lit = tails[0].lit
+        drawn = {
+            name: sprites.render_sprite(
+                lamped, "rear", 0.0, 0.0, 12.0, 200.0, Lighting.named(name), plate=("rear", corners)
+            )
+            for name in ("day", "night")
+        }
+        # The brightest red of the lamps, by day and at night.
+        reds = {}
+        for name, sprite in drawn.items():
+            image = sprite.image.astype(np.int32)
+            reds[name] = int((image[..., 2] - image[..., 1]).max())
+        if lit:
+            assert reds["night"] >= 0.9 * reds["day"] > 100, (seed, reds)
+        else:
+            assert reds["night"] < 0.8 * reds["day"], (seed, reds)
+        found += 1
+    assert found >= 10
+
+
+def test_lamps_leave_the_truth_as_it_was_and_draw_the_same_again():
+    arguments = (2, 1.0, 2, SIZE, 24)
+    vantages = ["traffic_camera", "street_high"]
+    plain = video_specs(*arguments, vantages=vantages)
+    lamped = video_specs(*arguments, vantages=vantages, details=("lamps",))
+    changed = 0
+    for plain_spec, lamped_spec in zip(plain, lamped, strict=True):
+        first = list(render_video(lamped_spec))
+        again = list(render_video(lamped_spec))
+        for (image, truth), (lamped_image, lamped_truth), (again_image, _) in zip(
+            render_video(plain_spec), first, again, strict=True
+        ):
+            assert lamped_truth == truth
+            assert np.array_equal(lamped_image, again_image)
+            changed += not np.array_equal(lamped_image, image)
+    assert changed >= 2

@@ -607,7 +607,8 @@ def _add_pretrain_parser(commands):
         help="scene details over the default, comma-separated: osd (a fixed camera's "
         "on-screen time stamp), badges (make and model lettering on vehicles), plates (plates "
         "with real plates' looks: graphic backgrounds, dealer frames, dirt), fences (fences "
-        "and sliding gates of steel bars, chain-link fences); default none",
+        "and sliding gates of steel bars, chain-link fences), lamps (rear lamps with LED bars, "
+        "rows and rings, light bars and third brake lamps, lit when braking); default none",
     )
     pretrain.add_argument(
         "--seed", type=int, help="first corpus batch seed (default 20000; never an evaluation seed)"

@@ -523,6 +523,7 @@ def _corpus_vantages(corpus):
         "badges": "make and model lettering on vehicles",
         "plates": "plates with real plates' looks",
         "fences": "fences and sliding gates of steel bars",
+        "lamps": "rear lamps lit when braking",
     }
     extra = ", ".join(details.get(name, name) for name in corpus.get("details") or ())
     extra = f"; with {extra} (unannotated)" if extra else ""

@@ -133,11 +133,11 @@ def add_badges(rng, model, plates=None):
     added = []
     variant = model.variant
     if variant != "box_truck":
-        end = _end_face(model, "rear")
+        end = end_face(model, "rear")
         if end is not None:
             added += _rear(rng, model, end, plates)
     if rng.random() < (0.8 if variant == "box_truck" else 0.3):
-        end = _end_face(model, "front")
+        end = end_face(model, "front")
         if end is not None:
             added += _front(rng, model, end, plates)
     return added
@@ -174,7 +174,7 @@ class _End:
     top: float
 
 
-def _end_face(model, position):
+def end_face(model, position):
     """The painted end face of the body (or the cab) at the front or rear, or None."""
     outward = 1.0 if position == "rear" else -1.0
     best = None
@@ -248,7 +248,7 @@ def _front(rng, model, end, plates):
 
 def _place(rng, model, end, slot, words, plates, taken):
     """Sizes and places one word in its slot of an end face; None if it finds no room."""
-    plate = _plate_box(model, end, plates)
+    plate = plate_box(model, end, plates)
     obstacles = [(plate, PLATE_GAP, False)]
     # Lettering may cover a grille's bars and a pickup tailgate's crease.
     lines = slot != "grille" and not (model.variant == "pickup" and slot in ("make", "wide"))
@@ -331,7 +331,7 @@ def _attach(rng, model, end, slot, text, font, rect):
     return Badge(end.position, slot, text, rect, corners, ink)
 
 
-def _plate_box(model, end, plates):
+def plate_box(model, end, plates):
     """(u0, u1, y0, y1) the plate takes on the face: the plate given, else both plate
     styles' at the mount, else a nominal plate in the middle of the face."""
     if end.position in plates:

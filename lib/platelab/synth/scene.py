@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from platelab.synth import badges, geometry, osd, plates, sprites, vehicles
+from platelab.synth import badges, geometry, lamps, osd, plates, sprites, vehicles
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +24,16 @@ VANTAGES = ("overpass", "street_high", "street_low", "parking", "storefront", "d
 EXTRA_VANTAGES = ("traffic_camera",)
 """Vantage points rendered only when asked for by name (``vantages=``): a default batch,
 and so every seed's scenes from before them, stay as they were."""
-DETAILS = ("osd", "badges", "plates", "fences")
+DETAILS = ("osd", "badges", "plates", "fences", "lamps")
 """Optional scene details a batch may ask for (``details=``), none by default: ``osd``
 (a fixed camera's on-screen time stamp, see osd.py), ``badges`` (make and model
 lettering on vehicles, see badges.py), ``plates`` (plates with the looks of real
 ones: graphic backgrounds, script state names, dealer frames, fading and dirt, see
 :func:`platelab.synth.plates.vary_look`; the plates and their boxes stay the same) and
 ``fences`` (steel bar fences, sliding gates and chain-link fences at the edges of the
-fixed cameras' scenes, see fences.py; they hide what stands behind them).
-``osd``, ``badges`` and ``fences`` are never annotated (hard negatives). They all draw
+fixed cameras' scenes, see fences.py; they hide what stands behind them) and ``lamps``
+(rear lamps with LED bars, rows and rings, light bars and third brake lamps, lit when
+braking, see lamps.py). ``osd``, ``badges``, ``fences`` and ``lamps`` are never annotated (hard negatives). They all draw
 their randomness from generators of their own, so that a video without them is
 byte-identical to one rendered before they existed."""
 LIGHTINGS = ("day", "dusk", "night")
@@ -47,6 +48,7 @@ _OSD_STREAM = 7001
 _BADGE_STREAM = 7002
 _LOOK_STREAM = 7003
 _FENCE_STREAM = 7004
+_LAMP_STREAM = 7005
 
 
 @dataclasses.dataclass(frozen=True)
@@ -680,6 +682,15 @@ def _make_vehicle(
     lights_on = lighting.lights_on and not parked
     if not parked and lighting.name == "day" and rng.random() < 0.15:
         lights_on = True
+    if "lamps" in spec.details and view == "rear":
+        # Before the badges, which keep clear of the light bar.
+        lamps.add_lamps(
+            np.random.default_rng((spec.seed, spec.index, _LAMP_STREAM, vehicle_id)),
+            model,
+            moving=not parked,
+            lights_on=lights_on,
+            plates={view: corners} if corners is not None else None,
+        )
     if "badges" in spec.details:
         # A generator of its own: the scene's draws stay those of a video without badges.
         badges.add_badges(

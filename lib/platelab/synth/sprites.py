@@ -162,7 +162,11 @@ def render_sprite(
                 if decal.texture.shape[2] == 4:
                     _blend_texture(image, decal, pixels, lighting, intensity, mask)
                 else:
-                    texture = lighting.shade_image(decal.texture, intensity)
+                    texture = (
+                        decal.texture
+                        if decal.emissive
+                        else lighting.shade_image(decal.texture, intensity)
+                    )
                     geometry.warp_texture(
                         image, texture, pixels, mask=mask if decal.solid else None, mask_value=1
                     )

@@ -98,6 +98,8 @@ class Decal:
         solid: for ``texture`` decals, whether the texture's pixels also count as the
             vehicle's (its sprite mask); False for lettering that lies inside its face
             (badges), which so leaves the vehicle's outline as it was to the pixel
+        emissive: for ``texture`` decals, drawn at the texture's own brightness, not
+            shaded by the scene's light (lit lamps, see lamps.py)
     """
 
     points: np.ndarray
@@ -107,6 +109,7 @@ class Decal:
     texture: np.ndarray | None = None
     width: float = 0.03
     solid: bool = True
+    emissive: bool = False
 
 
 @dataclasses.dataclass
