@@ -1,6 +1,7 @@
 """The generator's optional scene details (platelab.synth, ``details=``): on-screen time
 stamps (osd.py), make and model lettering (badges.py) and steel fences and gates
-(fences.py) and rear lamps lit when braking (lamps.py), hard negatives never annotated, and plates with real plates' looks."""
+(fences.py), rear lamps lit when braking (lamps.py) and stickers and work vehicles'
+lettering (stickers.py), hard negatives never annotated, and plates with real plates' looks."""
 
 import hashlib
 import json
@@ -23,6 +24,7 @@ from platelab.synth import (
     render_frame,
     render_video,
     sprites,
+    stickers,
     vehicles,
     video_specs,
 )
@@ -258,7 +260,7 @@ def test_plates_with_real_looks_change_the_plates_pixels_but_not_the_truth():
     vantages = ["parking", "traffic_camera"]
     plain = video_specs(*arguments, vantages=vantages)
     looked = video_specs(*arguments, vantages=vantages, details=("plates",))
-    assert set(DETAILS) == {"osd", "badges", "plates", "fences", "lamps"}
+    assert set(DETAILS) == {"osd", "badges", "plates", "fences", "lamps", "stickers"}
     changed = plates_seen = 0
     for plain_spec, looked_spec in zip(plain, looked, strict=True):
         scene = build_scene(looked_spec)
@@ -438,11 +440,12 @@ def test_lit_lamps_glow_at_their_own_brightness_and_unlit_ones_take_the_light():
     assert found >= 10
 
 
-def test_lamps_leave_the_truth_as_it_was_and_draw_the_same_again():
+@pytest.mark.parametrize("detail", ["lamps", "stickers"])
+def test_lamps_and_stickers_leave_the_truth_as_it_was_and_draw_the_same_again(detail):
     arguments = (2, 1.0, 2, SIZE, 24)
     vantages = ["traffic_camera", "street_high"]
     plain = video_specs(*arguments, vantages=vantages)
-    lamped = video_specs(*arguments, vantages=vantages, details=("lamps",))
+    lamped = video_specs(*arguments, vantages=vantages, details=(detail,))
     changed = 0
     for plain_spec, lamped_spec in zip(plain, lamped, strict=True):
         first = list(render_video(lamped_spec))
@@ -454,3 +457,45 @@ def test_lamps_leave_the_truth_as_it_was_and_draw_the_same_again():
             assert np.array_equal(lamped_image, again_image)
             changed += not np.array_equal(lamped_image, image)
     assert changed >= 2
+
+
+def test_stickers_stay_inside_the_outline_and_off_the_plate():
+    kinds, texts, checked = set(), set(), 0
+    day = Lighting.named("day")
+    for seed in range(90):
+        kind = ("sedan", "truck", "bus")[seed % 3]
+        models = []
+        for _ in range(2):
+            rng = np.random.default_rng(seed)
+            model = vehicles.random_model(rng, kind)
+            design = plates.random_plate(rng, "us")
+            models.append((model, vehicles.plate_corners(model, "rear", design.size)))
+        (plain, corners), (marked, _) = models
+        lamps.add_lamps(np.random.default_rng((seed, 7005)), marked, plates={"rear": corners})
+        badges.add_badges(np.random.default_rng((seed, 7002)), marked, {"rear": corners})
+        added = stickers.add_stickers(
+            np.random.default_rng((seed, 7006)), marked, {"rear": corners}
+        )
+        for sticker in added:
+            kinds.add((marked.variant, sticker.kind))
+            texts.add(sticker.text)
+            if sticker.kind != "window":  # on the rear face, beside the plate
+                assert not _intersect(sticker.corners, corners), (seed, sticker.text)
+        if not added:
+            continue
+        drawn = [
+            sprites.render_sprite(
+                model, "rear", 0.2, 0.1, 12.0, 160.0, day, plate=("rear", corners)
+            )
+            for model in (plain, marked)
+        ]
+        assert np.array_equal(drawn[0].mask, drawn[1].mask), seed
+        changed = np.any(drawn[0].image != drawn[1].image, axis=2)
+        plate_pixels = np.zeros(changed.shape, np.uint8)
+        cv2.fillPoly(plate_pixels, [np.round(drawn[0].plate_quad).astype(np.int32)], 1)
+        assert changed.any() and not (changed & plate_pixels.astype(bool)).any(), seed
+        checked += 1
+    assert {kind for _, kind in kinds} == {"bumper", "window", "work", "fleet"}
+    assert {("box_truck", "work"), ("city_bus", "fleet")} <= kinds
+    assert any(re.search(r"\d{3}[-.]\d{4}", text) for text in texts)  # telephone numbers
+    assert checked >= 30 and len(texts) >= 30

@@ -608,7 +608,9 @@ def _add_pretrain_parser(commands):
         "on-screen time stamp), badges (make and model lettering on vehicles), plates (plates "
         "with real plates' looks: graphic backgrounds, dealer frames, dirt), fences (fences "
         "and sliding gates of steel bars, chain-link fences), lamps (rear lamps with LED bars, "
-        "rows and rings, light bars and third brake lamps, lit when braking); default none",
+        "rows and rings, light bars and third brake lamps, lit when braking), stickers (bumper "
+        "stickers, rear-window lettering, work vehicles' names and telephone numbers, buses' "
+        "fleet numbers); default none",
     )
     pretrain.add_argument(
         "--seed", type=int, help="first corpus batch seed (default 20000; never an evaluation seed)"

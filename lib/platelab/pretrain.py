@@ -116,9 +116,10 @@ class PretrainConfig:
         details: optional scene details of :data:`platelab.synth.scene.DETAILS` drawn
             in every corpus video (default none): ``osd`` (a fixed camera's on-screen
             time stamp), ``badges`` (make and model lettering on vehicles) and
-            ``fences`` (fences and sliding gates of steel bars, chain-link fences) and
-            ``lamps`` (rear lamps with LED insides, lit when braking), hard negatives
-            never annotated, and ``plates`` (real plates' looks); the scenes are otherwise those rendered without
+            ``fences`` (fences and sliding gates of steel bars, chain-link fences),
+            ``lamps`` (rear lamps with LED insides, lit when braking) and ``stickers``
+            (bumper stickers, window lettering, work vehicles' telephone numbers, buses'
+            fleet numbers), hard negatives never annotated, and ``plates`` (real plates' looks); the scenes are otherwise those rendered without
             them (the details draw from random generators of their own)
     """
 

@@ -524,6 +524,7 @@ def _corpus_vantages(corpus):
         "plates": "plates with real plates' looks",
         "fences": "fences and sliding gates of steel bars",
         "lamps": "rear lamps lit when braking",
+        "stickers": "stickers and work vehicles' lettering",
     }
     extra = ", ".join(details.get(name, name) for name in corpus.get("details") or ())
     extra = f"; with {extra} (unannotated)" if extra else ""

@@ -15,7 +15,7 @@ Public API::
 
     VANTAGES                      # overpass, street_high, street_low, parking, storefront, dashcam
     EXTRA_VANTAGES                # traffic_camera: only when named in ``vantages``
-    DETAILS                       # osd, badges, plates, fences, lamps: optional scene details
+    DETAILS                       # osd, badges, plates, fences, lamps, stickers: optional details
     synthesize(out_dir, videos=6, seconds=10.0, fps=10.0, size=(960, 540), seed=0,
                vantages=None, workers=None, progress=True,
                purpose="training")   # -> manifest dict
@@ -46,13 +46,14 @@ and boxes); ``fences``, fences and sliding gates of steel bars and chain-link fe
 the edges of the fixed cameras' scenes (parking lots, shop fronts and yards, streets,
 motorway verges), mostly behind the traffic; what stands behind one is hidden by its bars
 in the truth too; ``lamps``, rear lamps with LED bars, rows and rings behind their
-lenses, light bars and third brake lamps, lit when braking (in daylight too). They draw
-from generators of their own: without them every frame and its truth are as they were before they existed.
+lenses, light bars and third brake lamps, lit when braking (in daylight too); ``stickers``,
+bumper stickers, rear-window lettering, work vehicles' names, telephone, web and DOT
+numbers, buses' fleet numbers. They draw from generators of their own: without them every frame and its truth are as they were before they existed.
 
 Modules: scene.py (plans, scenes, traffic), layouts.py and town.py (the
 vantage points), props.py (scenery and distractors), vehicles.py (vehicle
-models), sprites.py (drawing them), plates.py, osd.py, badges.py, fences.py and lamps.py
-(the optional details), geometry.py (camera and rasteriser), render.py (frames, effects, ground truth), pipeline.py (files), seeds.py (the
+models), sprites.py (drawing them), plates.py, osd.py, badges.py, fences.py, lamps.py and
+stickers.py (the optional details), geometry.py (camera and rasteriser), render.py (frames, effects, ground truth), pipeline.py (files), seeds.py (the
 seeds reserved for evaluation), annotator.py (stage 03's simulated CVAT annotator: exports
 of the ground truth, with label drift and injected mistakes; not imported here, as it
 builds on :mod:`platelab.annotate`, which re-exports its names on first use).

@@ -174,12 +174,15 @@ class _End:
     top: float
 
 
-def end_face(model, position):
-    """The painted end face of the body (or the cab) at the front or rear, or None."""
+def end_face(model, position, parts=("body", "cab")):
+    """The painted end face of the body (or the cab) at the front or rear, or None.
+
+    ``parts`` names the parts searched (``("box",)``: a box truck's load box).
+    """
     outward = 1.0 if position == "rear" else -1.0
     best = None
     for part in model.parts:
-        if part.name not in ("body", "cab"):
+        if part.name not in parts:
             continue
         for face in part.faces.values():
             if face.material != "paint" or face.normal[0] * outward < 0.999:
@@ -252,7 +255,7 @@ def _place(rng, model, end, slot, words, plates, taken):
     obstacles = [(plate, PLATE_GAP, False)]
     # Lettering may cover a grille's bars and a pickup tailgate's crease.
     lines = slot != "grille" and not (model.variant == "pickup" and slot in ("make", "wide"))
-    obstacles += _decal_obstacles(end, lines=lines)
+    obstacles += decal_obstacles(end, lines=lines)
     obstacles += [(badge.rect, DECAL_GAP, False) for badge in taken]
     text = words[int(rng.integers(len(words)))]
     font = FONTS[int(rng.choice(len(FONTS), p=(0.35, 0.35, 0.15, 0.15)))]
@@ -266,7 +269,7 @@ def _place(rng, model, end, slot, words, plates, taken):
         # 2.5-7 % of the width, mostly the small end (real badges are 2-5 cm high).
         letter = model.width * (0.025 + 0.045 * float(rng.beta(1.2, 3.2)))
         widest = 0.45 * model.width
-    aspect = _aspect(text, font) * condense
+    aspect = text_aspect(text, font) * condense
     letter = min(letter, widest / aspect)
     smallest = 0.02 * model.width
     inside_ok = slot == "grille" or model.variant == "city_bus"
@@ -281,14 +284,14 @@ def _place(rng, model, end, slot, words, plates, taken):
     while letter >= smallest:
         pad = _TEXTURE_PAD * letter
         size = (letter * aspect + 2 * pad, letter + 2 * pad)
-        rect = _fit(rng, region, size, obstacles, centred, inside_ok)
+        rect = fit(rng, region, size, obstacles, centred, inside_ok)
         if rect is not None:
             return _attach(rng, model, end, slot, text, font, rect)
         letter *= 0.8
     return None
 
 
-def _fit(rng, region, size, obstacles, centred, inside_ok):
+def fit(rng, region, size, obstacles, centred, inside_ok):
     """A free (u0, u1, y0, y1) of a size in a region, or None after a few tries."""
     u0, u1, y0, y1 = region
     width, height = size
@@ -317,9 +320,9 @@ def _fit(rng, region, size, obstacles, centred, inside_ok):
 
 def _attach(rng, model, end, slot, text, font, rect):
     u0, u1, y0, y1 = rect
-    background = _background(end, rect)
-    ink = _ink(rng, background)
-    texture = _texture(rng, text, font, background, ink, (u1 - u0) / (y1 - y0))
+    background = background_under(end, rect)
+    ink = pick_ink(rng, background)
+    texture = lettering_texture(rng, text, font, background, ink, (u1 - u0) / (y1 - y0))
     a, side = end.a + _OFFSET * end.outward, end.side
     corners = np.array(
         [[a, side * u0, y1], [a, side * u1, y1], [a, side * u1, y0], [a, side * u0, y0]]
@@ -347,7 +350,7 @@ def plate_box(model, end, plates):
     return (float(u.min()), float(u.max()), float(corners[:, 2].min()), float(corners[:, 2].max()))
 
 
-def _decal_obstacles(end, lines=True):
+def decal_obstacles(end, lines=True):
     """``((u0, u1, y0, y1), gap, lettering may sit inside)`` of the lamps, panels and
     (with ``lines``) the lines' segments on an end face."""
     obstacles = []
@@ -373,7 +376,7 @@ def _decal_obstacles(end, lines=True):
     return obstacles
 
 
-def _background(end, rect):
+def background_under(end, rect):
     """The colour beneath a rect: that of the last panel holding it, else the paint."""
     colour = end.face.colour
     for decal in end.decals:
@@ -386,7 +389,7 @@ def _background(end, rect):
     return tuple(int(value) for value in colour)
 
 
-def _ink(rng, background):
+def pick_ink(rng, background):
     """Chrome (light grey) or dark letters, mostly the ones that show on the background."""
     light = float(np.mean(background)) > 150
     dark = rng.random() < (0.6 if light else 0.15)
@@ -397,7 +400,7 @@ def _ink(rng, background):
     return (min(value + 6, 255), value, max(value - 4, 0))
 
 
-def _texture(rng, text, font, background, ink, aspect):
+def lettering_texture(rng, text, font, background, ink, aspect):
     """The lettering image (BGRA: the paint shows between the letters); chrome letters
     shade light to dark downwards, with a thin shadow beneath (relief)."""
     height = int(round(_TEXTURE_LETTER * (1 + 2 * _TEXTURE_PAD)))
@@ -426,7 +429,7 @@ def _texture(rng, text, font, background, ink, aspect):
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
-def _aspect(text, font):
+def text_aspect(text, font):
     """Width over height of a text's letters in a font (as put_text_fitted draws them)."""
     (width, height), _ = cv2.getTextSize(text, font, 3.0, 9)
     return width / max(height, 1)

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from platelab.synth.badges import end_face, plate_box
-from platelab.synth.vehicles import Decal
+from platelab.synth.vehicles import Decal, point_on_quad, quad_edges
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +166,7 @@ def _third_lamp(rng, model, level):
     face = max(cabins[0].faces.values(), key=lambda candidate: candidate.normal[0])
     if face.normal[0] < 0.3:
         return None
-    points = np.asarray(face.points, dtype=np.float64)
-    order = np.argsort(points[:, 2])
-    bottom, top = points[order[:2]], points[order[2:]]
-    top, bottom = top[np.argsort(top[:, 1])], bottom[np.argsort(bottom[:, 1])]
+    top, bottom = quad_edges(face)
     width = float(rng.uniform(0.18, 0.3))
     share = min(width / max(float(np.ptp(top[:, 1])), 1e-6), 0.8)
     low, high = float(rng.uniform(0.02, 0.05)), float(rng.uniform(0.08, 0.12))
@@ -177,7 +174,10 @@ def _third_lamp(rng, model, level):
     # u across the window (0..1), v down from its top edge (0..1); seen from behind,
     # the image's left is +b: the top-left corner is at u1.
     corners = np.array(
-        [_on_quad(top, bottom, u, v) for u, v in ((u1, low), (u0, low), (u0, high), (u1, high))]
+        [
+            point_on_quad(top, bottom, u, v)
+            for u, v in ((u1, low), (u0, low), (u0, high), (u1, high))
+        ]
     )
     corners += face.normal * 0.004
     length = np.linalg.norm(corners[1] - corners[0])
@@ -187,14 +187,6 @@ def _third_lamp(rng, model, level):
         Decal(corners, _UNLIT, kind="texture", texture=texture, solid=False, emissive=level > 0)
     )
     return Lamp("chmsl", "dots", level > 0, corners)
-
-
-def _on_quad(top, bottom, u, v):
-    """The point ``u`` of the way along and ``v`` of the way down a quad given by its
-    top and bottom edges (each (2, 3), ordered the same way)."""
-    upper = top[0] + (top[1] - top[0]) * u
-    lower = bottom[0] + (bottom[1] - bottom[0]) * u
-    return upper + (lower - upper) * v
 
 
 def _lamp_texture(rng, aspect, style, level, clear=False):

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from platelab.synth import badges, geometry, lamps, osd, plates, sprites, vehicles
+from platelab.synth import badges, geometry, lamps, osd, plates, sprites, stickers, vehicles
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ VANTAGES = ("overpass", "street_high", "street_low", "parking", "storefront", "d
 EXTRA_VANTAGES = ("traffic_camera",)
 """Vantage points rendered only when asked for by name (``vantages=``): a default batch,
 and so every seed's scenes from before them, stay as they were."""
-DETAILS = ("osd", "badges", "plates", "fences", "lamps")
+DETAILS = ("osd", "badges", "plates", "fences", "lamps", "stickers")
 """Optional scene details a batch may ask for (``details=``), none by default: ``osd``
 (a fixed camera's on-screen time stamp, see osd.py), ``badges`` (make and model
 lettering on vehicles, see badges.py), ``plates`` (plates with the looks of real
@@ -33,7 +33,9 @@ ones: graphic backgrounds, script state names, dealer frames, fading and dirt, s
 ``fences`` (steel bar fences, sliding gates and chain-link fences at the edges of the
 fixed cameras' scenes, see fences.py; they hide what stands behind them) and ``lamps``
 (rear lamps with LED bars, rows and rings, light bars and third brake lamps, lit when
-braking, see lamps.py). ``osd``, ``badges``, ``fences`` and ``lamps`` are never annotated (hard negatives). They all draw
+braking, see lamps.py) and ``stickers`` (bumper stickers, rear-window lettering, work
+vehicles' names, telephone numbers and DOT numbers, buses' fleet numbers, see
+stickers.py). All but ``plates`` are never annotated (hard negatives). They all draw
 their randomness from generators of their own, so that a video without them is
 byte-identical to one rendered before they existed."""
 LIGHTINGS = ("day", "dusk", "night")
@@ -49,6 +51,7 @@ _BADGE_STREAM = 7002
 _LOOK_STREAM = 7003
 _FENCE_STREAM = 7004
 _LAMP_STREAM = 7005
+_STICKER_STREAM = 7006
 
 
 @dataclasses.dataclass(frozen=True)
@@ -695,6 +698,13 @@ def _make_vehicle(
         # A generator of its own: the scene's draws stay those of a video without badges.
         badges.add_badges(
             np.random.default_rng((spec.seed, spec.index, _BADGE_STREAM, vehicle_id)),
+            model,
+            {view: corners} if corners is not None else None,
+        )
+    if "stickers" in spec.details and view == "rear":
+        # After the lamps and badges, whose decals they keep clear of.
+        stickers.add_stickers(
+            np.random.default_rng((spec.seed, spec.index, _STICKER_STREAM, vehicle_id)),
             model,
             {view: corners} if corners is not None else None,
         )

@@ -203,6 +203,22 @@ def plate_corners(model, position, size):
     return _plate_corners(a, y, size, outward, roll)
 
 
+def quad_edges(face):
+    """A four-cornered face's top and bottom edges, each (2, 3) ordered by ``b``."""
+    points = np.asarray(face.points, dtype=np.float64)
+    order = np.argsort(points[:, 2])
+    bottom, top = points[order[:2]], points[order[2:]]
+    return top[np.argsort(top[:, 1])], bottom[np.argsort(bottom[:, 1])]
+
+
+def point_on_quad(top, bottom, u, v):
+    """The point ``u`` of the way along (by ``b``) and ``v`` of the way down a quad
+    given by its top and bottom edges (:func:`quad_edges`)."""
+    upper = top[0] + (top[1] - top[0]) * u
+    lower = bottom[0] + (bottom[1] - bottom[0]) * u
+    return upper + (lower - upper) * v
+
+
 def pick_paint(rng, palette=PAINTS):
     """Draws a BGR colour from a weighted palette, with a little variation."""
     weights = np.array([weight for _, weight in palette])
