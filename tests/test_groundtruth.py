@@ -55,11 +55,9 @@ def test_breakdown_adds_up_to_the_tracks_and_leaves_out_objects_too_small_to_cou
     breakdown = groundtruth.track_breakdown(log, truth)
     assert breakdown["vehicle"] == {
         "tracks": 3, "objects": 2, "missed": 1, "fragments": 1, "false": 1, "ignored": 0,
-        "counted": 3,
     }  # fmt: skip
     assert breakdown["license_plate"] == {
         "tracks": 2, "objects": 1, "missed": 0, "fragments": 0, "false": 0, "ignored": 1,
-        "counted": 1,
     }  # fmt: skip
     for parts in breakdown.values():
         assert parts["tracks"] == (
@@ -69,18 +67,38 @@ def test_breakdown_adds_up_to_the_tracks_and_leaves_out_objects_too_small_to_cou
     table = groundtruth.track_breakdown_table(breakdown)
     assert list(table.index) == ["vehicle", "license_plate"]
     assert table.loc["license_plate", "tracks on objects too small to count"] == 1
-    assert table.loc["license_plate", "counted"] == 1
+    assert table.loc["license_plate", "tracks (the count)"] == 2
 
 
-def test_a_track_follows_the_object_it_lay_on_most_often():
+def test_tracks_and_objects_are_paired_one_to_one_by_the_frames_they_share():
     truth = _truth(frames=5)
-    # Track 1 sits on plate 4 (difficult) twice, then on plate 3 three times: plate 3's.
+    car1, car2 = [2, 2, 98, 58], [202, 2, 298, 58]
+    # Track 1 lies on car 1 in every frame. Track 2 on car 1 three times, then hops to
+    # car 2 twice: car 1 is track 1's, so track 2 follows car 2 (by its most frames it
+    # would be an extra track on car 1, and car 2 missed).
+    log = [(frame, 1, "vehicle", car1) for frame in range(5)]
+    log += [(frame, 2, "vehicle", car1) for frame in range(3)]
+    log += [(frame, 2, "vehicle", car2) for frame in range(3, 5)]
+    followed = groundtruth.follow_tracks(log, truth)
+    assert followed["vehicle"][2] == {1: 3, 2: 2}
+    parts = groundtruth.count_breakdown(followed["vehicle"], truth, "vehicle")
+    assert parts == {
+        "tracks": 2, "objects": 2, "missed": 0, "fragments": 0, "false": 0, "ignored": 0
+    }  # fmt: skip
+    # Pairs go by the most frames shared: a third track, on car 2 in four frames, takes
+    # it from track 2, which is then an extra track on car 1.
+    log += [(frame, 3, "vehicle", car2) for frame in range(1, 5)]
+    parts = groundtruth.track_breakdown(log, truth)["vehicle"]
+    assert (parts["tracks"], parts["missed"], parts["fragments"]) == (3, 0, 1)
+    # A plate track lying on the difficult plate twice and on plate 3 three times
+    # follows plate 3; alone on the difficult plate it is ignored.
     log = [(frame, 1, "license_plate", [239, 49, 247, 54]) for frame in range(2)]
     log += [(frame, 1, "license_plate", [41, 41, 59, 49]) for frame in range(2, 5)]
-    followed = groundtruth.follow_tracks(log, truth)
-    assert followed["license_plate"][1] == {4: 2, 3: 3}
-    parts = groundtruth.count_breakdown(followed["license_plate"], truth, "license_plate")
-    assert (parts["counted"], parts["ignored"], parts["missed"]) == (1, 0, 0)
+    parts = groundtruth.track_breakdown(log, truth)["license_plate"]
+    assert (parts["ignored"], parts["missed"]) == (0, 0)
+    log = [(frame, 1, "license_plate", [239, 49, 247, 54]) for frame in range(5)]
+    parts = groundtruth.track_breakdown(log, truth)["license_plate"]
+    assert (parts["ignored"], parts["missed"]) == (1, 1)
 
 
 def test_an_object_difficult_in_one_frame_only_is_counted():
@@ -89,7 +107,7 @@ def test_an_object_difficult_in_one_frame_only_is_counted():
     assert groundtruth.distinct_objects(truth)["license_plate"] == 2
     log = [(frame, 5, "license_plate", [239, 49, 247, 54]) for frame in range(3)]
     parts = groundtruth.track_breakdown(log, truth)["license_plate"]
-    assert (parts["counted"], parts["ignored"], parts["missed"]) == (1, 0, 1)
+    assert (parts["tracks"], parts["ignored"], parts["missed"]) == (1, 0, 1)
 
 
 @pytest.mark.parametrize("labels", [("vehicle",), ("license_plate",)])

@@ -139,26 +139,26 @@ def _write_finished_stages(run_dir, *, vehicle, zero_shot_vehicle, tracks, plate
     )  # fmt: skip
 
 
-def test_tracks_on_objects_too_small_to_count_are_left_out_of_the_count_judged(tmp_path):
+def test_track_goal_rows_say_where_the_counts_come_from(tmp_path):
     _write_finished_stages(
         tmp_path, vehicle=0.93, zero_shot_vehicle=0.90, tracks=14, plates_small_ap=0.9
     )
     video = {"tracks": {"vehicle": 14, "license_plate": 4}, "true_counts": {"vehicle": 13, "license_plate": 3}}  # fmt: skip
-    _write_stage(tmp_path, "08_deploy", {"video": video})
-    plates = reports.run_verdict(tmp_path, _finished_run(True)).goals[-1]
-    assert (plates["measured"], plates["met"]) == ("4 against 3 true (+33%)", False)
-    parts = {"tracks": 4, "objects": 3, "missed": 0, "fragments": 0, "false": 0}
     video["breakdown"] = {
-        "vehicle": {**parts, "tracks": 14, "objects": 13, "fragments": 1, "ignored": 0, "counted": 14},
-        "license_plate": {**parts, "ignored": 1, "counted": 3},
+        "vehicle": {"tracks": 14, "objects": 13, "missed": 1, "fragments": 2, "false": 0, "ignored": 0},
+        "license_plate": {"tracks": 4, "objects": 3, "missed": 1, "fragments": 0, "false": 1, "ignored": 1},
     }  # fmt: skip
     _write_stage(tmp_path, "08_deploy", {"video": video})
-    vehicles, plates = reports.run_verdict(tmp_path, _finished_run(True)).goals[-2:]
-    assert (vehicles["measured"], vehicles["met"]) == ("14 against 13 true (+8%)", True)
-    assert plates["measured"] == (
-        "3 against 3 true (+0%); 4 tracks, 1 of them on license plates too small to count"
+    verdict = reports.run_verdict(tmp_path, _finished_run(True))
+    vehicles, plates = verdict.goals[-2:]
+    assert vehicles["measured"] == (
+        "14 against 13 true (+8%): 12 followed, 1 missed, 2 extra, 0 on nothing, "
+        "0 on vehicles too small to count"
     )
-    assert plates["met"] is True
+    assert vehicles["met"] is True
+    assert plates["measured"].startswith("4 against 3 true (+33%): 2 followed, 1 missed")
+    assert plates["met"] is False
+    assert any("over-counts license plates" in step for step in verdict.next_steps)
 
 
 def test_verdict_says_what_missed_and_what_to_do(tmp_path):

@@ -108,15 +108,16 @@ def follow_tracks(track_log, truth, labels=("vehicle", "license_plate")):
 def count_breakdown(followed, truth, label):
     """Where a tracker's count of one label comes from.
 
-    Each confirmed track follows the truth object its box lay on most often
-    (:func:`object_under`). Then ``tracks = objects - missed + fragments + false +
-    ignored``. A count near the truth can hide misses offset by fragments.
-
-    ``counted`` is ``tracks - ignored``: the tracks on objects the truth does not count
-    (*difficult*, too small or too hidden to score, in every frame) are left out of the
-    count compared with :func:`distinct_objects`, as the detector's AP leaves out its
-    detections of difficult objects, and as MOTChallenge's evaluation removes a
-    tracker's boxes on objects it ignores (distractors) before scoring.
+    Tracks and truth objects are paired one to one, greedily by the frames a track's box
+    lay on the object (:func:`object_under`), most first, as IDF1 pairs trajectories (by
+    an optimal assignment there): a track that hops from car to car follows the car it
+    stayed on longest that no other track followed longer. Each object is *followed* by
+    its track, or *missed*. A track left unpaired is an extra track (a *fragment*) when
+    it lay mostly on a counted object, *false* when mostly on no object, and *ignored*
+    when mostly on an object the truth does not count (*difficult* in every frame: too
+    small or too hidden to score); so is a track paired with such an object. Then
+    ``tracks = objects - missed + fragments + false + ignored``: a count near the truth
+    can hide misses offset by extra tracks.
 
     Args:
         followed: one label's ``{track id: Counter of object ids}`` (:func:`follow_tracks`)
@@ -124,10 +125,9 @@ def count_breakdown(followed, truth, label):
         label: the label
 
     Returns:
-        a dict of counts: ``tracks``; ``objects`` (:func:`distinct_objects`);
-        ``missed`` (counted objects no track follows); ``fragments`` (tracks beyond the
-        first on a counted object); ``false`` (tracks on no object); ``ignored`` (tracks
-        on objects difficult in every frame); ``counted``
+        a dict of counts: ``tracks``; ``objects`` (counted, :func:`distinct_objects`);
+        ``missed`` (counted objects no track follows); ``fragments``; ``false``;
+        ``ignored``
     """
     countable = {
         item["id"]
@@ -135,16 +135,33 @@ def count_breakdown(followed, truth, label):
         for item in frame["objects"]
         if item["label"] == label and not item.get("difficult")
     }
-    owners = Counter(votes.most_common(1)[0][0] for votes in followed.values())
-    ignored = sum(n for owner, n in owners.items() if owner is not None and owner not in countable)
+    pairs = sorted(
+        (
+            (-frames, str(track), str(owner), track, owner)
+            for track, votes in followed.items()
+            for owner, frames in votes.items()
+            if owner is not None
+        ),
+    )
+    paired = {}
+    for *_, track, owner in pairs:
+        if track not in paired and owner not in paired.values():
+            paired[track] = owner
+    kinds = Counter()
+    for track, votes in followed.items():
+        owner = paired.get(track)
+        if owner is not None:
+            kinds["followed" if owner in countable else "ignored"] += 1
+            continue
+        most = votes.most_common(1)[0][0]
+        kinds["false" if most is None else "fragments" if most in countable else "ignored"] += 1
     return {
         "tracks": len(followed),
         "objects": len(countable),
-        "missed": len(countable - set(owners)),
-        "fragments": sum(n - 1 for owner, n in owners.items() if owner in countable),
-        "false": owners.get(None, 0),
-        "ignored": ignored,
-        "counted": len(followed) - ignored,
+        "missed": len(countable) - kinds["followed"],
+        "fragments": kinds["fragments"],
+        "false": kinds["false"],
+        "ignored": kinds["ignored"],
     }
 
 
@@ -162,9 +179,8 @@ def track_breakdown_table(breakdown):
     """A pandas DataFrame of :func:`track_breakdown`: one row per label.
 
     The columns read left to right as a sum: the true objects, less those missed, plus
-    fragments, tracks on nothing and tracks on objects too small to count, give the
-    tracks; ``counted`` (the tracks less the last kind) is what is compared with the
-    true objects.
+    extra tracks on one object, tracks on nothing and tracks on objects too small to
+    count, give the tracks (the count compared with the true objects).
     """
     import pandas as pd
 
@@ -174,8 +190,7 @@ def track_breakdown_table(breakdown):
         "fragments": "extra tracks on one object",
         "false": "tracks on nothing",
         "ignored": "tracks on objects too small to count",
-        "tracks": "tracks",
-        "counted": "counted",
+        "tracks": "tracks (the count)",
     }
     rows = {
         label: {name: parts[key] for key, name in columns.items()}

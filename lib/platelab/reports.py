@@ -313,8 +313,7 @@ def _track_rows(video):
     """Goal rows for the tracker's distinct counts against the novel video's true counts.
 
     Where stage 08 broke the counts down (``details.video.breakdown``, see
-    :func:`platelab.groundtruth.count_breakdown`), the tracks on objects too small to
-    count are left out of the count judged, and the row says how many there were.
+    :func:`platelab.groundtruth.count_breakdown`), the row says where the count came from.
     """
     rows = []
     if video.get("tracks") is None:
@@ -324,14 +323,14 @@ def _track_rows(video):
         tracked = video["tracks"].get(label, 0)
         if not true:
             continue
+        off = (tracked - true) / true
+        measured = f"{tracked} against {true} true ({off:+.0%})"
         parts = breakdown.get(label)
-        counted = parts["counted"] if parts else tracked
-        off = (counted - true) / true
-        measured = f"{counted} against {true} true ({off:+.0%})"
-        if parts and parts["ignored"]:
+        if parts:
             measured += (
-                f"; {tracked} tracks, {parts['ignored']} of them on "
-                f"{label.replace('_', ' ')}s too small to count"
+                f": {true - parts['missed']} followed, {parts['missed']} missed, "
+                f"{parts['fragments']} extra, {parts['false']} on nothing, {parts['ignored']} "
+                f"on {label.replace('_', ' ')}s too small to count"
             )
         rows.append(
             {
@@ -414,7 +413,7 @@ def _next_steps(goals, details):
         if not goal.startswith("distinct "):
             continue
         label = goal.split(" tracked")[0].removeprefix("distinct ")
-        if "+" in row["measured"]:
+        if "(+" in row["measured"]:
             steps.append(
                 f"The tracker over-counts {label}: tracks break up. Raise 08's threshold, or "
                 "improve the detector's recall so that tracks are not lost."
