@@ -158,7 +158,12 @@ def test_track_goal_rows_say_where_the_counts_come_from(tmp_path):
     assert vehicles["met"] is True
     assert plates["measured"].startswith("4 against 3 true (+33%): 2 followed, 1 missed")
     assert plates["met"] is False
-    assert any("over-counts license plates" in step for step in verdict.next_steps)
+    # The advice follows the causes: a track on nothing and one on a plate too small to
+    # count, not tracks breaking up.
+    steps = " | ".join(verdict.next_steps)
+    assert "over-counts license plates: 1 track(s) on nothing" in steps
+    assert "1 track(s) follow license plates the truth does not count" in steps
+    assert "tracks break up" not in steps
 
 
 def test_verdict_says_what_missed_and_what_to_do(tmp_path):

@@ -409,11 +409,15 @@ def _next_steps(goals, details):
             "Look at stage 07's breakdowns and error galleries for where it fails (vantage, "
             "lighting, object size) and annotate more frames like those."
         )
+    breakdown = ((details.get("08") or {}).get("video") or {}).get("breakdown") or {}
     for goal, row in missed.items():
         if not goal.startswith("distinct "):
             continue
         label = goal.split(" tracked")[0].removeprefix("distinct ")
-        if "(+" in row["measured"]:
+        parts = breakdown.get(label.removesuffix("s").replace(" ", "_"))
+        if parts:
+            steps += _count_advice(label, parts, over="(+" in row["measured"])
+        elif "(+" in row["measured"]:
             steps.append(
                 f"The tracker over-counts {label}: tracks break up. Raise 08's threshold, or "
                 "improve the detector's recall so that tracks are not lost."
@@ -424,6 +428,36 @@ def _next_steps(goals, details):
                 "threshold, or improve the detector on objects like these."
             )
     return steps
+
+
+def _count_advice(label, parts, over):
+    """Advice for a count goal missed, from where the count came from (the breakdown of
+    :func:`platelab.groundtruth.count_breakdown`): each cause that pushed it the way it
+    went."""
+    advice = []
+    if over and parts["fragments"]:
+        advice.append(
+            f"The tracker over-counts {label}: {parts['fragments']} extra track(s) on an "
+            "object already followed (tracks break up). Improve the detector's recall so "
+            "that tracks are not lost, or raise 08's threshold."
+        )
+    if over and parts["false"]:
+        advice.append(
+            f"The tracker over-counts {label}: {parts['false']} track(s) on nothing (false "
+            "detections held for min_hits frames). Raise 08's threshold."
+        )
+    if over and parts["ignored"]:
+        advice.append(
+            f"The tracker over-counts {label}: {parts['ignored']} track(s) follow {label} "
+            "the truth does not count (too small or hidden in every frame): the detector "
+            "finds them, so the tracker is not at fault there."
+        )
+    if not over and parts["missed"]:
+        advice.append(
+            f"The tracker under-counts {label}: {parts['missed']} of them no track followed. "
+            "Lower 08's threshold, or improve the detector on objects like these."
+        )
+    return advice
 
 
 _INDEX_CSS = """\
