@@ -382,7 +382,6 @@ def _lamped(seed, kind, lights_on=False):
 
 def test_lamps_stay_inside_the_outline_and_off_the_plate():
     kinds, lit, bars = set(), 0, 0
-    day = Lighting.named("day")
     for seed in range(60):
         kind = ("sedan", "truck", "bus")[seed % 3]
         plain, lamped, corners, added = _lamped(seed, kind)
@@ -396,18 +395,7 @@ def test_lamps_stay_inside_the_outline_and_off_the_plate():
                     assert not _intersect(lamp.corners, quad), seed
         if not added:
             continue
-        drawn = [
-            sprites.render_sprite(
-                model, "rear", 0.2, 0.1, 12.0, 160.0, day, plate=("rear", corners)
-            )
-            for model in (plain, lamped)
-        ]
-        assert np.array_equal(drawn[0].mask, drawn[1].mask), seed
-        assert np.allclose(drawn[0].plate_quad, drawn[1].plate_quad)
-        changed = np.any(drawn[0].image != drawn[1].image, axis=2)
-        plate_pixels = np.zeros(changed.shape, np.uint8)
-        cv2.fillPoly(plate_pixels, [np.round(drawn[0].plate_quad).astype(np.int32)], 1)
-        assert changed.any() and not (changed & plate_pixels.astype(bool)).any(), seed
+        _assert_rear_changed_off_plate_and_outline(plain, lamped, corners, seed)
     assert {("sedan", "tail"), ("city_bus", "tail"), ("pickup", "chmsl")} <= kinds
     assert {kind for _, kind in kinds} == {"tail", "bar", "chmsl"}
     assert 10 <= lit <= 50 and bars >= 1  # about 40 % of the vehicles brake
@@ -461,17 +449,8 @@ def test_lamps_and_stickers_leave_the_truth_as_it_was_and_draw_the_same_again(de
 
 def test_stickers_stay_inside_the_outline_and_off_the_plate():
     kinds, texts, checked = set(), set(), 0
-    day = Lighting.named("day")
     for seed in range(90):
-        kind = ("sedan", "truck", "bus")[seed % 3]
-        models = []
-        for _ in range(2):
-            rng = np.random.default_rng(seed)
-            model = vehicles.random_model(rng, kind)
-            design = plates.random_plate(rng, "us")
-            models.append((model, vehicles.plate_corners(model, "rear", design.size)))
-        (plain, corners), (marked, _) = models
-        lamps.add_lamps(np.random.default_rng((seed, 7005)), marked, plates={"rear": corners})
+        plain, marked, corners, _ = _lamped(seed, ("sedan", "truck", "bus")[seed % 3])
         badges.add_badges(np.random.default_rng((seed, 7002)), marked, {"rear": corners})
         added = stickers.add_stickers(
             np.random.default_rng((seed, 7006)), marked, {"rear": corners}
@@ -483,19 +462,25 @@ def test_stickers_stay_inside_the_outline_and_off_the_plate():
                 assert not _intersect(sticker.corners, corners), (seed, sticker.text)
         if not added:
             continue
-        drawn = [
-            sprites.render_sprite(
-                model, "rear", 0.2, 0.1, 12.0, 160.0, day, plate=("rear", corners)
-            )
-            for model in (plain, marked)
-        ]
-        assert np.array_equal(drawn[0].mask, drawn[1].mask), seed
-        changed = np.any(drawn[0].image != drawn[1].image, axis=2)
-        plate_pixels = np.zeros(changed.shape, np.uint8)
-        cv2.fillPoly(plate_pixels, [np.round(drawn[0].plate_quad).astype(np.int32)], 1)
-        assert changed.any() and not (changed & plate_pixels.astype(bool)).any(), seed
+        _assert_rear_changed_off_plate_and_outline(plain, marked, corners, seed)
         checked += 1
     assert {kind for _, kind in kinds} == {"bumper", "window", "work", "fleet"}
     assert {("box_truck", "work"), ("city_bus", "fleet")} <= kinds
     assert any(re.search(r"\d{3}[-.]\d{4}", text) for text in texts)  # telephone numbers
     assert checked >= 30 and len(texts) >= 30
+
+
+def _assert_rear_changed_off_plate_and_outline(plain, marked, corners, seed):
+    """The marked model's rear differs from the plain one's, but neither in its outline
+    (sprite mask) nor on its plate."""
+    day = Lighting.named("day")
+    drawn = [
+        sprites.render_sprite(model, "rear", 0.2, 0.1, 12.0, 160.0, day, plate=("rear", corners))
+        for model in (plain, marked)
+    ]
+    assert np.array_equal(drawn[0].mask, drawn[1].mask), seed
+    assert np.allclose(drawn[0].plate_quad, drawn[1].plate_quad)
+    changed = np.any(drawn[0].image != drawn[1].image, axis=2)
+    plate_pixels = np.zeros(changed.shape, np.uint8)
+    cv2.fillPoly(plate_pixels, [np.round(drawn[0].plate_quad).astype(np.int32)], 1)
+    assert changed.any() and not (changed & plate_pixels.astype(bool)).any(), seed

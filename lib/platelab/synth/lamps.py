@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from platelab.synth.badges import end_face, plate_box
-from platelab.synth.vehicles import Decal, point_on_quad, quad_edges
+from platelab.synth.vehicles import Decal, cabin_rear_face, point_on_quad, quad_edges
 
 logger = logging.getLogger(__name__)
 
@@ -160,11 +160,8 @@ def _light_bar(rng, model, end, tails, plates, style, level):
 
 def _third_lamp(rng, model, level):
     """A thin third brake lamp at the top of a car's rear window or a pickup's cab."""
-    cabins = [part for part in model.parts if part.name == "cabin"]
-    if not cabins:
-        return None
-    face = max(cabins[0].faces.values(), key=lambda candidate: candidate.normal[0])
-    if face.normal[0] < 0.3:
+    face = cabin_rear_face(model)
+    if face is None:
         return None
     top, bottom = quad_edges(face)
     width = float(rng.uniform(0.18, 0.3))

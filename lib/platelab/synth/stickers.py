@@ -25,7 +25,13 @@ import numpy as np
 
 from platelab.synth import badges
 from platelab.synth.plates import put_text_fitted
-from platelab.synth.vehicles import COMPANIES, Decal, point_on_quad, quad_edges
+from platelab.synth.vehicles import (
+    COMPANIES,
+    Decal,
+    cabin_rear_face,
+    point_on_quad,
+    quad_edges,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -205,11 +211,8 @@ def _bumper_sticker(rng, model, end, plates):
 
 def _window_lettering(rng, model):
     """White (or silver) vinyl letters across the lower part of a car's rear window."""
-    cabins = [part for part in model.parts if part.name == "cabin"]
-    if not cabins:
-        return None
-    face = max(cabins[0].faces.values(), key=lambda candidate: candidate.normal[0])
-    if face.normal[0] < 0.3:
+    face = cabin_rear_face(model)
+    if face is None:
         return None
     top, bottom = quad_edges(face)
     text = WINDOW_WORDS[int(rng.integers(len(WINDOW_WORDS)))]

@@ -203,6 +203,16 @@ def plate_corners(model, position, size):
     return _plate_corners(a, y, size, outward, roll)
 
 
+def cabin_rear_face(model):
+    """The rear face of a model's cabin (a car's rear window, a pickup's cab back), or
+    None for models without a cabin or whose cabin has no face looking backwards."""
+    cabins = [part for part in model.parts if part.name == "cabin"]
+    if not cabins:
+        return None
+    face = max(cabins[0].faces.values(), key=lambda candidate: candidate.normal[0])
+    return face if face.normal[0] >= 0.3 else None
+
+
 def quad_edges(face):
     """A four-cornered face's top and bottom edges, each (2, 3) ordered by ``b``."""
     points = np.asarray(face.points, dtype=np.float64)
