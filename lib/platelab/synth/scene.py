@@ -29,9 +29,9 @@ DETAILS = ("osd", "badges", "plates", "fences", "lamps", "stickers")
 (a fixed camera's on-screen time stamp, see osd.py), ``badges`` (make and model
 lettering on vehicles, see badges.py), ``plates`` (plates with the looks of real
 ones: graphic backgrounds, script state names, dealer frames, fading and dirt, see
-:func:`platelab.synth.plates.vary_look`; the plates and their boxes stay the same) and
+:func:`platelab.synth.plates.vary_look`; the plates and their boxes stay the same),
 ``fences`` (steel bar fences, sliding gates and chain-link fences at the edges of the
-fixed cameras' scenes, see fences.py; they hide what stands behind them) and ``lamps``
+fixed cameras' scenes, see fences.py; they hide what stands behind them), ``lamps``
 (rear lamps with LED bars, rows and rings, light bars and third brake lamps, lit when
 braking, see lamps.py) and ``stickers`` (bumper stickers, rear-window lettering, work
 vehicles' names, telephone numbers and DOT numbers, buses' fleet numbers, see
