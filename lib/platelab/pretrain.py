@@ -119,8 +119,9 @@ class PretrainConfig:
             ``fences`` (fences and sliding gates of steel bars, chain-link fences),
             ``lamps`` (rear lamps with LED insides, lit when braking) and ``stickers``
             (bumper stickers, window lettering, work vehicles' telephone numbers, buses'
-            fleet numbers), hard negatives never annotated, and ``plates`` (real plates' looks); the scenes are otherwise those rendered without
-            them (the details draw from random generators of their own)
+            fleet numbers), hard negatives never annotated, and ``plates`` (real
+            plates' looks); the scenes are otherwise those rendered without them (the
+            details draw from random generators of their own)
     """
 
     videos: int = 600

@@ -323,15 +323,23 @@ def _attach(rng, model, end, slot, text, font, rect):
     background = background_under(end, rect)
     ink = pick_ink(rng, background)
     texture = lettering_texture(rng, text, font, background, ink, (u1 - u0) / (y1 - y0))
-    a, side = end.a + _OFFSET * end.outward, end.side
-    corners = np.array(
-        [[a, side * u0, y1], [a, side * u1, y1], [a, side * u1, y0], [a, side * u0, y0]]
-    )
+    corners = rect_corners(end, rect, _OFFSET)
     end.holder.decals.append(
         Decal(corners, background, kind="texture", texture=texture, solid=False)
     )
     model.flat = None  # drawn afresh with the new decal
     return Badge(end.position, slot, text, rect, corners, ink)
+
+
+def rect_corners(end, rect, offset):
+    """The (4, 3) corners in vehicle coordinates of a rect ``(u0, u1, y0, y1)`` on an end
+    face, ``offset`` metres out of it (top-left, top-right, bottom-right, bottom-left as
+    seen from outside)."""
+    u0, u1, y0, y1 = rect
+    a, side = end.a + offset * end.outward, end.side
+    return np.array(
+        [[a, side * u0, y1], [a, side * u1, y1], [a, side * u1, y0], [a, side * u0, y0]]
+    )
 
 
 def plate_box(model, end, plates):

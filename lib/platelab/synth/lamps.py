@@ -24,7 +24,7 @@ import logging
 import cv2
 import numpy as np
 
-from platelab.synth.badges import end_face, plate_box
+from platelab.synth.badges import end_face, plate_box, rect_corners
 from platelab.synth.vehicles import Decal, cabin_rear_face, point_on_quad, quad_edges
 
 logger = logging.getLogger(__name__)
@@ -144,15 +144,7 @@ def _light_bar(rng, model, end, tails, plates, style, level):
     u_plate0, u_plate1, y_plate0, y_plate1 = plate_box(model, end, plates)
     if y0 < y_plate1 + 0.02 and u_plate0 < inner and u_plate1 > -inner:
         return None
-    a = end.a + _OFFSET * end.outward
-    corners = np.array(
-        [
-            [a, end.side * -inner, y1],
-            [a, end.side * inner, y1],
-            [a, end.side * inner, y0],
-            [a, end.side * -inner, y0],
-        ]
-    )
+    corners = rect_corners(end, (-inner, inner, y0, y1), _OFFSET)
     texture = _lamp_texture(rng, 2 * inner / thickness, "bars" if style == "ring" else style, level)
     _attach(end.holder, corners, texture, level)
     return Lamp("bar", style, level > 0, corners)
@@ -231,8 +223,6 @@ def _lamp_texture(rng, aspect, style, level, clear=False):
         bloom = cv2.GaussianBlur(light, (0, 0), max(1.0, stroke * 0.8))
         light = np.clip(np.maximum(light, 1.6 * bloom), 0.0, 1.0)
         image[inner] = _mix(image[inner], _LIT_CORE, light[inner])
-        if clear:
-            image[:top] = _CLEAR_UNLIT
         image *= level
     else:
         image[inner] = _mix(image[inner], _UNLIT_RIDGE, light[inner])

@@ -242,11 +242,7 @@ def _window_lettering(rng, model):
 
 def _attach_flat(end, rect, texture, kind, text):
     """A texture decal over ``rect`` (u0, u1, y0, y1) of an end face."""
-    u0, u1, y0, y1 = rect
-    a, side = end.a + _OFFSET * end.outward, end.side
-    corners = np.array(
-        [[a, side * u0, y1], [a, side * u1, y1], [a, side * u1, y0], [a, side * u0, y0]]
-    )
+    corners = badges.rect_corners(end, rect, _OFFSET)
     colour = tuple(int(value) for value in texture[texture.shape[0] // 2, 0, :3])
     end.holder.decals.append(Decal(corners, colour, kind="texture", texture=texture, solid=False))
     return Sticker(kind, text, corners)
