@@ -444,6 +444,51 @@ def test_replay_mixes_another_datasets_train_images_in(dataset, tmp_path):
     assert "\n" not in str(raised.value)
 
 
+def test_negatives_paste_distractors_into_copies_of_the_train_images(dataset, tmp_path):
+    geometry = model_lib.InputGeometry(256, 256, "letterbox", 32)
+    own = train.load_split(dataset, "train", LABELS, geometry)
+    pasted = train.with_negatives(own, 2, seed=3)
+    again = train.with_negatives(own, 2, seed=3)
+    assert len(pasted) == 2 * len(own) and np.array_equal(pasted.images, again.images)
+    assert pasted.names[: len(own)] == [f"{name}~neg0" for name in own.names]
+    assert pasted.names[len(own) :] == [f"{name}~neg1" for name in own.names]
+    # The truth is the original's; the boxes' pixels and the letterbox padding unchanged.
+    order = np.tile(np.arange(len(own)), 2)
+    assert np.array_equal(pasted.boxes, own.boxes[order])
+    assert np.array_equal(pasted.classes, own.classes[order])
+    originals = own.images[order]
+    changed = np.any(pasted.images != originals, axis=3)
+    assert changed.any(axis=(1, 2)).mean() > 0.8
+    for index in range(len(pasted)):
+        width, height = geometry.content_size(*pasted.sizes[index])
+        inside = np.zeros(changed.shape[1:], bool)
+        inside[32 : 32 + height, 32 : 32 + width] = True
+        assert not (changed[index] & ~inside).any()
+        for box, label in zip(pasted.boxes[index], pasted.classes[index], strict=True):
+            if label:
+                x0, y0, x1, y1 = np.round(box * 256).astype(int)
+                assert not changed[index, y0:y1, x0:x1].any()
+    assert not np.array_equal(
+        train.with_negatives(own, 1, seed=4).images, pasted.images[: len(own)]
+    )
+
+    run_dir = tmp_path / "run"
+    config = dict(TINY_TRAINING, steps=4, eval_every=4, log_every=2, checkpoint_every=4)
+    lines = []
+    state = train.train(
+        dataset, run_dir, dict(config, negatives=1), progress=False, echo=lines.append
+    )
+    assert state["status"] == "finished"
+    count = len(train.load_split(dataset, "train", LABELS, 64))
+    assert any(line.startswith(f"negatives: {count} copies of the {count} train") for line in lines)
+    written = json.loads((run_dir / "config.json").read_text())
+    assert (written["negatives_images"], written["train_images"]) == (count, count)
+    with pytest.raises(train.TrainingError, match="negatives: 1 != 2"):
+        train.train(dataset, run_dir, dict(config, negatives=2))
+    with pytest.raises(train.TrainingError, match="negatives must be a whole number"):
+        train.TrainConfig.from_dict(dict(config, negatives=-1))
+
+
 def _starter_provenance(folder, corpus):
     folder.mkdir(parents=True)
     (folder / "provenance.json").write_text(json.dumps({"corpus": corpus}))

@@ -253,6 +253,13 @@ class TrainConfig:
             with ``seed``; 0: all of a folder's, and for ``starter`` as many as the
             dataset's own train images (at most :data:`REPLAY_STARTER_FRAMES`), an
             even mix
+        negatives: copies of each of the dataset's own train images with synthetic
+            hard negatives pasted in (:func:`platelab.synth.negatives.paste`: make and
+            model lettering, stickers and company lettering, lit lamps, time stamps,
+            clear of every box and never annotated), mixed into the training images;
+            drawn with ``seed``. For fine-tunes on real close-ups whose only writing
+            is the plate (openalpr-br), which otherwise learn that any writing is a
+            plate; 0 for none
     """
 
     input_size: int = 192
@@ -301,6 +308,7 @@ class TrainConfig:
     freeze_bn: bool = False
     replay: str = ""
     replay_frames: int = 0
+    negatives: int = 0
 
     @classmethod
     def from_dict(cls, values):
@@ -353,6 +361,8 @@ class TrainConfig:
             raise TrainingError(f"anchors must be generic or fit, got {self.anchors!r}")
         if not 0 <= self.ema < 1:
             raise TrainingError(f"ema must be from 0 to below 1, got {self.ema}")
+        if int(self.negatives) != self.negatives or self.negatives < 0:
+            raise TrainingError(f"negatives must be a whole number from 0, got {self.negatives}")
         try:
             self.head_config()
         except ValueError as error:
@@ -679,6 +689,60 @@ def join_splits(first, second):
     )
     data.labels_list = getattr(first, "labels_list", None)
     return data
+
+
+NEGATIVES_STREAM = 7300
+"""Mixed with the run's seed into the generator of :func:`with_negatives`."""
+
+
+def with_negatives(data, copies, seed, progress=False):
+    """Copies of a split's images with synthetic hard negatives pasted in.
+
+    Each copy gets :func:`platelab.synth.negatives.paste`'s distractors inside the
+    image's own part of the network input (not the letterbox padding), clear of every
+    box of the image; the boxes, classes and difficult flags are the original's.
+
+    Args:
+        data: a :class:`SplitData`
+        copies: copies of each image
+        seed: the run's seed (the generator is ``[seed, NEGATIVES_STREAM]``)
+        progress: show a progress bar
+
+    Returns:
+        a :class:`SplitData` of ``copies * len(data)`` images, named ``NAME~negN``
+    """
+    from tqdm.auto import tqdm
+
+    from platelab.synth import negatives
+
+    rng = np.random.default_rng([int(seed), NEGATIVES_STREAM])
+    count = int(copies) * len(data)
+    order = np.tile(np.arange(len(data)), int(copies))
+    images = data.images[order].copy()
+    geometry = data.geometry
+    height, width = images.shape[1:3]
+    top = left = geometry.margin if geometry.mode == "letterbox" else 0
+    for index in tqdm(range(count), desc="negatives", disable=not progress):
+        source = order[index]
+        real = data.classes[source] > 0
+        boxes = data.boxes[source][real] * np.array([width, height, width, height], np.float32)
+        boxes -= np.array([left, top, left, top], np.float32)
+        content = geometry.content(images[index], *data.sizes[source])
+        negatives.paste(rng, content, boxes)
+    return SplitData(
+        images=images,
+        boxes=data.boxes[order],
+        classes=data.classes[order],
+        difficult=data.difficult[order],
+        names=[
+            f"{data.names[source]}~neg{index // len(data)}" for index, source in enumerate(order)
+        ],
+        sizes=data.sizes[order],
+        info=[data.info[source] for source in order],
+        skipped=[],
+        unknown_labels={},
+        geometry=geometry,
+    )
 
 
 def frame_size(dataset_dir, split="train"):
@@ -1463,6 +1527,15 @@ class _TrainingSetup:
         self.train_shape = config.train_shape(self.geometry)
         self.replay_data = self._load_replay(progress)
         run_config = self._run_config(dataset_dir, anchor_spec, wh)
+        if config.negatives:
+            own = len(self.train_data)
+            pasted = with_negatives(self.train_data, config.negatives, config.seed, progress)
+            self.train_data = join_splits(self.train_data, pasted)
+            run_config["negatives_images"] = len(pasted)
+            self.echo(
+                f"negatives: {len(pasted)} copies of the {own} train images with synthetic "
+                "lettering, stickers, lamps and time stamps pasted in (never annotated)"
+            )
         if self.replay_data is not None:
             own = len(self.train_data)
             self.train_data = join_splits(self.train_data, self.replay_data)

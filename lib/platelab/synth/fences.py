@@ -395,6 +395,49 @@ def draw_fence(canvas, fence, colour, shift=(0.0, 0.0)):
             canvas.mask[first:last, column0:column1][on] = canvas.mask_value
 
 
+def fence_texture(fence, pixels_per_metre):
+    """A fence seen square-on, as an image: its members box-filtered over each pixel.
+
+    Args:
+        fence: a :class:`Fence` (its length along the base line, its top up)
+        pixels_per_metre: the image's scale
+
+    Returns:
+        ``(h, w, 4)`` uint8 BGRA, the unlit colour shaded per member; alpha is the cover
+        (0 between the bars)
+    """
+    step = 1.0 / float(pixels_per_metre)
+    width = max(int(round(fence.length * pixels_per_metre)), 1)
+    height = max(int(round(fence.top * pixels_per_metre)), 1)
+    s = (np.arange(width) + 0.5)[None, :] * step
+    y = fence.top - (np.arange(height) + 0.5)[:, None] * step  # row 0 at the top
+    s, y = np.broadcast_to(s, (height, width)), np.broadcast_to(y, (height, width))
+    steps = np.full((height, width), step)
+    covers, shades = _elements(fence, s, y, steps, steps)
+    clear = np.ones((height, width))
+    weighted = np.zeros((height, width))
+    total = np.zeros((height, width))
+    for cover, shade in zip(covers, shades, strict=True):
+        clear *= 1.0 - cover
+        weighted += cover * shade
+        total += cover
+    shade = np.where(total > 0, weighted / np.maximum(total, 1e-9), 1.0)
+    colour = np.asarray(fence.colour, np.float32)[None, None, :] * shade[..., None]
+    alpha = (1.0 - clear)[..., None] * 255.0
+    return np.clip(np.round(np.concatenate([colour, alpha], axis=2)), 0, 255).astype(np.uint8)
+
+
+def random_fence(rng, length):
+    """A railing, gate leaf or chain-link fence ``length`` metres long, of random look
+    (as :func:`add_fences` draws them), its base line from ``(0, 0)`` along x."""
+    kind = KINDS[int(rng.integers(len(KINDS)))]
+    if kind == "gate":
+        return _gate(rng, (0.0, 0.0), (length, 0.0))
+    if kind == "chainlink":
+        return _chainlink(rng, (0.0, 0.0), (length, 0.0))
+    return _bars(rng, (0.0, 0.0), (length, 0.0))
+
+
 def _cover(camera, offset, fence, origin, direction, normal, plane, column0, column1, row0, row1):
     """Per pixel of a block: the fence's mean cover (0 to 1) and its shading factor."""
     k = _SUBSAMPLES

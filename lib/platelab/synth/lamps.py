@@ -93,7 +93,7 @@ def add_lamps(rng, model, moving=True, lights_on=False, plates=None):
         u = end.side * tails[0].points[:, 1]
         height = float(np.ptp(tails[0].points[:, 2]))
         aspect = float(np.ptp(u)) / max(height, 1e-6)
-        texture = _lamp_texture(rng, aspect, style, level, clear)
+        texture = lamp_texture(rng, aspect, style, level, clear)
         for decal in tails:
             corners = _proud(decal.points, end)
             # The lamps mirror each other: the one on the image's right is flipped.
@@ -145,7 +145,7 @@ def _light_bar(rng, model, end, tails, plates, style, level):
     if y0 < y_plate1 + 0.02 and u_plate0 < inner and u_plate1 > -inner:
         return None
     corners = rect_corners(end, (-inner, inner, y0, y1), _OFFSET)
-    texture = _lamp_texture(rng, 2 * inner / thickness, "bars" if style == "ring" else style, level)
+    texture = lamp_texture(rng, 2 * inner / thickness, "bars" if style == "ring" else style, level)
     _attach(end.holder, corners, texture, level)
     return Lamp("bar", style, level > 0, corners)
 
@@ -171,14 +171,14 @@ def _third_lamp(rng, model, level):
     corners += face.normal * 0.004
     length = np.linalg.norm(corners[1] - corners[0])
     tall = np.linalg.norm(corners[3] - corners[0])
-    texture = _lamp_texture(rng, length / max(tall, 1e-6), "dots", level)
+    texture = lamp_texture(rng, length / max(tall, 1e-6), "dots", level)
     face.decals.append(
         Decal(corners, _UNLIT, kind="texture", texture=texture, solid=False, emissive=level > 0)
     )
     return Lamp("chmsl", "dots", level > 0, corners)
 
 
-def _lamp_texture(rng, aspect, style, level, clear=False):
+def lamp_texture(rng, aspect, style, level, clear=False):
     """A lamp's face, ``_HEIGHT`` px high and ``aspect`` times as wide (BGR, uint8).
 
     Unlit (``level`` 0): a dark red lens with lighter ridges where the light sources

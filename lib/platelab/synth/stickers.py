@@ -61,7 +61,7 @@ TRADES = (
 )  # fmt: skip
 NAMES = ("ACE", "SMITH", "PRO", "AAA", "BEST", "STAR", "METRO", "ALLIED", "EAGLE", "RAPID")
 _PAPERS = ((245, 245, 245), (40, 200, 250), (170, 90, 20), (40, 40, 190), (40, 140, 40))
-_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_TRIPLEX)
+FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_TRIPLEX)
 _SCRIPT = (cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, cv2.FONT_HERSHEY_SCRIPT_COMPLEX)
 _OFFSET = 0.006
 """Metres the stickers stand proud of their face (over lamps and lettering: 0.004-0.005)."""
@@ -100,7 +100,7 @@ def add_stickers(rng, model, plates=None):
     if end is None:
         return []
     if variant in WORK_SHARE and rng.random() < WORK_SHARE[variant]:
-        lines = _fleet_number(rng) if variant == "city_bus" else _work_lines(rng, variant)
+        lines = _fleet_number(rng) if variant == "city_bus" else work_lines(rng, variant)
         kind = "fleet" if variant == "city_bus" else "work"
         added += _letter_lines(rng, model, end, plates, lines, kind)
     if variant in ("sedan", "suv", "hatchback", "pickup") and rng.random() < BUMPER_SHARE:
@@ -133,7 +133,7 @@ def _phone(rng):
     return f"CALL {exchange}-{line}"
 
 
-def _work_lines(rng, variant):
+def work_lines(rng, variant):
     """A company's lines: its name, then a telephone number, web address or DOT number."""
     if rng.random() < 0.4:
         name = COMPANIES[int(rng.integers(len(COMPANIES)))]
@@ -161,7 +161,7 @@ def _letter_lines(rng, model, end, plates, lines, kind):
     obstacles += badges.decal_obstacles(end, lines=False)
     paint = end.face.colour
     ink = _contrasting(rng, paint)
-    font = _FONTS[int(rng.integers(len(_FONTS)))]
+    font = FONTS[int(rng.integers(len(FONTS)))]
     first = model.height * float(rng.uniform(0.04, 0.07))
     added = []
     top = end.top
@@ -197,16 +197,31 @@ def _bumper_sticker(rng, model, end, plates):
     if rect is None:
         return None
     text = BUMPER_WORDS[int(rng.integers(len(BUMPER_WORDS)))]
+    texture = sticker_texture(rng, text, _aspect_of(rect))
+    return _attach_flat(end, rect, texture, "bumper", text)
+
+
+def sticker_texture(rng, text, aspect):
+    """A printed sticker: ``text`` on paper, sometimes framed, 48 px high.
+
+    Args:
+        rng: a numpy Generator
+        text: its words (one line)
+        aspect: width over height
+
+    Returns:
+        ``(48, w, 3)`` uint8 BGR
+    """
     paper = _PAPERS[int(rng.integers(len(_PAPERS)))]
     ink = _contrasting(rng, paper)
-    texture = np.empty((48, max(8, int(48 * _aspect_of(rect))), 3), np.uint8)
+    texture = np.empty((48, max(8, int(48 * aspect)), 3), np.uint8)
     texture[:] = paper
     if rng.random() < 0.5:  # a border
         cv2.rectangle(texture, (2, 2), (texture.shape[1] - 3, 45), ink, 2)
-    font = _FONTS[int(rng.integers(len(_FONTS)))]
+    font = FONTS[int(rng.integers(len(FONTS)))]
     margin = 8
     put_text_fitted(texture, text, (margin, 9, texture.shape[1] - margin, 39), ink, 0.14, font=font)
-    return _attach_flat(end, rect, texture, "bumper", text)
+    return texture
 
 
 def _window_lettering(rng, model):
@@ -217,7 +232,7 @@ def _window_lettering(rng, model):
     top, bottom = quad_edges(face)
     text = WINDOW_WORDS[int(rng.integers(len(WINDOW_WORDS)))]
     script = text[1:] != text[1:].upper()
-    font = _SCRIPT[int(rng.integers(2))] if script and rng.random() < 0.6 else _FONTS[0]
+    font = _SCRIPT[int(rng.integers(2))] if script and rng.random() < 0.6 else FONTS[0]
     width = float(rng.uniform(0.35, 0.7))
     span = float(np.ptp(bottom[:, 1]))
     share = min(width / max(span, 1e-6), 0.85)
