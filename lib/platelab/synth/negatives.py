@@ -38,6 +38,9 @@ FENCE_WIDTH = (0.15, 0.6)
 fill a quarter to a half of the frame."""
 GAP = 0.1
 """Clearance around every annotated box, a share of the distractor's width."""
+_FENCE_PIXELS = 400
+"""Width in pixels at which a fence's texture is drawn (then resized by area, so that thin
+bars fade as a camera's pixels average them)."""
 _TRIES = 20
 """Placements tried for one distractor before it is left out."""
 
@@ -115,9 +118,9 @@ def texture(rng, kind, background):
         aspect = float(rng.uniform(2.5, 10.0))
         lit = float(rng.uniform(0.7, 1.0))
         return _opaque(lamps.lamp_texture(rng, aspect, style, lit, clear=rng.random() < 0.2))
-    if kind == "fence":
-        fence = fences.random_fence(rng, float(rng.uniform(2.0, 6.0)))
-        return fences.fence_texture(fence, 48.0 / fence.top)
+    if kind == "fence":  # drawn fine (bars 5-16 px wide), to be shrunk by area
+        length = float(rng.uniform(2.0, 6.0))
+        return fences.fence_texture(fences.random_fence(rng, length), _FENCE_PIXELS / length)
     raise ValueError(f"unknown distractor kind {kind!r} (expected one of {KINDS})")
 
 
