@@ -17,13 +17,16 @@ with no fine-tuning at all. Steps:
    ``license_plate`` normalised) with a group-safe split by photo (``--split``,
    ``--seed``);
 2. ``platelab train`` with the same parameters and the same time budget (``--minutes``
-   each): ``--init PRETRAINED`` with rehearsal (row ``finetune``: ``replay: starter``,
-   a corpus like the starter's own mixed in, a quarter as many frames as the train
-   photos, :data:`REHEARSAL_SHARE`), the same without (``finetune-plain``) and
+   each): ``--init PRETRAINED`` with rehearsal and hard negatives (row ``finetune``:
+   ``replay: starter``, a corpus like the starter's own mixed in, a quarter as many
+   frames as the train photos, :data:`REHEARSAL_SHARE`; ``negatives``, a copy of each
+   train photo with synthetic lettering, stickers, lit lamps, a time stamp or a fence
+   pasted in, :data:`NEGATIVES`), the same without either (``finetune-plain``) and
    ``--init none`` (``scratch``), on 320 px crops from scale 0.4 (the plates are large:
    see :func:`_train_parameters`), peak learning rate 0.001; ``--set`` changes a
    training parameter of every row. Fine-tuned on these photos alone, the starter
-   forgets what traffic cameras show (step 5): rehearsal keeps it;
+   forgets what traffic cameras show (step 5): rehearsal keeps it; and it learns that
+   any writing is a plate (the photos show none but the plate): the negatives unteach it;
 3. ``platelab evaluate --split test`` of each, and of PRETRAINED itself (``zeroshot``); the set
    annotates plates only (one per photo; vehicles and other plates are not
    annotated), so only ``license_plate`` is scored;
@@ -70,7 +73,7 @@ from platelab import detector, evaluate, goals, paths, starter
 PLATELAB = [sys.executable, "-m", "platelab"]
 ROWS = {
     "finetune": "fine-tuned from the starter",
-    "finetune-plain": "the same, no rehearsal",
+    "finetune-plain": "the same, no rehearsal or negatives",
     "scratch": "from random weights",
     "zeroshot": "the starter, no fine-tuning",
 }
@@ -83,6 +86,9 @@ REAL_PARTS = ("us", "eu")
 REHEARSAL_SHARE = 0.25
 """Row ``finetune`` mixes in a corpus like the starter's own (``replay: starter``), as
 many frames as this share of the dataset's train photos."""
+NEGATIVES = 1
+"""Row ``finetune``'s ``negatives``: copies of each train photo with synthetic hard
+negatives pasted in (:mod:`platelab.synth.negatives`)."""
 
 
 def main(argv=None):
@@ -212,6 +218,7 @@ def run_split(arguments, plan, seed, work):
     rehearsal = {
         "replay": "starter",
         "replay_frames": max(1, round(REHEARSAL_SHARE * counts["train"])),
+        "negatives": NEGATIVES,
     }
     results = []
     for row in plan.rows:
