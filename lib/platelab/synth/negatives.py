@@ -63,8 +63,7 @@ def paste(rng, image, boxes, count=COUNT, width=WIDTH, kinds=KINDS):
         stamp whose camera name is in another corner gives two)
     """
     full = image.shape[1]
-    taken = [tuple(float(value) for value in box) for box in np.asarray(boxes).reshape(-1, 4)]
-    keep = len(taken)
+    keep_clear = [tuple(float(value) for value in box) for box in np.asarray(boxes).reshape(-1, 4)]
     placed = []
     for _ in range(int(rng.integers(count[0], count[1] + 1))):
         kind = kinds[int(rng.integers(len(kinds)))]
@@ -72,7 +71,7 @@ def paste(rng, image, boxes, count=COUNT, width=WIDTH, kinds=KINDS):
         for _ in range(_TRIES):
             wide = full * math.exp(rng.uniform(math.log(low), math.log(high)))
             where = _place_stamp if kind == "stamp" else _place_texture
-            drawn = where(rng, image, kind, wide, taken[:keep], placed)
+            drawn = where(rng, image, kind, wide, keep_clear, placed)
             if drawn:
                 placed.extend((kind, box) for box in drawn)
                 break
