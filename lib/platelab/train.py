@@ -718,7 +718,7 @@ def with_negatives(data, copies, seed, progress=False):
     rng = np.random.default_rng([int(seed), NEGATIVES_STREAM])
     count = int(copies) * len(data)
     order = np.tile(np.arange(len(data)), int(copies))
-    images = data.images[order].copy()
+    images = data.images[order]  # fancy indexing: a new array, pasted into in place
     geometry = data.geometry
     height, width = images.shape[1:3]
     top = left = geometry.margin if geometry.mode == "letterbox" else 0
