@@ -79,22 +79,27 @@ def test_nms_iou_takes_corners_in_either_order_and_empty_boxes_overlap_nothing()
     assert boxes.nms_iou(box, np.zeros((0, 4))).shape == (0,)
 
 
-def test_nms_iou_matches_tensorflows_non_max_suppression():
+def test_greedy_nms_matches_tensorflows_non_max_suppression_also_on_equal_scores():
     from platelab.tfimport import import_tensorflow
 
     tf = import_tensorflow()
     rng = np.random.default_rng(1)
     candidates = rng.uniform(0, 40, (40, 4)).astype(np.float32)  # corners in any order
     scores = rng.uniform(0, 1, 40).astype(np.float32)
+    scores[10:30] = 0.5  # equal scores: taken in index order by both
     order = np.argsort(-scores, kind="stable")
-    kept, remaining = [], order
-    while len(remaining):
-        best, rest = remaining[0], remaining[1:]
-        kept.append(int(best))
-        remaining = rest[boxes.nms_iou(candidates[best], candidates[rest]) <= 0.3]
-    # TensorFlow takes [y1, x1, y2, x2]
-    expected = tf.image.non_max_suppression(candidates[:, [1, 0, 3, 2]], scores, 40, 0.3)
-    assert kept == expected.numpy().tolist()
+    for threshold, limit in [(0.3, 40), (0.1, 40), (0.3, 5)]:
+        kept = boxes.greedy_nms(candidates, order, threshold, limit)
+        # TensorFlow takes [y1, x1, y2, x2]
+        expected = tf.image.non_max_suppression(
+            candidates[:, [1, 0, 3, 2]], scores, limit, threshold
+        )
+        assert kept == expected.numpy().tolist()
+    # IoU exactly at the threshold keeps the box (as TensorFlow does); above drops it
+    square, half = np.array([[0, 0, 4, 4], [0, 0, 4, 2]], np.float32), np.array([0, 1])
+    assert boxes.greedy_nms(square, half, 0.5, 10) == [0, 1]
+    assert boxes.greedy_nms(square, half, 0.49, 10) == [0]
+    assert boxes.greedy_nms(square, np.array([], np.int64), 0.5, 10) == []
 
 
 def test_coco_iou_matches_pycocotools_with_crowd_boxes():

@@ -68,35 +68,58 @@ def test_resize_in_numpy_and_in_the_graph_agree():
     assert export.resize_image(lines, 320).std() < 1.0
 
 
-def test_numpy_postprocess_matches_the_model_postprocess():
+def test_numpy_postprocess_matches_the_savedmodels_nms_also_on_equal_scores():
+    """The exports' NumPy NMS and the Keras model's and SavedModel's TensorFlow one
+    keep the same boxes in the same order, also where anchors score
+    exactly alike (as in letterbox padding: there a rule for equal scores decides
+    which boxes survive; ``combined_non_max_suppression`` has none)."""
+    import tensorflow as tf
+
     spec = model_lib.default_anchor_spec(128, levels=(8, 16, 32))
     anchors = model_lib.generate_anchors(spec, 128)
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 2, (len(anchors), 3)).astype(np.float32)
     logits[:, 0] += 2.5  # mostly background, as a trained model
     deltas = rng.normal(0, 1, (len(anchors), 4)).astype(np.float32)
+    # a run of neighbouring anchors with one score and one delta: overlapping boxes
+    # that tie, as the padding's anchors do
+    tied = np.arange(40, 400, 3)
+    logits[tied] = [0.0, 4.0, -3.0]
+    deltas[tied] = [0.0, 0.0, 1.5, 1.5]
     np.testing.assert_allclose(
-        export.decode_numpy(deltas, anchors),
+        model_lib.decode_numpy(deltas, anchors),
         np.asarray(model_lib.decode_predictions(deltas, anchors)),
         atol=1e-6,
     )
+    scores = tf.nn.softmax(logits)[None, :, 1:]
+    boxes = tf.convert_to_tensor(model_lib.decode_predictions(deltas, anchors))[None]
     for threshold, iou, limit in [
         (0.05, 0.5, 100),
         (0.3, 0.5, 100),
         (0.3, 0.3, 7),
         (0.9, 0.5, 100),
     ]:
-        boxes, scores, classes = export.postprocess_numpy(
-            logits, deltas, anchors, threshold, iou, limit
-        )
-        expected = model_lib.postprocess(logits, deltas, anchors, threshold, iou, limit)
-        count = int(expected["num_detections"])
-        assert len(scores) == count
-        np.testing.assert_allclose(scores, expected["scores"][:count], atol=1e-6)
-        np.testing.assert_array_equal(classes, expected["classes"][:count])
-        np.testing.assert_allclose(boxes, expected["boxes"][:count], atol=1e-5)
-        assert np.all(boxes >= 0) and np.all(boxes <= 1)
-    empty = export.postprocess_numpy(logits, deltas, anchors, 0.999999)
+        ours = model_lib.postprocess_numpy(logits, deltas, anchors, threshold, iou, limit)
+        batched = model_lib.postprocess(logits[None], deltas[None], anchors, threshold, iou, limit)
+        graph = model_lib.nms_tf(boxes, scores, tf.constant(threshold), iou, limit)
+        count = int(graph["num_detections"][0])
+        assert len(ours[1]) == count == batched["num_detections"][0]
+        np.testing.assert_allclose(ours[1], graph["scores"][0, :count], atol=1e-6)
+        np.testing.assert_array_equal(ours[2], graph["classes"][0, :count])
+        np.testing.assert_allclose(ours[0], graph["boxes"][0, :count], atol=1e-5)
+        np.testing.assert_allclose(batched["boxes"][0, :count], ours[0], atol=1e-5)
+        np.testing.assert_allclose(batched["scores"][0, :count], ours[1], atol=1e-6)
+        np.testing.assert_array_equal(batched["classes"][0, :count], ours[2])
+        assert not batched["scores"][0, count:].any()
+        assert np.all(ours[0] >= 0) and np.all(ours[0] <= 1)
+    # the tie itself: of equal scores, the first anchor's box is kept first
+    boxes_kept, scores_kept, _ = model_lib.postprocess_numpy(logits, deltas, anchors, 0.3)
+    tied_box = model_lib.decode_numpy(deltas[tied[:1]], anchors[tied[:1]])
+    tie_score = float(tf.nn.softmax(logits[tied[0]])[1])
+    first_tied = np.flatnonzero(np.abs(scores_kept - tie_score) < 1e-6)[0]
+    np.testing.assert_allclose(boxes_kept[first_tied], np.clip(tied_box[0], 0, 1), atol=1e-6)
+    assert np.sum(scores_kept == scores_kept[first_tied]) > 1  # some ties survive NMS too
+    empty = model_lib.postprocess_numpy(logits, deltas, anchors, 0.999999)
     assert [len(item) for item in empty] == [0, 0, 0]
 
 

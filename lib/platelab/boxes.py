@@ -21,6 +21,8 @@ Which function to use:
 - :func:`nms_iou`: one ``xyxy`` box with many, as TensorFlow's non-maximum
   suppression computes it (corners in either order; an empty box overlaps
   nothing), so that NumPy NMS matches the exported models' own;
+- :func:`greedy_nms`: non-maximum suppression over boxes already in the
+  order to keep them (by :func:`nms_iou`, as TensorFlow's ``non_max_suppression``);
 - :func:`coco_iou_pairs` and :func:`coco_iou_matrix`: ``xywh`` boxes as
   ``pycocotools`` computes them, with COCO's crowd rule.
 """
@@ -137,6 +139,34 @@ def nms_iou(box, boxes):
     union = area + areas - intersection
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where((area > 0) & (areas > 0), intersection / union, 0.0)
+
+
+def greedy_nms(boxes, order, iou_threshold, limit):
+    """Greedy non-maximum suppression, as TensorFlow's ``non_max_suppression``.
+
+    The first box of ``order`` is kept; every later box whose :func:`nms_iou` with it
+    exceeds ``iou_threshold`` is dropped; and so on down the rest. A box exactly at
+    ``iou_threshold`` is kept.
+
+    Args:
+        boxes: ``(N, 4)`` ``xyxy`` boxes (any unit)
+        order: indices into ``boxes``, the best first (ties already broken)
+        iou_threshold: IoU above which a box is suppressed
+        limit: most boxes kept
+
+    Returns:
+        list of kept indices, in the order kept
+    """
+    kept = []
+    remaining = np.asarray(order, np.int64)
+    while len(remaining) and len(kept) < limit:
+        best = remaining[0]
+        kept.append(int(best))
+        rest = remaining[1:]
+        if not len(rest):
+            break
+        remaining = rest[nms_iou(boxes[best], boxes[rest]) <= iou_threshold]
+    return kept
 
 
 def coco_iou_pairs(det, gt, crowd):

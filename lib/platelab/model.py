@@ -28,6 +28,7 @@ them takes seconds.
 """
 
 import contextlib
+import functools
 import io
 import logging
 import math
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from platelab.boxes import greedy_nms
 from platelab.tfimport import import_keras, import_tensorflow
 
 logger = logging.getLogger(__name__)
@@ -771,6 +773,85 @@ def decode_predictions(deltas, anchors):
     )
 
 
+def decode_numpy(deltas, anchors):
+    """:func:`decode_predictions` in NumPy: ``(N, 4)`` deltas to ``(N, 4)`` xyxy boxes."""
+    variance = np.asarray(BOX_VARIANCE, np.float32)
+    anchors = np.asarray(anchors, np.float32)
+    deltas = np.asarray(deltas, np.float32) * variance
+    anchor_w = anchors[:, 2] - anchors[:, 0]
+    anchor_h = anchors[:, 3] - anchors[:, 1]
+    centre_x = anchors[:, 0] + anchor_w / 2.0
+    centre_y = anchors[:, 1] + anchor_h / 2.0
+    y = deltas[:, 0] * anchor_h + centre_y
+    x = deltas[:, 1] * anchor_w + centre_x
+    h = np.exp(deltas[:, 2]) * anchor_h
+    w = np.exp(deltas[:, 3]) * anchor_w
+    return np.stack([x - w / 2.0, y - h / 2.0, x + w / 2.0, y + h / 2.0], axis=-1)
+
+
+def postprocess_numpy(
+    class_logits, deltas, anchors, score_threshold=0.3, iou_threshold=0.5, max_detections=100
+):
+    """One image's softmax, box decoding and per-class NMS, in NumPy.
+
+    The NMS of the TFLite and ONNX exports; the Keras model (:func:`postprocess`) and
+    the SavedModel run the same rules in TensorFlow (:func:`nms_tf`), so that every
+    format keeps the same boxes. A box is kept when its class score exceeds
+    ``score_threshold``; within a class, boxes are taken by score, the highest first
+    and equal scores in anchor order (anchors in uniform padding score exactly
+    alike), and a box is dropped when its IoU with a kept box exceeds
+    ``iou_threshold`` (:func:`platelab.boxes.greedy_nms`); at most ``max_detections``
+    per class and in all, by score; boxes clipped to [0, 1] at the end.
+
+    The softmax is computed only for the anchors that can pass: a class's score is
+    at most ``exp(logit - background logit)``, so an anchor whose best class leads the
+    background by no more than ``log(score_threshold)`` is skipped (most anchors of a
+    frame). Only the anchors above the threshold are decoded.
+
+    Args:
+        class_logits: ``(N, num_classes + 1)`` logits
+        deltas: ``(N, 4)`` box deltas
+        anchors: ``(N, 4)`` anchors
+        score_threshold: lowest score kept (exclusive)
+        iou_threshold: NMS IoU
+        max_detections: detections kept
+
+    Returns:
+        ``(boxes, scores, classes)``: ``(n, 4)`` normalised xyxy, ``(n,)`` scores and
+        ``(n,)`` 1-based class ids, highest score first
+    """
+    logits = np.asarray(class_logits, np.float32)
+    if score_threshold > 0:
+        lead = logits[:, 1].copy()  # column by column: much faster than max(axis=1)
+        for column in range(2, logits.shape[1]):
+            np.maximum(lead, logits[:, column], out=lead)
+        lead -= logits[:, 0]
+        # 1e-3 of margin in log space covers float32 rounding of the softmax
+        rows = np.flatnonzero(lead > np.log(score_threshold) - 1e-3)
+        logits = logits[rows]
+    else:
+        rows = np.arange(len(logits))
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    scores = shifted[:, 1:] / shifted.sum(axis=1, keepdims=True)
+    row_index, class_index = np.nonzero(scores > score_threshold)
+    if len(row_index) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    candidate_scores = scores[row_index, class_index]
+    anchor_index = rows[row_index]
+    candidate_boxes = decode_numpy(
+        np.asarray(deltas)[anchor_index], np.asarray(anchors)[anchor_index]
+    )
+    kept = []
+    for class_id in np.unique(class_index):
+        members = np.flatnonzero(class_index == class_id)  # in anchor order
+        order = members[np.argsort(-candidate_scores[members], kind="stable")]
+        kept.extend(greedy_nms(candidate_boxes, order, iou_threshold, max_detections))
+    kept = np.asarray(kept, np.int64)
+    kept = kept[np.argsort(-candidate_scores[kept], kind="stable")][:max_detections]
+    boxes = np.clip(candidate_boxes[kept], 0.0, 1.0).astype(np.float32)
+    return boxes, candidate_scores[kept].astype(np.float32), class_index[kept].astype(np.int64) + 1
+
+
 def postprocess(
     class_logits,
     deltas,
@@ -779,7 +860,12 @@ def postprocess(
     iou_threshold=0.5,
     max_detections=100,
 ):
-    """Scores, decodes and de-duplicates the model's outputs (per-class NMS).
+    """Scores, decodes and de-duplicates a batch of the model's outputs (per-class NMS).
+
+    The NMS is :func:`nms_tf` (compiled once per shape), which keeps the same boxes as
+    the exports' :func:`postprocess_numpy` and is ten times faster at evaluation's low
+    thresholds: 5.6 against 54 ms an image at 0.01 with 40,800 anchors on this
+    project's 2-core machine (``combined_non_max_suppression``, used before: 4.1).
 
     Args:
         class_logits: ``(batch, N, num_classes + 1)`` logits, or ``(N, num_classes + 1)``
@@ -804,27 +890,92 @@ def postprocess(
         class_logits, deltas = class_logits[None], deltas[None]
     scores = tf.nn.softmax(class_logits, axis=-1)[..., 1:]
     boxes = tf.convert_to_tensor(decode_predictions(deltas, anchors))
-    boxes_yxyx = tf.gather(boxes, [1, 0, 3, 2], axis=-1)
-    result = tf.image.combined_non_max_suppression(
-        boxes_yxyx[:, :, None, :],
+    result = _compiled_nms()(
+        boxes,
         scores,
-        max_output_size_per_class=max_detections,
-        max_total_size=max_detections,
-        iou_threshold=iou_threshold,
-        score_threshold=score_threshold,
-        clip_boxes=True,
+        tf.constant(score_threshold, tf.float32),
+        float(iou_threshold),
+        int(max_detections),
     )
-    num_detections = result.valid_detections.numpy().astype(np.int64)
-    valid = np.arange(max_detections)[None, :] < num_detections[:, None]
-    output = {
-        "boxes": tf.gather(result.nmsed_boxes, [1, 0, 3, 2], axis=-1).numpy(),
-        "scores": result.nmsed_scores.numpy(),
-        "classes": np.where(valid, result.nmsed_classes.numpy().astype(np.int64) + 1, 0),
-        "num_detections": num_detections,
-    }
+    output = {key: value.numpy() for key, value in result.items()}
+    output["classes"] = output["classes"].astype(np.int64)
+    output["num_detections"] = output["num_detections"].astype(np.int64)
     if unbatched:
         output = {key: value[0] for key, value in output.items()}
     return output
+
+
+@functools.cache
+def _compiled_nms():
+    """:func:`nms_tf` as one ``tf.function`` (made on first use: TensorFlow loads late)."""
+    return import_tensorflow().function(nms_tf, reduce_retracing=True)
+
+
+def nms_tf(boxes, scores, score_threshold, iou_threshold, max_detections):
+    """:func:`postprocess_numpy`'s NMS in a TensorFlow graph (the SavedModel's).
+
+    Per class, ``tf.image.non_max_suppression``: by score, equal scores in anchor
+    order, a box dropped when its IoU with a kept one exceeds ``iou_threshold``; then
+    the kept boxes of every class by score (``tf.math.top_k``, which keeps equal
+    scores in class order). ``tf.image.combined_non_max_suppression`` is not used:
+    it sorts with no rule for equal scores, so it keeps other boxes than the
+    exports' NumPy NMS where anchors in the padding score alike.
+
+    Args:
+        boxes: ``(batch, N, 4)`` float32 ``[xmin, ymin, xmax, ymax]``
+        scores: ``(batch, N, num_classes)`` float32 class probabilities
+        score_threshold: float32 scalar, lowest score kept (exclusive)
+        iou_threshold: NMS IoU (a Python float)
+        max_detections: detections kept per image (and per class)
+
+    Returns:
+        dict: ``boxes`` ``(batch, max_detections, 4)`` clipped to [0, 1], ``scores``
+        ``(batch, max_detections)``, ``classes`` ``(batch, max_detections)`` int32
+        1-based ids (0 past ``num_detections``) and ``num_detections`` ``(batch,)`` int32
+    """
+    tf = import_tensorflow()
+    num_classes = int(scores.shape[-1])
+    yxyx = tf.gather(boxes, [1, 0, 3, 2], axis=-1)
+
+    def one_image(inputs):
+        image_boxes, image_yxyx, image_scores = inputs
+        kept_boxes, kept_scores, kept_classes = [], [], []
+        for class_index in range(num_classes):
+            class_scores = image_scores[:, class_index]
+            selected = tf.image.non_max_suppression(
+                image_yxyx,
+                class_scores,
+                max_detections,
+                iou_threshold=iou_threshold,
+                score_threshold=score_threshold,
+            )
+            kept_boxes.append(tf.gather(image_boxes, selected))
+            kept_scores.append(tf.gather(class_scores, selected))
+            kept_classes.append(tf.fill(tf.shape(selected), class_index + 1))
+        every_box = tf.concat(kept_boxes, 0)
+        every_score = tf.concat(kept_scores, 0)
+        every_class = tf.concat(kept_classes, 0)
+        count = tf.minimum(tf.shape(every_score)[0], max_detections)
+        best = tf.math.top_k(every_score, count, sorted=True).indices
+        padding = [[0, max_detections - count]]
+        return (
+            tf.pad(tf.clip_by_value(tf.gather(every_box, best), 0.0, 1.0), padding + [[0, 0]]),
+            tf.pad(tf.gather(every_score, best), padding),
+            tf.pad(tf.gather(every_class, best), padding),
+            count,
+        )
+
+    result = tf.map_fn(
+        one_image,
+        (boxes, yxyx, scores),
+        fn_output_signature=(
+            tf.TensorSpec([max_detections, 4], tf.float32),
+            tf.TensorSpec([max_detections], tf.float32),
+            tf.TensorSpec([max_detections], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ),
+    )
+    return dict(zip(("boxes", "scores", "classes", "num_detections"), result, strict=True))
 
 
 def resize_image(image, size, dtype=np.float32):

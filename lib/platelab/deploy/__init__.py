@@ -25,7 +25,6 @@ from platelab.deploy.export import (
     SavedModelPredictor,
     TFLitePredictor,
     load_predictor,
-    postprocess_numpy,
     read_card,
 )
 from platelab.deploy.video import (
@@ -37,6 +36,7 @@ from platelab.deploy.video import (
     player,
     time_model,
 )
+from platelab.model import postprocess_numpy
 
 __all__ = [
     # export

@@ -15,7 +15,7 @@ intended use and limits) and ``MODEL_CARD.md`` (the same for people).
 ``uint8`` images of any size (``images``: ``(batch, H, W, 3)``), resize them as training
 did (:func:`platelab.model.resize_images_tf`: area averaging), run the network, decode
 the boxes against the anchors (a constant in the graph) and run per-class NMS
-(``tf.image.combined_non_max_suppression``).
+(:func:`platelab.model.nms_tf`: the NumPy NMS's rules, equal scores in anchor order).
 Outputs: ``boxes`` ``(batch, max_detections, 4)`` ``[xmin, ymin, xmax, ymax]``
 **normalised** to [0, 1] (multiply by the image's width and height for pixels),
 ``scores``, ``classes`` (1-based class ids; 0 past ``num_detections``) and
@@ -25,7 +25,8 @@ also takes ``score_threshold`` (a float32 scalar).
 **TFLite and ONNX: NMS outside.** These files hold the network only (input
 ``image`` ``(1, S, S, 3)`` float32 pixels 0-255, or uint8 for int8 TFLite; outputs
 ``class_logits`` and ``box_deltas``); the softmax, box decoding and NMS run in NumPy
-(:func:`postprocess_numpy`, the same semantics as :func:`platelab.model.postprocess`).
+(:func:`platelab.model.postprocess_numpy`: the rules of the Keras model's and the
+SavedModel's :func:`platelab.model.nms_tf`, equal scores taken in anchor order).
 Why: the raw network converts with TFLite's built-in ops only (no Flex/SELECT_TF_OPS
 runtime, which ``tf.image.non_max_suppression`` would need, and no custom
 ``TFLite_Detection_PostProcess`` op, which only the Object Detection API's export
@@ -64,7 +65,6 @@ from platelab import __version__, paths, tta
 from platelab import detector as detector_lib
 from platelab import model as model_lib
 from platelab.atomic import atomic_dir
-from platelab.boxes import nms_iou
 from platelab.exceptions import PlatelabError
 from platelab.metadata import sha256_file
 from platelab.tfimport import import_tensorflow
@@ -383,7 +383,7 @@ class Predictor:
         class_logits, box_deltas = raw
         results = []
         for index, (width, height) in enumerate(sizes):
-            boxes, scores, classes = postprocess_numpy(
+            boxes, scores, classes = model_lib.postprocess_numpy(
                 class_logits[index],
                 box_deltas[index],
                 self.anchors,
@@ -621,80 +621,6 @@ def resize_image(image, size):
         ``(size, size, C)`` float32
     """
     return model_lib.resize_image(image, size)
-
-
-def decode_numpy(deltas, anchors):
-    """:func:`platelab.model.decode_predictions` in NumPy: ``(N, 4)`` deltas to xyxy boxes."""
-    variance = np.asarray(model_lib.BOX_VARIANCE, np.float32)
-    anchors = np.asarray(anchors, np.float32)
-    deltas = np.asarray(deltas, np.float32) * variance
-    anchor_w = anchors[:, 2] - anchors[:, 0]
-    anchor_h = anchors[:, 3] - anchors[:, 1]
-    centre_x = anchors[:, 0] + anchor_w / 2.0
-    centre_y = anchors[:, 1] + anchor_h / 2.0
-    y = deltas[:, 0] * anchor_h + centre_y
-    x = deltas[:, 1] * anchor_w + centre_x
-    h = np.exp(deltas[:, 2]) * anchor_h
-    w = np.exp(deltas[:, 3]) * anchor_w
-    return np.stack([x - w / 2.0, y - h / 2.0, x + w / 2.0, y + h / 2.0], axis=-1)
-
-
-def postprocess_numpy(
-    class_logits, deltas, anchors, score_threshold=0.3, iou_threshold=0.5, max_detections=100
-):
-    """One image's softmax, box decoding and per-class NMS, in NumPy.
-
-    The semantics of :func:`platelab.model.postprocess` (``combined_non_max_suppression``):
-    a box is kept when its class score exceeds ``score_threshold``; within a class a box
-    is dropped when its IoU with a higher-scored kept box exceeds ``iou_threshold``; at
-    most ``max_detections`` per class and in all; boxes clipped to [0, 1] at the end.
-    The softmax is computed only for the anchors that can pass: a class's score is
-    at most ``exp(logit - background logit)``, so an anchor whose best class leads the
-    background by no more than ``log(score_threshold)`` is skipped (most anchors of a
-    frame). Only the anchors above the threshold are decoded.
-
-    Args:
-        class_logits: ``(N, num_classes + 1)`` logits
-        deltas: ``(N, 4)`` box deltas
-        anchors: ``(N, 4)`` anchors
-        score_threshold: lowest score kept (exclusive)
-        iou_threshold: NMS IoU
-        max_detections: detections kept
-
-    Returns:
-        ``(boxes, scores, classes)``: ``(n, 4)`` normalised xyxy, ``(n,)`` scores and
-        ``(n,)`` 1-based class ids, highest score first
-    """
-    logits = np.asarray(class_logits, np.float32)
-    if score_threshold > 0:
-        lead = logits[:, 1].copy()  # column by column: much faster than max(axis=1)
-        for column in range(2, logits.shape[1]):
-            np.maximum(lead, logits[:, column], out=lead)
-        lead -= logits[:, 0]
-        # 1e-3 of margin in log space covers float32 rounding of the softmax
-        rows = np.flatnonzero(lead > np.log(score_threshold) - 1e-3)
-        logits = logits[rows]
-    else:
-        rows = np.arange(len(logits))
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    scores = shifted[:, 1:] / shifted.sum(axis=1, keepdims=True)
-    row_index, class_index = np.nonzero(scores > score_threshold)
-    if len(row_index) == 0:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-    candidate_scores = scores[row_index, class_index]
-    anchor_index = rows[row_index]
-    candidate_boxes = decode_numpy(
-        np.asarray(deltas)[anchor_index], np.asarray(anchors)[anchor_index]
-    )
-    kept = []
-    for class_id in np.unique(class_index):
-        members = np.flatnonzero(class_index == class_id)
-        order = members[np.argsort(-candidate_scores[members], kind="stable")]
-        kept.extend(_nms(candidate_boxes, order, iou_threshold, max_detections))
-    kept = np.asarray(kept, np.int64)
-    kept = kept[np.argsort(-candidate_scores[kept], kind="stable")][:max_detections]
-    boxes = np.clip(candidate_boxes[kept], 0.0, 1.0).astype(np.float32)
-    return boxes, candidate_scores[kept].astype(np.float32), class_index[kept].astype(np.int64) + 1
 
 
 def detection_gaps(first, second):
@@ -962,7 +888,7 @@ def _write_saved_model(keras_detector, staging):
             "classes": {"dtype": "int32", "shape": [None, size], "meaning": "1-based class ids"},
             "num_detections": {"dtype": "int32", "shape": [None]},
         },
-        nms="inside the graph (tf.image.combined_non_max_suppression)",
+        nms="inside the graph (platelab.model.nms_tf: tf.image.non_max_suppression per class)",
         tools={"tensorflow": tf.__version__},
     )
 
@@ -990,23 +916,7 @@ def _detection_module(tf, keras_detector):
             scores = tf.nn.softmax(outputs["class_logits"], axis=-1)[..., 1:]
             boxes = model_lib.decode_predictions(outputs["box_deltas"], self.anchors)
             boxes = model_lib.boxes_to_image_fractions_tf(boxes, geometry, images)
-            result = tf.image.combined_non_max_suppression(
-                tf.gather(boxes, [1, 0, 3, 2], axis=-1)[:, :, None, :],
-                scores,
-                max_output_size_per_class=max_detections,
-                max_total_size=max_detections,
-                iou_threshold=iou,
-                score_threshold=score_threshold,
-                clip_boxes=True,
-            )
-            valid = tf.range(max_detections)[None, :] < result.valid_detections[:, None]
-            classes = tf.cast(result.nmsed_classes, tf.int32) + 1
-            return {
-                "boxes": tf.gather(result.nmsed_boxes, [1, 0, 3, 2], axis=-1),
-                "scores": result.nmsed_scores,
-                "classes": tf.where(valid, classes, 0),
-                "num_detections": result.valid_detections,
-            }
+            return model_lib.nms_tf(boxes, scores, score_threshold, iou, max_detections)
 
         @tf.function(input_signature=[images_spec])
         def serve(self, images):
@@ -1046,7 +956,7 @@ def _write_tflite(keras_detector, staging, quantize, calibration):
             }
         },
         outputs=_raw_outputs_spec(keras_detector, batch=1),
-        nms="outside the model (NumPy: platelab.deploy.export.postprocess_numpy)",
+        nms="outside the model (NumPy: platelab.model.postprocess_numpy)",
         tools={"tensorflow": tf.__version__},
     )
 
@@ -1098,7 +1008,7 @@ def _write_onnx(keras_detector, staging):
             }
         },
         outputs=_raw_outputs_spec(keras_detector, batch=None),
-        nms="outside the model (NumPy: platelab.deploy.export.postprocess_numpy)",
+        nms="outside the model (NumPy: platelab.model.postprocess_numpy)",
         tools={
             "tensorflow": tf.__version__,
             "tf2onnx": tf2onnx.__version__,
@@ -1433,20 +1343,6 @@ def _number(value):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return f"{value:.3f}" if isinstance(value, float) else str(value)
     return "n/a" if value is None else str(value)
-
-
-def _nms(boxes, order, iou_threshold, limit):
-    """Greedy NMS over ``order`` (indices into ``boxes``, best first); returns kept indices."""
-    kept = []
-    remaining = order
-    while len(remaining) and len(kept) < limit:
-        best = remaining[0]
-        kept.append(int(best))
-        rest = remaining[1:]
-        if not len(rest):
-            break
-        remaining = rest[nms_iou(boxes[best], boxes[rest]) <= iou_threshold]
-    return kept
 
 
 def _input_text(model):
