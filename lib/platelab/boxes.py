@@ -160,11 +160,8 @@ def greedy_nms(boxes, order, iou_threshold, limit):
     kept = []
     remaining = np.asarray(order, np.int64)
     while len(remaining) and len(kept) < limit:
-        best = remaining[0]
+        best, rest = remaining[0], remaining[1:]
         kept.append(int(best))
-        rest = remaining[1:]
-        if not len(rest):
-            break
         remaining = rest[nms_iou(boxes[best], boxes[rest]) <= iou_threshold]
     return kept
 
