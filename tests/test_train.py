@@ -489,6 +489,48 @@ def test_negatives_paste_distractors_into_copies_of_the_train_images(dataset, tm
         train.TrainConfig.from_dict(dict(config, negatives=-1))
 
 
+def test_plate_swaps_draw_new_plates_over_copies_of_the_photos_with_plates(dataset, tmp_path):
+    geometry = model_lib.InputGeometry(256, 256, "letterbox", 32)
+    own = train.load_split(dataset, "train", LABELS, geometry)
+    plate = LABELS.index("license_plate") + 1
+    with_plates = [index for index in range(len(own)) if (own.classes[index] == plate).any()]
+    assert with_plates
+    swapped = train.with_plate_swaps(own, 2, seed=3)
+    again = train.with_plate_swaps(own, 2, seed=3)
+    assert len(swapped) == 2 * len(with_plates) and np.array_equal(swapped.images, again.images)
+    assert swapped.names[: len(with_plates)] == [f"{own.names[i]}~swap0" for i in with_plates]
+    assert swapped.labels_list == own.labels_list
+    order = np.tile(with_plates, 2)
+    assert np.array_equal(swapped.classes, own.classes[order])
+    changed = np.any(swapped.images != own.images[order], axis=3)
+    for index, source in enumerate(order):
+        is_plate = own.classes[source] == plate
+        # Other boxes as they were; each plate's box now covers the old plate.
+        assert np.array_equal(swapped.boxes[index][~is_plate], own.boxes[source][~is_plate])
+        old, new = own.boxes[source][is_plate], swapped.boxes[index][is_plate]
+        assert (new[:, :2] <= old[:, :2] + 1e-6).all() and (new[:, 2:] >= old[:, 2:] - 1e-6).all()
+        # Drawn only inside the new plates, never in the letterbox padding.
+        inside = np.zeros(changed.shape[1:], bool)
+        for x0, y0, x1, y1 in np.round(new * 256).astype(int):
+            inside[y0:y1, x0:x1] = True
+        assert changed[index].any() and not (changed[index] & ~inside).any()
+
+    run_dir = tmp_path / "run"
+    config = dict(TINY_TRAINING, steps=4, eval_every=4, log_every=2, checkpoint_every=4)
+    lines = []
+    state = train.train(
+        dataset, run_dir, dict(config, plate_swaps=1), progress=False, echo=lines.append
+    )
+    assert state["status"] == "finished"
+    small = train.load_split(dataset, "train", LABELS, 64)
+    count = int((small.classes == plate).any(axis=1).sum())
+    assert any(line.startswith(f"plate swaps: {count} copies of the") for line in lines)
+    written = json.loads((run_dir / "config.json").read_text())
+    assert written["plate_swaps_images"] == count
+    with pytest.raises(train.TrainingError, match="plate_swaps must be a whole number"):
+        train.TrainConfig.from_dict(dict(config, plate_swaps=1.5))
+
+
 def _starter_provenance(folder, corpus):
     folder.mkdir(parents=True)
     (folder / "provenance.json").write_text(json.dumps({"corpus": corpus}))

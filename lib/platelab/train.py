@@ -260,6 +260,12 @@ class TrainConfig:
             drawn with ``seed``. For fine-tunes on real close-ups whose only writing
             is the plate (openalpr-br), which otherwise learn that any writing is a
             plate; 0 for none
+        plate_swaps: copies of each of the dataset's own train images that hold a
+            ``license_plate`` box, with a synthetic US or EU plate drawn over each
+            plate (:func:`platelab.synth.swaps.swap`), its box the new plate's; drawn
+            with ``seed``. For fine-tunes on close-ups of one country's plates, which
+            otherwise know other countries' plates only at the corpus' small sizes; 0
+            for none
     """
 
     input_size: int = 192
@@ -309,6 +315,7 @@ class TrainConfig:
     replay: str = ""
     replay_frames: int = 0
     negatives: int = 0
+    plate_swaps: int = 0
 
     @classmethod
     def from_dict(cls, values):
@@ -363,6 +370,10 @@ class TrainConfig:
             raise TrainingError(f"ema must be from 0 to below 1, got {self.ema}")
         if int(self.negatives) != self.negatives or self.negatives < 0:
             raise TrainingError(f"negatives must be a whole number from 0, got {self.negatives}")
+        if int(self.plate_swaps) != self.plate_swaps or self.plate_swaps < 0:
+            raise TrainingError(
+                f"plate_swaps must be a whole number from 0, got {self.plate_swaps}"
+            )
         try:
             self.head_config()
         except ValueError as error:
@@ -743,6 +754,68 @@ def with_negatives(data, copies, seed, progress=False):
         unknown_labels={},
         geometry=geometry,
     )
+
+
+SWAPS_STREAM = 7400
+"""Mixed with the run's seed into the generator of :func:`with_plate_swaps`."""
+
+
+def with_plate_swaps(data, copies, seed, progress=False):
+    """Copies of a split's images with a synthetic US or EU plate over each plate.
+
+    Only images holding a ``license_plate`` box are copied. Each copy gets
+    :func:`platelab.synth.swaps.swap`'s plates over its plate boxes, inside the image's
+    own part of the network input; those boxes become the new plates' (in network
+    fractions, as :class:`SplitData` keeps them), every other box is the original's.
+
+    Args:
+        data: a :class:`SplitData` (its ``labels_list`` names the classes)
+        copies: copies of each image with plates
+        seed: the run's seed (the generator is ``[seed, SWAPS_STREAM]``)
+        progress: show a progress bar
+
+    Returns:
+        a :class:`SplitData` of ``copies`` times the images with plates, named
+        ``NAME~swapN``; empty where the split has no plate
+    """
+    from tqdm.auto import tqdm
+
+    from platelab.synth import swaps
+
+    labels = tuple(getattr(data, "labels_list", None) or ())
+    plate = labels.index("license_plate") + 1 if "license_plate" in labels else -1
+    with_plates = np.flatnonzero((data.classes == plate).any(axis=1))
+    rng = np.random.default_rng([int(seed), SWAPS_STREAM])
+    order = np.tile(with_plates, int(copies))
+    images = data.images[order]  # fancy indexing: a new array, drawn into in place
+    boxes = data.boxes[order].copy()
+    geometry = data.geometry
+    height, width = images.shape[1:3]
+    scale = np.array([width, height, width, height], np.float32)
+    corner = np.array([geometry.margin] * 4 if geometry.mode == "letterbox" else [0] * 4)
+    for index in tqdm(range(len(order)), desc="plate swaps", disable=not progress):
+        source = order[index]
+        rows = np.flatnonzero(data.classes[source] == plate)
+        content = geometry.content(images[index], *data.sizes[source])
+        pixels = data.boxes[source][rows] * scale - corner
+        boxes[index, rows] = (swaps.swap(rng, content, pixels) + corner) / scale
+    swapped = SplitData(
+        images=images,
+        boxes=boxes,
+        classes=data.classes[order],
+        difficult=data.difficult[order],
+        names=[
+            f"{data.names[source]}~swap{index // max(1, len(with_plates))}"
+            for index, source in enumerate(order)
+        ],
+        sizes=data.sizes[order],
+        info=[data.info[source] for source in order],
+        skipped=[],
+        unknown_labels={},
+        geometry=geometry,
+    )
+    swapped.labels_list = labels
+    return swapped
 
 
 def frame_size(dataset_dir, split="train"):
@@ -1527,14 +1600,24 @@ class _TrainingSetup:
         self.train_shape = config.train_shape(self.geometry)
         self.replay_data = self._load_replay(progress)
         run_config = self._run_config(dataset_dir, anchor_spec, wh)
+        own_data = self.train_data
         if config.negatives:
-            own = len(self.train_data)
-            pasted = with_negatives(self.train_data, config.negatives, config.seed, progress)
+            pasted = with_negatives(own_data, config.negatives, config.seed, progress)
             self.train_data = join_splits(self.train_data, pasted)
             run_config["negatives_images"] = len(pasted)
             self.echo(
-                f"negatives: {len(pasted)} copies of the {own} train images with synthetic "
-                "lettering, stickers, lamps and time stamps pasted in (never annotated)"
+                f"negatives: {len(pasted)} copies of the {len(own_data)} train images with "
+                "synthetic lettering, stickers, lamps and time stamps pasted in (never "
+                "annotated)"
+            )
+        if config.plate_swaps:
+            swapped = with_plate_swaps(own_data, config.plate_swaps, config.seed, progress)
+            if len(swapped):
+                self.train_data = join_splits(self.train_data, swapped)
+            run_config["plate_swaps_images"] = len(swapped)
+            self.echo(
+                f"plate swaps: {len(swapped)} copies of the {len(own_data)} train images' "
+                "photos with plates, a synthetic US or EU plate drawn over each plate"
             )
         if self.replay_data is not None:
             own = len(self.train_data)
