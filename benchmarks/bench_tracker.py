@@ -30,10 +30,7 @@ seeds are refused), runs the model once on every frame (detections down to a sco
 * ``default-hits3``: today's with ``min_hits`` 3;
 * ``coast``: today's with ``coast``: each track looked for where its velocity carries
   it, also after frames its detections missed (SORT's constant-velocity prediction);
-* ``coast-vehicles``: the same for vehicle tracks only;
-* ``readable-plates``: today's, a plate track counted only once a box it matched was
-  8 px high (``count_min_height``: the truth counts no plate under 8 px in every frame);
-* ``readable``: the same, and vehicle tracks only from 16 px (the truth's vehicle limit).
+* ``coast-vehicles``: the same for vehicle tracks only.
 
 Prints per video and setting the counts against the truth and their error, then per
 setting the mean absolute relative error and the number of videos whose vehicle (plate)
@@ -79,8 +76,6 @@ SETTINGS = {
     "default-hits3": (dict(min_hits=3), True),
     "coast": (dict(coast=True), True),
     "coast-vehicles": (dict(coast=("vehicle",)), True),
-    "readable-plates": (dict(count_min_height={"license_plate": 8}), True),
-    "readable": (dict(count_min_height={"license_plate": 8, "vehicle": 16}), True),
 }
 """Name: (IouTracker arguments, whether the tracker gets scores and weak detections)."""
 

@@ -101,24 +101,6 @@ def test_tracker_counts_per_class_and_waits_for_min_hits():
         tracker.update([[0, 0, 1, 1], [1, 1, 2, 2]], ["vehicle"])
 
 
-def test_tracker_counts_a_track_only_once_its_box_was_count_min_height_high():
-    tracker = video.IouTracker(min_hits=2, count_min_height={"license_plate": 8})
-    small = [[100, 100, 114, 107]]  # a plate 7 px high: tracked, never counted
-    for _ in range(4):
-        assert tracker.update(small, ["license_plate"]) == [None]
-    assert tracker.tracks[0]["hits"] == 4
-    # The same plate, nearer: once a box it matched is 8 px high, it gets its id.
-    assert tracker.update([[100, 100, 116, 108]], ["license_plate"]) == [1]
-    assert tracker.update(small, ["license_plate"]) == [1]
-    # Vehicles are not held to the plates' height.
-    assert tracker.update([[0, 0, 6, 4]], ["vehicle"]) == [None]
-    assert tracker.update([[0, 0, 6, 4]], ["vehicle"]) == [2]
-    assert tracker.counts == {"license_plate": 1, "vehicle": 1}
-    assert video.IouTracker(count_min_height={}).count_min_height == {}
-    with pytest.raises(ValueError, match="count_min_height must be >= 0"):
-        video.IouTracker(count_min_height={"vehicle": -1})
-
-
 def test_tracker_keeps_tracks_alive_on_weak_detections_and_starts_them_on_strong_ones():
     tracker = video.IouTracker(min_hits=2, max_age=1, score_threshold=0.5, low_score=0.2)
     box = [[10, 10, 50, 30]]

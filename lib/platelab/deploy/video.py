@@ -214,10 +214,6 @@ class VideoResult:
 CLASS_IOU_THRESHOLD = {"license_plate": 0.1}
 """Labels :class:`IouTracker` matches from another IoU than its ``iou_threshold``."""
 
-COUNT_MIN_HEIGHT = {}
-"""Labels whose tracks :class:`IouTracker` confirms (ids, counts) only once their box
-has been this many pixels high: ``{label: pixels}``."""
-
 
 class IouTracker:
     """A simple multi-object tracker: per-class greedy IoU matching between frames.
@@ -306,9 +302,6 @@ class IouTracker:
             for where their velocity carries them (SORT's constant-velocity prediction),
             after the frames their detections missed as well; True: every label; False
             or empty: none (where each was last seen)
-        count_min_height: ``{label: pixels}``: a track of such a label is confirmed (gets
-            an id and counts) only once a detection it matched was at least this high,
-            in the boxes' units (default :data:`COUNT_MIN_HEIGHT`); ``{}``: any size
     """
 
     def __init__(
@@ -324,7 +317,6 @@ class IouTracker:
         buffer=0.1,
         buffer_px=8.0,
         coast=False,
-        count_min_height=None,
     ):
         class_iou_threshold = dict(
             CLASS_IOU_THRESHOLD if class_iou_threshold is None else class_iou_threshold
@@ -351,10 +343,6 @@ class IouTracker:
         self.buffer = float(buffer)
         self.buffer_px = float(buffer_px)
         self.coast = coast if isinstance(coast, bool) else frozenset(coast or ())
-        count_min_height = dict(COUNT_MIN_HEIGHT if count_min_height is None else count_min_height)
-        if any(value < 0 for value in count_min_height.values()):
-            raise ValueError(f"count_min_height must be >= 0, got {count_min_height}")
-        self.count_min_height = {label: float(value) for label, value in count_min_height.items()}
         self.tracks = []
         self.counts = Counter()
         self._next_id = 1
@@ -412,7 +400,6 @@ class IouTracker:
                     "hits": 1,
                     "missed": 0,
                     "id": None,
-                    "tallest": float(boxes[index][3] - boxes[index][1]),
                 }
                 self.tracks.append(track)
                 matched_tracks.add(id(track))
@@ -423,7 +410,7 @@ class IouTracker:
                 track["missed"] += frames
         self.tracks = [track for track in self.tracks if track["missed"] <= self.max_age]
         for track in assigned:
-            if track is not None and track["id"] is None and self._confirmed(track):
+            if track is not None and track["id"] is None and track["hits"] >= self.min_hits:
                 track["id"] = self._next_id
                 self._next_id += 1
                 self.counts[track["label"]] += 1
@@ -433,11 +420,6 @@ class IouTracker:
             for index, track in enumerate(assigned)
         ]
         return [None if track is None else track["id"] for track in assigned]
-
-    def _confirmed(self, track):
-        """Whether a track has been matched often enough, and seen high enough, to count."""
-        least = self.count_min_height.get(track["label"], 0.0)
-        return track["hits"] >= self.min_hits and track["tallest"] >= least
 
     def _strong(self, scores, count):
         """Per detection: strong (matched first) and able to start a track."""
@@ -485,13 +467,7 @@ class IouTracker:
             moved = (box - track["box"]) / (track["missed"] + frames)
             if track["hits"] > 1:
                 moved = 0.5 * track["velocity"] + 0.5 * moved
-            track.update(
-                box=box,
-                velocity=moved,
-                hits=track["hits"] + 1,
-                missed=0,
-                tallest=max(track["tallest"], float(box[3] - box[1])),
-            )
+            track.update(box=box, velocity=moved, hits=track["hits"] + 1, missed=0)
             matched_tracks.add(id(track))
             assigned[detections[column]] = track
 
