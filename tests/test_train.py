@@ -505,15 +505,26 @@ def test_plate_swaps_draw_new_plates_over_copies_of_the_photos_with_plates(datas
     changed = np.any(swapped.images != own.images[order], axis=3)
     for index, source in enumerate(order):
         is_plate = own.classes[source] == plate
-        # Other boxes as they were; each plate's box now covers the old plate.
+        # Other boxes as they were; each plate's box now spans the old plate's width.
         assert np.array_equal(swapped.boxes[index][~is_plate], own.boxes[source][~is_plate])
         old, new = own.boxes[source][is_plate], swapped.boxes[index][is_plate]
-        assert (new[:, :2] <= old[:, :2] + 1e-6).all() and (new[:, 2:] >= old[:, 2:] - 1e-6).all()
-        # Drawn only inside the new plates, never in the letterbox padding.
+        assert (new[:, 0] <= old[:, 0] + 1e-6).all() and (new[:, 2] >= old[:, 2] - 1e-6).all()
+        # Drawn only over the new plates and the old ones (a plate holder behind a lower
+        # new plate), never in the letterbox padding.
         inside = np.zeros(changed.shape[1:], bool)
-        for x0, y0, x1, y1 in np.round(new * 256).astype(int):
-            inside[y0:y1, x0:x1] = True
+        for (x0, y0, x1, y1), (_, top, _, bottom) in zip(new * 256, old * 256, strict=True):
+            margin = 0.06 * (bottom - top) + 1
+            top, bottom = min(y0, top - margin), max(y1, bottom + margin)
+            inside[int(top) : int(np.ceil(bottom)), int(x0) : int(np.ceil(x1))] = True
         assert changed[index].any() and not (changed[index] & ~inside).any()
+    # With negatives: the same new plates and boxes, distractors pasted clear of them.
+    mixed = train.with_plate_swaps(own, 2, seed=3, negatives=True)
+    assert np.array_equal(mixed.boxes, swapped.boxes)
+    extra = np.any(mixed.images != swapped.images, axis=3)
+    assert extra.any(axis=(1, 2)).mean() > 0.8
+    for index in range(len(mixed)):
+        for x0, y0, x1, y1 in np.round(mixed.boxes[index][mixed.classes[index] > 0] * 256):
+            assert not extra[index, int(y0) : int(y1), int(x0) : int(x1)].any()
 
     run_dir = tmp_path / "run"
     config = dict(TINY_TRAINING, steps=4, eval_every=4, log_every=2, checkpoint_every=4)

@@ -760,19 +760,25 @@ SWAPS_STREAM = 7400
 """Mixed with the run's seed into the generator of :func:`with_plate_swaps`."""
 
 
-def with_plate_swaps(data, copies, seed, progress=False):
+def with_plate_swaps(data, copies, seed, progress=False, negatives=False):
     """Copies of a split's images with a synthetic US or EU plate over each plate.
 
     Only images holding a ``license_plate`` box are copied. Each copy gets
     :func:`platelab.synth.swaps.swap`'s plates over its plate boxes, inside the image's
     own part of the network input; those boxes become the new plates' (in network
     fractions, as :class:`SplitData` keeps them), every other box is the original's.
+    With ``negatives``, each copy also gets :func:`platelab.synth.negatives.paste`'s
+    distractors, clear of every box (the new plates' included): wide new plates, EU
+    plates most, look like the bars of a gate, and a fine-tune that sees the two apart
+    only in other photos boxes gates as plates.
 
     Args:
         data: a :class:`SplitData` (its ``labels_list`` names the classes)
         copies: copies of each image with plates
-        seed: the run's seed (the generator is ``[seed, SWAPS_STREAM]``)
+        seed: the run's seed (the generators are ``[seed, SWAPS_STREAM]`` and, for the
+            distractors, ``[seed, SWAPS_STREAM, 1]``)
         progress: show a progress bar
+        negatives: paste hard negatives into each copy too
 
     Returns:
         a :class:`SplitData` of ``copies`` times the images with plates, named
@@ -780,12 +786,14 @@ def with_plate_swaps(data, copies, seed, progress=False):
     """
     from tqdm.auto import tqdm
 
+    from platelab.synth import negatives as negatives_lib
     from platelab.synth import swaps
 
     labels = tuple(getattr(data, "labels_list", None) or ())
     plate = labels.index("license_plate") + 1 if "license_plate" in labels else -1
     with_plates = np.flatnonzero((data.classes == plate).any(axis=1))
     rng = np.random.default_rng([int(seed), SWAPS_STREAM])
+    distractors = np.random.default_rng([int(seed), SWAPS_STREAM, 1])
     order = np.tile(with_plates, int(copies))
     images = data.images[order]  # fancy indexing: a new array, drawn into in place
     boxes = data.boxes[order].copy()
@@ -799,6 +807,9 @@ def with_plate_swaps(data, copies, seed, progress=False):
         content = geometry.content(images[index], *data.sizes[source])
         pixels = data.boxes[source][rows] * scale - corner
         boxes[index, rows] = (swaps.swap(rng, content, pixels) + corner) / scale
+        if negatives:
+            real = data.classes[source] > 0
+            negatives_lib.paste(distractors, content, boxes[index][real] * scale - corner)
     swapped = SplitData(
         images=images,
         boxes=boxes,
@@ -1611,13 +1622,20 @@ class _TrainingSetup:
                 "annotated)"
             )
         if config.plate_swaps:
-            swapped = with_plate_swaps(own_data, config.plate_swaps, config.seed, progress)
+            swapped = with_plate_swaps(
+                own_data,
+                config.plate_swaps,
+                config.seed,
+                progress,
+                negatives=bool(config.negatives),
+            )
             if len(swapped):
                 self.train_data = join_splits(self.train_data, swapped)
             run_config["plate_swaps_images"] = len(swapped)
             self.echo(
                 f"plate swaps: {len(swapped)} copies of the {len(own_data)} train images' "
                 "photos with plates, a synthetic US or EU plate drawn over each plate"
+                + (" and hard negatives pasted in" if config.negatives else "")
             )
         if self.replay_data is not None:
             own = len(self.train_data)

@@ -8,10 +8,11 @@ corpus, where they are at most a few dozen pixels wide. On real EU close-ups
 fine-tune finds the plates at half their size far better than as they are (AP50 0.98
 against 0.87). :func:`swap` shows the fine-tune those plates at close-up sizes in
 real scenes: over each plate of a copy of a photo it draws a synthetic US or EU plate
-(:mod:`platelab.synth.plates`, with the corpus' varied looks on most), sized to cover
-the plate it replaces at its own aspect ratio; the new plate's box replaces the old
-one. It is copy-paste augmentation (Ghiasi et al., 2021) in which the pasted object
-hides the one it replaces.
+(:mod:`platelab.synth.plates`, with the corpus' varied looks on most), as wide as the
+plate it replaces at its own aspect ratio (a US plate is taller than a Brazilian one and
+hides it; an EU plate is lower, and a dark plate holder the old plate's size behind it
+hides the rest); the new plate's box replaces the old one. It is copy-paste augmentation
+(Ghiasi et al., 2021) in which the pasted object hides the one it replaces.
 """
 
 import logging
@@ -30,9 +31,12 @@ LOOK_SHARE = 0.8
 """Share of the drawn plates given the real plates' looks (:func:`plates.vary_look`:
 graphic backgrounds, frames, stickers, wear); the rest are plain."""
 COVER = (1.0, 1.12)
-"""How much larger than the smallest box of its aspect that covers the old plate a new
-plate is drawn (uniform): a plate holder's rim around it, and no strip of the old
-plate left showing."""
+"""How much wider than the old plate a new plate is drawn (uniform), so that no strip of
+the old plate shows: never wider than that, since plates (and boxes) larger than the
+photos' own teach the fine-tune to box whole gates and bumpers as plates."""
+HOLDER = (15.0, 70.0)
+"""Grey level of the plate holder drawn behind a plate longer than the one it replaces
+(uniform): black and grey plastic."""
 BRIGHTNESS = (0.55, 1.05)
 """The new plate's brightness, a factor of the sprite's (uniform): photos' plates lie
 in shade and under grey skies."""
@@ -56,7 +60,6 @@ def swap(rng, image, boxes, styles=STYLES, look_share=LOOK_SHARE):
         ``(N, 4)`` float32 pixel boxes of the new plates, in the order of ``boxes``
         (clipped to the image; a box too small to draw over is returned unchanged)
     """
-    height, width = image.shape[:2]
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     drawn = boxes.copy()
     for index, (x0, y0, x1, y1) in enumerate(boxes):
@@ -69,22 +72,44 @@ def swap(rng, image, boxes, styles=STYLES, look_share=LOOK_SHARE):
         sprite = plates.plate_sprite(design)[:, :, ::-1]  # BGR to RGB
         aspect = sprite.shape[1] / sprite.shape[0]
         cover = rng.uniform(*COVER)
-        new_h = max(old_h, old_w / aspect) * cover
-        new_w = new_h * aspect
-        centre_x, centre_y = (x0 + x1) / 2, (y0 + y1) / 2
-        # Whole pixels outward, so that the new plate covers every pixel of the old one.
-        left, top = math.floor(centre_x - new_w / 2), math.floor(centre_y - new_h / 2)
-        full_w = max(2, math.ceil(centre_x + new_w / 2) - left)
-        full_h = max(2, math.ceil(centre_y + new_h / 2) - top)
-        patch = _photographed(rng, sprite, full_w, full_h)
-        # The part of the new plate inside the photo.
-        a, b = max(0, left), max(0, top)
-        c, d = min(width, left + full_w), min(height, top + full_h)
-        if c - a < 2 or d - b < 2:
-            continue
-        image[b:d, a:c] = patch[b - top : d - top, a - left : c - left]
-        drawn[index] = (a, b, c, d)
+        centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+        new_w = old_w * cover
+        new_h = new_w / aspect
+        if new_h < old_h * cover:
+            # A plate longer than the old one (EU over Brazilian) hides its width, not
+            # its height: a dark plate holder of the old plate's size goes behind it.
+            holder = _outward(centre, new_w, old_h * cover)
+            shade = rng.uniform(*HOLDER)
+            colour = np.full((holder[3], holder[2], 3), shade, np.float32)
+            colour += rng.normal(0.0, 3.0, colour.shape).astype(np.float32)
+            _paste(image, np.clip(colour, 0, 255).astype(np.uint8), holder[0], holder[1])
+        left, top, full_w, full_h = _outward(centre, new_w, new_h)
+        box = _paste(image, _photographed(rng, sprite, full_w, full_h), left, top)
+        if box is not None:
+            drawn[index] = box
     return drawn
+
+
+def _outward(centre, width, height):
+    """``(left, top, width, height)`` in whole pixels of a box of a centre and size,
+    rounded outward (so that it covers every pixel of the box)."""
+    left = math.floor(centre[0] - width / 2)
+    top = math.floor(centre[1] - height / 2)
+    right = max(left + 2, math.ceil(centre[0] + width / 2))
+    bottom = max(top + 2, math.ceil(centre[1] + height / 2))
+    return left, top, right - left, bottom - top
+
+
+def _paste(image, patch, left, top):
+    """Draws the part of ``patch`` that falls inside the image at ``(left, top)``;
+    returns that part's box ``(x0, y0, x1, y1)``, or None where under 2 px a side."""
+    height, width = image.shape[:2]
+    a, b = max(0, left), max(0, top)
+    c, d = min(width, left + patch.shape[1]), min(height, top + patch.shape[0])
+    if c - a < 2 or d - b < 2:
+        return None
+    image[b:d, a:c] = patch[b - top : d - top, a - left : c - left]
+    return a, b, c, d
 
 
 def _photographed(rng, sprite, width, height):
