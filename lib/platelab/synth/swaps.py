@@ -37,13 +37,27 @@ photos' own teach the fine-tune to box whole gates and bumpers as plates."""
 HOLDER = (15.0, 70.0)
 """Grey level of the plate holder drawn behind a plate longer than the one it replaces
 (uniform): black and grey plastic."""
-BRIGHTNESS = (0.55, 1.05)
-"""The new plate's brightness, a factor of the sprite's (uniform): photos' plates lie
-in shade and under grey skies."""
+BRIGHTNESS = (0.8, 1.15)
+"""The new plate's brightness: the old plate's mean brightness over the sprite's, times
+a factor drawn from this range (uniform), at most :data:`BRIGHTEST` times the sprite's:
+the new plate lies in the old one's light."""
+BRIGHTEST = 1.1
+"""The brightest a new plate is drawn, a factor of its sprite's."""
+FEATHER = (0.5, 1.5)
+"""Sigma in pixels (uniform) of the soft edge with which a new plate (and holder) is
+blended into the photo: a hard pasted rectangle is itself a cue that a fine-tune
+learns, and then finds in gates and tailgates."""
 BLUR = (0.0, 1.0)
 """Gaussian blur of the new plate, sigma in pixels of the photo (uniform)."""
-NOISE = (0.0, 4.0)
+NOISE = (1.0, 6.0)
 """Gaussian noise on the new plate, its sigma in grey levels (uniform)."""
+SHADING = 0.25
+"""Largest change of brightness across a new plate (a linear ramp in a random
+direction, uniform up to this share): sun, shade and reflections are never flat, and
+a flat-coloured rectangle is what a fine-tune then finds in car bodies and gates."""
+JPEG_QUALITY = (40, 90)
+"""JPEG quality (uniform) with which a new plate is compressed: the photos' plates
+carry their camera's block artefacts."""
 
 
 def swap(rng, image, boxes, styles=STYLES, look_share=LOOK_SHARE):
@@ -75,6 +89,7 @@ def swap(rng, image, boxes, styles=STYLES, look_share=LOOK_SHARE):
         centre = ((x0 + x1) / 2, (y0 + y1) / 2)
         new_w = old_w * cover
         new_h = new_w / aspect
+        light = float(image[int(y0) : int(y1), int(x0) : int(x1)].mean())
         if new_h < old_h * cover:
             # A plate longer than the old one (EU over Brazilian) hides its width, not
             # its height: a dark plate holder of the old plate's size goes behind it.
@@ -82,9 +97,10 @@ def swap(rng, image, boxes, styles=STYLES, look_share=LOOK_SHARE):
             shade = rng.uniform(*HOLDER)
             colour = np.full((holder[3], holder[2], 3), shade, np.float32)
             colour += rng.normal(0.0, 3.0, colour.shape).astype(np.float32)
-            _paste(image, np.clip(colour, 0, 255).astype(np.uint8), holder[0], holder[1])
+            _paste(image, colour, holder[0], holder[1], rng.uniform(*FEATHER))
         left, top, full_w, full_h = _outward(centre, new_w, new_h)
-        box = _paste(image, _photographed(rng, sprite, full_w, full_h), left, top)
+        patch = _photographed(rng, sprite, full_w, full_h, light)
+        box = _paste(image, patch, left, top, rng.uniform(*FEATHER))
         if box is not None:
             drawn[index] = box
     return drawn
@@ -100,25 +116,47 @@ def _outward(centre, width, height):
     return left, top, right - left, bottom - top
 
 
-def _paste(image, patch, left, top):
-    """Draws the part of ``patch`` that falls inside the image at ``(left, top)``;
+def _paste(image, patch, left, top, feather=0.0):
+    """Blends the part of ``patch`` (float RGB) that falls inside the image at ``(left,
+    top)`` into it, its edge softened by a Gaussian of sigma ``feather`` pixels;
     returns that part's box ``(x0, y0, x1, y1)``, or None where under 2 px a side."""
     height, width = image.shape[:2]
     a, b = max(0, left), max(0, top)
     c, d = min(width, left + patch.shape[1]), min(height, top + patch.shape[0])
     if c - a < 2 or d - b < 2:
         return None
-    image[b:d, a:c] = patch[b - top : d - top, a - left : c - left]
+    part = patch[b - top : d - top, a - left : c - left].astype(np.float32)
+    alpha = np.ones(part.shape[:2], np.float32)
+    if feather > 0:
+        # The patch's own rectangle, blurred: half opaque on its edge (so the box still
+        # ends where it ends), whole a few sigma inside.
+        pad = int(math.ceil(3 * feather))
+        mask = np.pad(alpha, pad)
+        alpha = cv2.GaussianBlur(mask, (0, 0), feather)[pad:-pad, pad:-pad]
+    region = image[b:d, a:c].astype(np.float32)
+    blended = region + alpha[..., None] * (part - region)
+    image[b:d, a:c] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
     return a, b, c, d
 
 
-def _photographed(rng, sprite, width, height):
-    """The sprite at ``width`` x ``height`` pixels, dimmed, blurred and noisy as a photo's
-    plate; uint8 RGB."""
+def _photographed(rng, sprite, width, height, light):
+    """The sprite at ``width`` x ``height`` pixels, lit like the old plate (mean
+    brightness ``light``), shaded, blurred, noisy and JPEG-compressed as a photo's
+    plate; float32 RGB."""
     patch = cv2.resize(sprite, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
-    patch *= rng.uniform(*BRIGHTNESS)
+    gain = light / max(float(patch.mean()), 1.0) * rng.uniform(*BRIGHTNESS)
+    patch *= min(gain, BRIGHTEST)
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ramp = (xs / max(width - 1, 1) - 0.5) * math.cos(angle)
+    ramp += (ys / max(height - 1, 1) - 0.5) * math.sin(angle)
+    patch *= (1.0 + rng.uniform(0.0, SHADING) * ramp)[..., None]
     sigma = rng.uniform(*BLUR)
     if sigma > 0.3:
         patch = cv2.GaussianBlur(patch, (0, 0), sigma)
     patch += rng.normal(0.0, rng.uniform(*NOISE), patch.shape).astype(np.float32)
-    return np.clip(patch, 0, 255).astype(np.uint8)
+    patch = np.clip(patch, 0, 255).astype(np.uint8)
+    quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
+    bgr = np.ascontiguousarray(patch[:, :, ::-1])
+    _, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32)
