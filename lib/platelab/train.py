@@ -264,8 +264,9 @@ class TrainConfig:
             ``license_plate`` box, with a synthetic US or EU plate drawn over each
             plate (:func:`platelab.synth.swaps.swap`), its box the new plate's; drawn
             with ``seed``. For fine-tunes on close-ups of one country's plates, which
-            otherwise know other countries' plates only at the corpus' small sizes; 0
-            for none
+            otherwise know other countries' plates only at the corpus' small sizes
+            (on openalpr-br it lifts real EU close-ups and costs real US traffic-camera
+            frames: README); 0 for none
     """
 
     input_size: int = 192
@@ -768,9 +769,8 @@ def with_plate_swaps(data, copies, seed, progress=False, negatives=False):
     own part of the network input; those boxes become the new plates' (in network
     fractions, as :class:`SplitData` keeps them), every other box is the original's.
     With ``negatives``, each copy also gets :func:`platelab.synth.negatives.paste`'s
-    distractors, clear of every box (the new plates' included): wide new plates, EU
-    plates most, look like the bars of a gate, and a fine-tune that sees the two apart
-    only in other photos boxes gates as plates.
+    distractors, clear of every box (the new plates' included), so that the new plates
+    and the distractors are seen side by side.
 
     Args:
         data: a :class:`SplitData` (its ``labels_list`` names the classes)
