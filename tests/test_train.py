@@ -444,6 +444,17 @@ def test_replay_mixes_another_datasets_train_images_in(dataset, tmp_path):
     assert "\n" not in str(raised.value)
 
 
+def _four_steps(dataset, run_dir, **options):
+    """A four-step tiny training with ``options``: its config (without them), final
+    state and echoed lines."""
+    config = dict(TINY_TRAINING, steps=4, eval_every=4, log_every=2, checkpoint_every=4)
+    lines = []
+    state = train.train(
+        dataset, run_dir, dict(config, **options), progress=False, echo=lines.append
+    )
+    return config, state, lines
+
+
 def test_negatives_paste_distractors_into_copies_of_the_train_images(dataset, tmp_path):
     geometry = model_lib.InputGeometry(256, 256, "letterbox", 32)
     own = train.load_split(dataset, "train", LABELS, geometry)
@@ -473,11 +484,7 @@ def test_negatives_paste_distractors_into_copies_of_the_train_images(dataset, tm
     )
 
     run_dir = tmp_path / "run"
-    config = dict(TINY_TRAINING, steps=4, eval_every=4, log_every=2, checkpoint_every=4)
-    lines = []
-    state = train.train(
-        dataset, run_dir, dict(config, negatives=1), progress=False, echo=lines.append
-    )
+    config, state, lines = _four_steps(dataset, run_dir, negatives=1)
     assert state["status"] == "finished"
     count = len(train.load_split(dataset, "train", LABELS, 64))
     assert any(line.startswith(f"negatives: {count} copies of the {count} train") for line in lines)
@@ -527,11 +534,7 @@ def test_plate_swaps_draw_new_plates_over_copies_of_the_photos_with_plates(datas
             assert not extra[index, int(y0) : int(y1), int(x0) : int(x1)].any()
 
     run_dir = tmp_path / "run"
-    config = dict(TINY_TRAINING, steps=4, eval_every=4, log_every=2, checkpoint_every=4)
-    lines = []
-    state = train.train(
-        dataset, run_dir, dict(config, plate_swaps=1), progress=False, echo=lines.append
-    )
+    config, state, lines = _four_steps(dataset, run_dir, plate_swaps=1)
     assert state["status"] == "finished"
     small = train.load_split(dataset, "train", LABELS, 64)
     count = int((small.classes == plate).any(axis=1).sum())
