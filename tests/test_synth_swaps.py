@@ -1,6 +1,8 @@
 """Synthetic US and EU plates drawn over the plates of real photos
 (platelab.synth.swaps): each new plate covers the old at its own aspect ratio."""
 
+import warnings
+
 import numpy as np
 
 from platelab.synth import plates, swaps
@@ -53,6 +55,12 @@ def test_swaps_are_seeded_and_leave_the_image_size_and_edges_alone():
     edge = np.array([[560, 440, 640, 480]], np.float32)
     drawn = swaps.swap(np.random.default_rng(1), image, edge)
     assert drawn[0][2] <= 640 and drawn[0][3] <= 480 and drawn[0][0] <= 560
+    # A box partly outside the photo (above and left of it): drawn where it is inside.
+    image, _ = _photo()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean of an empty slice: the light is measured
+        drawn = swaps.swap(np.random.default_rng(2), image, np.array([[-30, -10, 60, 20]]))
+    assert drawn[0][0] == 0 and drawn[0][1] == 0 and drawn[0][2] >= 60
     # A box too small to draw over is returned as it was; the image unchanged.
     image, _ = _photo()
     before = image.copy()

@@ -92,7 +92,8 @@ def swap(rng, image, boxes, styles=STYLES, look_share=LOOK_SHARE):
         centre = ((x0 + x1) / 2, (y0 + y1) / 2)
         new_w = old_w * cover
         new_h = new_w / aspect
-        light = float(image[int(y0) : int(y1), int(x0) : int(x1)].mean())
+        old = image[max(0, int(y0)) : max(0, int(y1)), max(0, int(x0)) : max(0, int(x1))]
+        light = float(old.mean()) if old.size else float(image.mean())
         if new_h < old_h * cover:
             # A plate longer than the old one (EU over Brazilian) hides its width, not
             # its height: a dark plate holder of the old plate's size goes behind it.
