@@ -728,33 +728,50 @@ def with_negatives(data, copies, seed, progress=False):
     from platelab.synth import negatives
 
     rng = np.random.default_rng([int(seed), NEGATIVES_STREAM])
-    count = int(copies) * len(data)
     order = np.tile(np.arange(len(data)), int(copies))
     images = data.images[order]  # fancy indexing: a new array, pasted into in place
-    geometry = data.geometry
-    height, width = images.shape[1:3]
-    top = left = geometry.margin if geometry.mode == "letterbox" else 0
-    for index in tqdm(range(count), desc="negatives", disable=not progress):
+    scale, corner = _content_pixels(data.geometry, images)
+    for index in tqdm(range(len(order)), desc="negatives", disable=not progress):
         source = order[index]
         real = data.classes[source] > 0
-        boxes = data.boxes[source][real] * np.array([width, height, width, height], np.float32)
-        boxes -= np.array([left, top, left, top], np.float32)
-        content = geometry.content(images[index], *data.sizes[source])
-        negatives.paste(rng, content, boxes)
-    return SplitData(
+        content = data.geometry.content(images[index], *data.sizes[source])
+        negatives.paste(rng, content, data.boxes[source][real] * scale - corner)
+    return _copies(data, order, images, data.boxes[order], "neg", len(data))
+
+
+def _content_pixels(geometry, images):
+    """``(scale, corner)``, float32 ``(4,)`` each: a box in fractions of the network input
+    times ``scale``, less ``corner``, is in pixels of the image's own part of it
+    (:meth:`platelab.model.InputGeometry.content`, the letterbox padding cut off)."""
+    height, width = images.shape[1:3]
+    offset = geometry.margin if geometry.mode == "letterbox" else 0
+    return (
+        np.array([width, height, width, height], np.float32),
+        np.array([offset] * 4, np.float32),
+    )
+
+
+def _copies(data, order, images, boxes, tag, per_round):
+    """A :class:`SplitData` of ``data``'s images in ``order`` (their drawn-into ``images``
+    and ``boxes``; classes, flags and sizes the originals'), named ``NAME~{tag}N`` with
+    N the index over ``per_round``."""
+    copied = SplitData(
         images=images,
-        boxes=data.boxes[order],
+        boxes=boxes,
         classes=data.classes[order],
         difficult=data.difficult[order],
         names=[
-            f"{data.names[source]}~neg{index // len(data)}" for index, source in enumerate(order)
+            f"{data.names[source]}~{tag}{index // max(1, per_round)}"
+            for index, source in enumerate(order)
         ],
         sizes=data.sizes[order],
         info=[data.info[source] for source in order],
         skipped=[],
         unknown_labels={},
-        geometry=geometry,
+        geometry=data.geometry,
     )
+    copied.labels_list = tuple(getattr(data, "labels_list", None) or ())
+    return copied
 
 
 SWAPS_STREAM = 7400
@@ -797,36 +814,17 @@ def with_plate_swaps(data, copies, seed, progress=False, negatives=False):
     order = np.tile(with_plates, int(copies))
     images = data.images[order]  # fancy indexing: a new array, drawn into in place
     boxes = data.boxes[order].copy()
-    geometry = data.geometry
-    height, width = images.shape[1:3]
-    scale = np.array([width, height, width, height], np.float32)
-    corner = np.array([geometry.margin] * 4 if geometry.mode == "letterbox" else [0] * 4)
+    scale, corner = _content_pixels(data.geometry, images)
     for index in tqdm(range(len(order)), desc="plate swaps", disable=not progress):
         source = order[index]
         rows = np.flatnonzero(data.classes[source] == plate)
-        content = geometry.content(images[index], *data.sizes[source])
+        content = data.geometry.content(images[index], *data.sizes[source])
         pixels = data.boxes[source][rows] * scale - corner
         boxes[index, rows] = (swaps.swap(rng, content, pixels) + corner) / scale
         if negatives:
             real = data.classes[source] > 0
             negatives_lib.paste(distractors, content, boxes[index][real] * scale - corner)
-    swapped = SplitData(
-        images=images,
-        boxes=boxes,
-        classes=data.classes[order],
-        difficult=data.difficult[order],
-        names=[
-            f"{data.names[source]}~swap{index // max(1, len(with_plates))}"
-            for index, source in enumerate(order)
-        ],
-        sizes=data.sizes[order],
-        info=[data.info[source] for source in order],
-        skipped=[],
-        unknown_labels={},
-        geometry=geometry,
-    )
-    swapped.labels_list = labels
-    return swapped
+    return _copies(data, order, images, boxes, "swap", len(with_plates))
 
 
 def frame_size(dataset_dir, split="train"):
