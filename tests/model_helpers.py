@@ -176,6 +176,7 @@ def make_run_folder(
     infer_size=None,
     tta=None,
     infer_margin=0,
+    infer_max_scale=None,
 ):
     """Writes a training-run folder as :mod:`platelab.train` leaves it.
 
@@ -194,6 +195,8 @@ def make_run_folder(
             recorded (an earlier run's)
         infer_margin: padding round the letterboxed frame (``config.json``'s
             ``infer_margin``; with ``infer_size``)
+        infer_max_scale: the largest letterbox scale (``config.json``'s
+            ``infer_max_scale``; with ``infer_size``); None: not recorded
 
     Returns:
         the folder (a Path)
@@ -229,6 +232,8 @@ def make_run_folder(
         config["resize"] = "letterbox"
         if infer_margin:
             config["infer_margin"] = int(infer_margin)
+        if infer_max_scale is not None:
+            config["infer_max_scale"] = float(infer_max_scale)
     net.save(folder / "best.keras")
     (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     state = {"status": status, "step": 80, "best_step": 80, "best_map": 0.6, "steps": 80}

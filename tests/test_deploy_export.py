@@ -405,13 +405,22 @@ def exports(trained_run, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("margin, first_frame", [(0, (200, 150)), (32, (192, 96))])
+@pytest.mark.parametrize(
+    "margin, first_frame, inner, max_scale",
+    [
+        (0, (200, 150), (192, 128), None),
+        (32, (192, 96), (192, 128), None),
+        (32, (128, 96), (256, 192), 1.0),
+    ],
+)
 def test_letterboxed_exports_agree_with_keras_on_frames_of_other_shapes(
-    tmp_path, margin, first_frame
+    tmp_path, margin, first_frame, inner, max_scale
 ):
     """A run of today's geometry (letterbox into 192x128, or with a 32 px margin into
     256x192) exports with that geometry: every format and the Keras detector find the
-    same boxes on 4:3 (2:1) and 1:1 frames.
+    same boxes on 4:3 (2:1) and 1:1 frames. With ``infer_max_scale`` 1.0 (into 320x256)
+    both frames are smaller than the input and go in at their own size, unenlarged, in
+    every format.
 
     With the margin the frames need no resizing: the SavedModel's in-graph resize
     differs from OpenCV's by rounding ties (up to 1 grey level on 26 pixels of the 4:3
@@ -420,12 +429,22 @@ def test_letterboxed_exports_agree_with_keras_on_frames_of_other_shapes(
     moved by 0.005 at the margin's position. Here the margin's own arithmetic (placing,
     box mapping) is held to the same 0.001."""
     net, spec = model_helpers.train_tiny_model()
-    size = [192 + 2 * margin, 128 + 2 * margin]
+    size = [inner[0] + 2 * margin, inner[1] + 2 * margin]
     run = model_helpers.make_run_folder(
-        tmp_path / "run", net, spec, infer_size=size, infer_margin=margin
+        tmp_path / "run",
+        net,
+        spec,
+        infer_size=size,
+        infer_margin=margin,
+        infer_max_scale=max_scale,
     )
     keras_predictor = export.load_predictor(run)
-    assert keras_predictor.geometry == model_lib.InputGeometry(*size, "letterbox", margin)
+    assert keras_predictor.geometry == model_lib.InputGeometry(
+        *size, "letterbox", margin, max_scale
+    )
+    if max_scale is not None:  # both frames would be enlarged without the cap
+        assert keras_predictor.geometry.scale(*first_frame) == (1.0, 1.0)
+        assert keras_predictor.geometry.scale(128, 128) == (1.0, 1.0)
     rng = np.random.default_rng(4)
     images = [
         model_helpers.draw_scene(rng, *first_frame)[0],
@@ -443,11 +462,14 @@ def test_letterboxed_exports_agree_with_keras_on_frames_of_other_shapes(
         card = json.loads((folder / export.CARD_JSON).read_text())
         assert card["model"]["infer_size"] == size and card["model"]["resize"] == "letterbox"
         assert card["model"]["infer_margin"] == margin
+        assert card["model"]["infer_max_scale"] == max_scale
         assert f"letterboxed into {size[0]}x{size[1]}" in card["preprocessing"]
         assert ("placed 32 px from the top left" in card["preprocessing"]) == bool(margin)
         text = (folder / export.CARD_MARKDOWN).read_text()
         assert f"{size[0]}x{size[1]}, letterbox" in text
         assert ("a 32 px margin round the frame" in text) == bool(margin)
+        assert ("never scaled by more than 1" in text) == (max_scale is not None)
+        assert ("never scaled by more than 1" in card["preprocessing"]) == (max_scale is not None)
         predictor = export.load_predictor(folder)
         ours = predictor.predict(images, score_threshold=0.3)
         for first, second in zip(ours, reference, strict=True):

@@ -189,6 +189,38 @@ def test_a_margin_pads_the_frame_all_round_and_keeps_its_scale():
         model_lib.InputGeometry(1216, 768, margin=400)
 
 
+def test_a_capped_scale_places_a_smaller_image_at_its_own_size():
+    """``max_scale`` 1.0: an image smaller than the input is not enlarged; its boxes go
+    there and back; a larger frame is shrunk as without the cap."""
+    plain = model_lib.InputGeometry.for_frames(1280, 720, 960, margin=32)
+    geometry = plain.capped(1.0)
+    assert (geometry.width, geometry.height, geometry.max_scale) == (1024, 640, 1.0)
+    assert geometry != plain and geometry == model_lib.InputGeometry.from_config(
+        {"infer_size": [1024, 640], "infer_margin": 32, "infer_max_scale": 1.0}
+    )
+    assert plain.scale(576, 432) == pytest.approx((4 / 3, 4 / 3))  # 576 px / 432
+    assert geometry.scale(576, 432) == (1.0, 1.0)
+    assert geometry.scale(1280, 720) == plain.scale(1280, 720) == (0.75, 0.75)
+    assert geometry.content_size(576, 432) == (576, 432)
+    image = np.random.default_rng(5).integers(0, 256, (432, 576, 3), np.uint8)
+    prepared = geometry.prepare(image)
+    np.testing.assert_array_equal(prepared[32:464, 32:608], image)
+    padding = np.ones(prepared.shape[:2], bool)
+    padding[32:464, 32:608] = False
+    assert (prepared[padding] == model_lib.PAD_VALUE).all()
+    boxes = np.array([[100, 200, 300, 260]], np.float32)
+    network = geometry.to_network(boxes, 576, 432)
+    np.testing.assert_allclose(network, [[132 / 1024, 232 / 640, 332 / 1024, 292 / 640]])
+    np.testing.assert_allclose(geometry.to_image(network, 576, 432), boxes, rtol=1e-5)
+    assert "never scaled by more than 1" in geometry.describe()
+    assert "scale at most 1" in repr(geometry)
+    assert "never scaled" not in plain.describe()
+    with pytest.raises(ValueError, match="max_scale 1.0: a largest scale needs the letterbox"):
+        model_lib.InputGeometry(320, 320, "squash", max_scale=1.0)
+    with pytest.raises(ValueError, match="must be above 0"):
+        plain.capped(0.0)
+
+
 @pytest.mark.parametrize("size", [(1280, 720), (500, 500), (333, 200)])
 @pytest.mark.parametrize("margin", [0, 32])
 def test_the_mirror_of_a_prepared_input_is_the_prepared_mirror_image(size, margin):
@@ -230,12 +262,14 @@ def test_an_input_size_off_the_largest_stride_is_refused_naming_valid_sizes():
         model_lib.InputGeometry.for_frames(1920, 1080, 1000)
 
 
-@pytest.mark.parametrize("margin", [0, 32])
-def test_in_graph_letterbox_equals_the_numpy_one(margin):
+@pytest.mark.parametrize("margin, max_scale", [(0, None), (32, None), (32, 1.0)])
+def test_in_graph_letterbox_equals_the_numpy_one(margin, max_scale):
     tf = import_tensorflow()
     rng = np.random.default_rng(0)
-    geometry = model_lib.InputGeometry(320 + 2 * margin, 192 + 2 * margin, margin=margin)
-    for height, width in [(540, 960), (720, 1280), (300, 300), (100, 400)]:
+    geometry = model_lib.InputGeometry(
+        320 + 2 * margin, 192 + 2 * margin, margin=margin, max_scale=max_scale
+    )
+    for height, width in [(540, 960), (720, 1280), (300, 300), (100, 400), (90, 120)]:
         image = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
         in_graph = model_lib.letterbox_images_tf(tf.constant(image[None]), geometry).numpy()[0]
         np.testing.assert_allclose(in_graph, geometry.prepare(image), atol=1.0)

@@ -285,6 +285,39 @@ def test_the_inference_margin_is_stored_and_a_run_older_than_it_keeps_none(datas
         train.TrainConfig.from_dict(dict(TINY_TRAINING, infer_margin=16))
 
 
+def test_the_inference_scale_cap_is_stored_used_by_the_detector_and_free_on_resume(
+    dataset, tmp_path
+):
+    """``infer_max_scale`` 1.0: the run's detector never enlarges an image (its 160x120
+    frames would go into 192x144 at scale 1.2), training sees the frames as without it,
+    and a run resumes with another value (an inference setting, like ``tta``)."""
+    config = dict(
+        TINY_TRAINING, steps=2, eval_every=2, log_every=1, checkpoint_every=2, infer_max_scale=1.0
+    )
+    run_dir = tmp_path / "run"
+    lines = []
+    train.train(dataset, run_dir, config, progress=False, echo=lines.append)
+    stored = json.loads((run_dir / "config.json").read_text())
+    assert stored["infer_max_scale"] == 1.0 and stored["training"]["infer_max_scale"] == 1.0
+    loaded = detector.load(run_dir)
+    assert loaded.geometry == model_lib.InputGeometry(256, 256, margin=32, max_scale=1.0)
+    assert loaded.geometry.scale(160, 120) == (1.0, 1.0)
+    assert any("scale at most 1" in line for line in lines)
+    parsed = train.TrainConfig.from_dict(config)
+    assert parsed.geometry(160, 120).scale(160, 120) == (1.2, 1.2)  # training: as before
+    assert parsed.inference_geometry(160, 120).scale(160, 120) == (1.0, 1.0)
+    resumed = dict(config, infer_max_scale=0)  # not a RunMismatchError
+    train.train(dataset, run_dir, resumed, progress=False, echo=lambda line: None)
+    assert detector.read_state(run_dir)["step"] == 2
+    assert (
+        train.TrainConfig.from_dict(dict(TINY_TRAINING, infer_max_scale=0)).infer_max_scale is None
+    )
+    squashed = train.TrainConfig.from_dict(dict(TINY_TRAINING, infer_size=0, infer_max_scale=1))
+    assert squashed.infer_max_scale is None
+    with pytest.raises(train.TrainingError, match="infer_max_scale must be above 0"):
+        train.TrainConfig.from_dict(dict(TINY_TRAINING, infer_max_scale=-1))
+
+
 def test_kept_value_follows_the_keep_metric():
     metrics = {"AP": 0.4, "AP50": 0.7}
     assert train.kept_value("map", metrics, 30) == 0.4

@@ -176,6 +176,7 @@ def _train(args):
         "input_size": args.input_size,
         "infer_size": args.infer_size,
         "infer_margin": args.infer_margin,
+        "infer_max_scale": args.infer_max_scale,
         "crop_training": False if args.whole_frames else None,
         "max_minutes": args.max_minutes,
         "keep": args.keep,
@@ -530,6 +531,12 @@ def _add_train_parser(commands):
         type=int,
         help="padding in network pixels around the letterboxed frame (0 or a multiple of "
         "32; default 32): a frame's edges against padding, as training crops see them",
+    )
+    train.add_argument(
+        "--infer-max-scale",
+        type=float,
+        help="largest letterbox scale at inference (1.0: an image smaller than the input is "
+        "not enlarged, as for close-up photos; 0: none, the default)",
     )
     train.add_argument(
         "--whole-frames",

@@ -169,6 +169,12 @@ class TrainConfig:
             each way): training crops see a frame's edge against padding, and so does
             inference then (:class:`platelab.model.InputGeometry`); 0 with
             ``infer_size`` 0
+        infer_max_scale: the largest letterbox scale at inference (network pixels per
+            image pixel; None or 0 for none): with 1.0 an image smaller than the input is
+            placed at its own size, not enlarged (``max_scale`` of
+            :class:`platelab.model.InputGeometry`). Only inference uses it, like
+            ``tta``: training and its validation see the images as before, and a run
+            resumes with another value. None with ``infer_size`` 0
         crop_training: train on ``input_size`` crops of the letterboxed frames (False:
             on the whole letterboxed frame)
         scale_min: smallest scale of a training crop (network pixels per frame pixel at
@@ -272,6 +278,7 @@ class TrainConfig:
     input_size: int = 192
     infer_size: int = 960
     infer_margin: int = 32
+    infer_max_scale: float | None = None
     crop_training: bool = True
     scale_min: float = 0.6
     scale_max: float = 1.6
@@ -351,8 +358,17 @@ class TrainConfig:
                 f"infer_margin must be 0 or a multiple of {largest // 2} (half the largest "
                 f"stride), got {self.infer_margin}"
             )
+        if self.infer_max_scale in (None, 0):
+            self.infer_max_scale = None  # 0 reads as none, as a notebook's float can say
+        elif not float(self.infer_max_scale) > 0:
+            raise TrainingError(
+                f"infer_max_scale must be above 0 (0 or null for none), got {self.infer_max_scale}"
+            )
+        else:
+            self.infer_max_scale = float(self.infer_max_scale)
         if not self.infer_size:
             self.infer_margin = 0  # a square, squashed input has no letterbox to pad
+            self.infer_max_scale = None
         if not 0 < self.scale_min <= self.scale_max:
             raise TrainingError(
                 f"scale_min and scale_max must satisfy 0 < min <= max, got "
@@ -411,12 +427,20 @@ class TrainConfig:
         )
 
     def geometry(self, frame_width, frame_height):
-        """The inference :class:`platelab.model.InputGeometry` for frames of this size."""
+        """The :class:`platelab.model.InputGeometry` training prepares frames of this
+        size with (the inference one less ``infer_max_scale``:
+        :meth:`inference_geometry`)."""
         if not self.infer_size:
             return model_lib.InputGeometry(self.input_size, self.input_size, "squash")
         return model_lib.InputGeometry.for_frames(
             frame_width, frame_height, self.infer_size, max(self.levels), self.infer_margin
         )
+
+    def inference_geometry(self, frame_width, frame_height):
+        """The run's detector's :class:`platelab.model.InputGeometry` for frames of this
+        size: :meth:`geometry` with the scale capped at ``infer_max_scale``."""
+        geometry = self.geometry(frame_width, frame_height)
+        return geometry.capped(self.infer_max_scale) if self.infer_size else geometry
 
     def train_shape(self, geometry):
         """``(height, width)`` of the training images: the crop, or the whole input."""
@@ -1657,7 +1681,8 @@ class _TrainingSetup:
             + ("" if self.chief else " (this worker is not the chief: it writes no run files)")
         )
         self.echo(
-            f"geometry: inference {self.geometry}, training on "
+            f"geometry: inference {self.geometry.capped(self.config.infer_max_scale)}, "
+            "training on "
             f"{self.train_shape[1]}x{self.train_shape[0]} "
             + ("crops" if self.train_shape != self.geometry.shape else "whole frames")
         )
@@ -1715,6 +1740,7 @@ class _TrainingSetup:
             "infer_size": [geometry.width, geometry.height],
             "resize": geometry.mode,
             "infer_margin": geometry.margin,
+            "infer_max_scale": config.infer_max_scale,
             "width": config.width,
             "levels": list(config.levels),
             "anchors": anchor_spec,
@@ -2340,6 +2366,7 @@ def _check_resume(run_dir, run_config):
         "strategy",
         "init",
         "tta",
+        "infer_max_scale",
     }
     training_keys = sorted(
         (set(run_config["training"]) | set(existing.get("training", {})))

@@ -1063,6 +1063,7 @@ def _model_card(keras_detector, config, state, run_folder, model_file, fmt, quan
             "infer_size": [keras_detector.geometry.width, keras_detector.geometry.height],
             "resize": keras_detector.geometry.mode,
             "infer_margin": keras_detector.geometry.margin,
+            "infer_max_scale": keras_detector.geometry.max_scale,
             "levels": config.get("levels"),
             "anchors": config["anchors"],
             "num_anchors": len(keras_detector.anchors),
@@ -1351,7 +1352,9 @@ def _input_text(model):
         width, height = model["infer_size"]
         margin = int(model.get("infer_margin") or 0)
         padded = f", a {margin} px margin round the frame" if margin else ""
-        return f"{width}x{height}, {model.get('resize', 'letterbox')}{padded}"
+        cap = model.get("infer_max_scale")
+        capped = f", never scaled by more than {cap:g}" if cap is not None else ""
+        return f"{width}x{height}, {model.get('resize', 'letterbox')}{padded}{capped}"
     return f"{model['input_size']}x{model['input_size']}, squash"
 
 
