@@ -310,11 +310,13 @@ def test_the_inference_scale_cap_is_stored_used_by_the_detector_and_free_on_resu
     train.train(dataset, run_dir, resumed, progress=False, echo=lambda line: None)
     assert detector.read_state(run_dir)["step"] == 2
     assert (
-        train.TrainConfig.from_dict(dict(TINY_TRAINING, infer_max_scale=0)).infer_max_scale is None
+        train.TrainConfig.from_dict(dict(TINY_TRAINING, infer_max_scale=None)).infer_max_scale == 0
     )
     squashed = train.TrainConfig.from_dict(dict(TINY_TRAINING, infer_size=0, infer_max_scale=1))
-    assert squashed.infer_max_scale is None
-    with pytest.raises(train.TrainingError, match="infer_max_scale must be above 0"):
+    assert squashed.infer_max_scale == 0
+    with pytest.raises(
+        train.TrainingError, match=r"infer_max_scale must be 0 \(none\) or above, got -1"
+    ):
         train.TrainConfig.from_dict(dict(TINY_TRAINING, infer_max_scale=-1))
 
 

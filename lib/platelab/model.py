@@ -518,7 +518,7 @@ class InputGeometry:
 
         Today's runs store ``infer_size`` (``[width, height]``), ``resize``,
         ``infer_margin`` (0 where absent: runs from before it) and ``infer_max_scale``
-        (None where absent); older runs only ``input_size``: a square, squashed.
+        (none where absent or 0); older runs only ``input_size``: a square, squashed.
         """
         if config.get("infer_size"):
             width, height = config["infer_size"]
@@ -527,7 +527,7 @@ class InputGeometry:
                 height,
                 config.get("resize", "letterbox"),
                 int(config.get("infer_margin") or 0),
-                config.get("infer_max_scale"),
+                config.get("infer_max_scale") or None,
             )
         size = int(config["input_size"])
         return cls(size, size, "squash")

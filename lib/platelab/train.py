@@ -170,11 +170,11 @@ class TrainConfig:
             inference then (:class:`platelab.model.InputGeometry`); 0 with
             ``infer_size`` 0
         infer_max_scale: the largest letterbox scale at inference (network pixels per
-            image pixel; None or 0 for none): with 1.0 an image smaller than the input is
+            image pixel; 0 for none): with 1.0 an image smaller than the input is
             placed at its own size, not enlarged (``max_scale`` of
             :class:`platelab.model.InputGeometry`). Only inference uses it, like
             ``tta``: training and its validation see the images as before, and a run
-            resumes with another value. None with ``infer_size`` 0
+            resumes with another value. 0 with ``infer_size`` 0
         crop_training: train on ``input_size`` crops of the letterboxed frames (False:
             on the whole letterboxed frame)
         scale_min: smallest scale of a training crop (network pixels per frame pixel at
@@ -278,7 +278,7 @@ class TrainConfig:
     input_size: int = 192
     infer_size: int = 960
     infer_margin: int = 32
-    infer_max_scale: float | None = None
+    infer_max_scale: float = 0.0
     crop_training: bool = True
     scale_min: float = 0.6
     scale_max: float = 1.6
@@ -358,17 +358,14 @@ class TrainConfig:
                 f"infer_margin must be 0 or a multiple of {largest // 2} (half the largest "
                 f"stride), got {self.infer_margin}"
             )
-        if self.infer_max_scale in (None, 0):
-            self.infer_max_scale = None  # 0 reads as none, as a notebook's float can say
-        elif not float(self.infer_max_scale) > 0:
+        self.infer_max_scale = float(self.infer_max_scale or 0.0)  # None reads as none
+        if self.infer_max_scale < 0:
             raise TrainingError(
-                f"infer_max_scale must be above 0 (0 or null for none), got {self.infer_max_scale}"
+                f"infer_max_scale must be 0 (none) or above, got {self.infer_max_scale:g}"
             )
-        else:
-            self.infer_max_scale = float(self.infer_max_scale)
         if not self.infer_size:
             self.infer_margin = 0  # a square, squashed input has no letterbox to pad
-            self.infer_max_scale = None
+            self.infer_max_scale = 0.0
         if not 0 < self.scale_min <= self.scale_max:
             raise TrainingError(
                 f"scale_min and scale_max must satisfy 0 < min <= max, got "
@@ -440,7 +437,7 @@ class TrainConfig:
         """The run's detector's :class:`platelab.model.InputGeometry` for frames of this
         size: :meth:`geometry` with the scale capped at ``infer_max_scale``."""
         geometry = self.geometry(frame_width, frame_height)
-        return geometry.capped(self.infer_max_scale) if self.infer_size else geometry
+        return geometry.capped(self.infer_max_scale or None) if self.infer_size else geometry
 
     def train_shape(self, geometry):
         """``(height, width)`` of the training images: the crop, or the whole input."""
@@ -1681,7 +1678,7 @@ class _TrainingSetup:
             + ("" if self.chief else " (this worker is not the chief: it writes no run files)")
         )
         self.echo(
-            f"geometry: inference {self.geometry.capped(self.config.infer_max_scale)}, "
+            f"geometry: inference {self.geometry.capped(self.config.infer_max_scale or None)}, "
             "training on "
             f"{self.train_shape[1]}x{self.train_shape[0]} "
             + ("crops" if self.train_shape != self.geometry.shape else "whole frames")
@@ -1740,7 +1737,7 @@ class _TrainingSetup:
             "infer_size": [geometry.width, geometry.height],
             "resize": geometry.mode,
             "infer_margin": geometry.margin,
-            "infer_max_scale": config.infer_max_scale,
+            "infer_max_scale": config.infer_max_scale or None,
             "width": config.width,
             "levels": list(config.levels),
             "anchors": anchor_spec,
