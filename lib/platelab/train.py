@@ -2789,8 +2789,8 @@ def run_summary(
 
     Returns:
         a JSON-ready dict ``run_dir``, ``init``, ``state``, ``val_metrics``, ``anchor_fit``,
-        ``geometry`` (``infer_size`` ``[width, height]``, ``resize``, ``train_shape``
-        ``[height, width]``), ``memory``, ``throughput``, ``map_trend``, ``starter_table``
+        ``geometry`` (``infer_size`` ``[width, height]``, ``resize``, ``infer_margin``,
+        ``infer_max_scale`` (None: none), ``train_shape`` ``[height, width]``), ``memory``, ``throughput``, ``map_trend``, ``starter_table``
     """
     return {
         "run_dir": str(run_dir),
@@ -2802,6 +2802,7 @@ def run_summary(
             "infer_size": [geometry.width, geometry.height],
             "resize": geometry.mode,
             "infer_margin": geometry.margin,
+            "infer_max_scale": config.infer_max_scale or None,
             "train_shape": list(config.train_shape(geometry)),
         },
         "memory": list(memory),
