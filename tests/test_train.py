@@ -998,6 +998,7 @@ def test_run_summary_and_key_figures():
         "infer_size": [geometry.width, geometry.height],
         "resize": geometry.mode,
         "infer_margin": geometry.margin,
+        "infer_max_scale": None,
         "train_shape": [192, 192],
     }
     json.dumps(summary)  # JSON-ready
